@@ -1,0 +1,1124 @@
+"""The message dispatcher: routes messages to listeners and replies back to senders.
+
+How the asynchronous side runs (the "why" behind the shape of this module):
+
+* ``send`` only appends to one FIFO queue; nothing per message spawns a task, opens a
+  cancel scope or creates an anyio Event (each costs microseconds).
+* One worker task, the *leader*, drains the queue and starts every handler by hand
+  (``coro.send(None)``). A handler that finishes without suspending (every sync
+  callback, most async ones) costs no task. A handler that does suspend keeps the
+  worker that started it (see `dispatchio._backend.resume`); that worker hands the
+  queue to an idle worker, or spawns one, and carries on with the handler. So handlers
+  start in queue order, and a handler that awaits never stalls anyone else.
+* Replies resolve native futures; every deadline lives in one heap served by one task.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import math
+import os
+import secrets
+import socket
+import threading
+import types
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import anyio.lowlevel
+
+from dispatchio._backend import Backend, Future, current_backend, resume
+from dispatchio._basic import Action, BasicMessageListener
+from dispatchio._errors import (
+    DispatcherNotRunningError,
+    DispatchError,
+    DuplicateListenerError,
+    HandlerError,
+    ReplyTimeoutError,
+    SyncSendError,
+    UndeliverableError,
+    error_from_message,
+    format_error,
+)
+from dispatchio._listener import MessageListener
+from dispatchio._message import (
+    DEFERRED,
+    UNHANDLED,
+    DeferredType,
+    ListenerId,
+    Message,
+    check_message,
+)
+from dispatchio._pending import GATHER, LETTER, REQUEST, Expired, Pending, TimerHeap, is_decline
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    import pluggy
+
+    from dispatchio._thread import DispatcherThread
+
+logger = logging.getLogger("dispatchio")
+
+_BASIC_HANDLE: Final = BasicMessageListener.handle_message
+_MAX_IDLE_WORKERS: Final = 8
+_LEADER_BATCH: Final = 512  # messages the leader handles before letting other tasks run
+_CoroutineType: Final = types.CoroutineType
+_INLINE_STREAK: Final = 64  # requests answered inline before a checkpoint
+
+
+class DispatcherStats:
+    """Counters of the events a sender might otherwise never see. Read-only for users."""
+
+    __slots__ = (
+        "dropped_replies",
+        "handler_errors",
+        "late_replies",
+        "returned",
+        "timeouts",
+        "unmatched",
+    )
+
+    def __init__(self) -> None:
+        #: Messages a listener declined (no rule matched).
+        self.unmatched = 0
+        #: Letters returned to their sender (undeliverable, timeout, handler error).
+        self.returned = 0
+        #: Waits that ended in a timeout.
+        self.timeouts = 0
+        #: Handler exceptions on the asynchronous path.
+        self.handler_errors = 0
+        #: Replies that arrived after their sender stopped waiting (dropped).
+        self.late_replies = 0
+        #: Replies and returned letters with nowhere to go (no such sender listener).
+        self.dropped_replies = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """Return the counters as a dict."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __repr__(self) -> str:
+        return f"DispatcherStats({self.as_dict()})"
+
+
+class _Hold:
+    """A blocking message in progress: later messages to ``key`` wait until it is handled."""
+
+    __slots__ = ("is_group", "key", "remaining")
+
+    def __init__(self, key: ListenerId, is_group: bool, remaining: int) -> None:
+        self.key = key
+        self.is_group = is_group
+        self.remaining = remaining
+
+
+class MessageDispatcher:
+    """Routes messages to listeners, in this process and (with transports) beyond it.
+
+    One per process in normal use (`dispatchio.get_dispatcher` returns the process
+    default), but any number may be created, for example one per test.
+
+    Synchronous sends (`send_sync`) work anywhere, with or without an event loop. The
+    asynchronous API (`send`, `request`, `gather`, `reply`) needs the dispatcher to be
+    running: ``async with dispatcher:`` on asyncio or trio, or `in_thread` for plain
+    synchronous programs.
+
+    Args:
+        process_id: This process's ID (int or str), the return address stamped on every
+            message sent. Default: ``"<host>:<pid>:<random>"``.
+        reply_timeout: Default seconds to wait for a reply (`request`, `gather`, and
+            `send` with ``response_required=True``).
+        plugins: The plugin manager whose hooks observe this dispatcher. Default: the
+            process-wide one from `dispatchio.default_plugin_manager` (entry points
+            loaded on first use).
+    """
+
+    def __init__(
+        self,
+        process_id: ListenerId | None = None,
+        *,
+        reply_timeout: float = 10.0,
+        plugins: pluggy.PluginManager | None = None,
+    ) -> None:
+        if process_id is None:
+            process_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        if not (isinstance(process_id, (int, str)) and not isinstance(process_id, bool)):
+            raise TypeError(f"process_id must be an int or a str, got {process_id!r}")
+        if not reply_timeout > 0:
+            raise ValueError(f"reply_timeout must be > 0, got {reply_timeout!r}")
+        self.process_id: ListenerId = process_id
+        self.reply_timeout = reply_timeout
+        self.stats = DispatcherStats()
+        self._listeners: dict[ListenerId, MessageListener] = {}
+        self._groups: dict[ListenerId, dict[ListenerId, MessageListener]] = {}
+        # Snapshot per group, rebuilt on (un)subscribe, so a send iterates a tuple that a
+        # handler (un)subscribing cannot change under it.
+        self._members: dict[ListenerId, tuple[tuple[ListenerId, MessageListener], ...]] = {}
+        # 64 random bits, then a counter: unique across processes without coordination.
+        self._ids = iterator_of_ids()
+        if plugins is None:
+            from dispatchio._plugins import default_plugin_manager
+
+            plugins = default_plugin_manager()
+        self.plugins = plugins
+        self._hook = plugins.hook
+        self._observed = False
+        self.refresh_hooks()
+
+        self._backend: Backend | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._closing = False
+        self._queue: collections.deque[Message] = collections.deque()
+        self._wake: Future | None = None  # the parked leader's future
+        self._idle: list[Future] = []  # parked followers
+        self._pending: dict[ListenerId, Pending] = {}
+        self._expired = Expired()
+        self._timers = TimerHeap()
+        self._timer_wake: Future | None = None
+        self._drained: Future | None = None  # resolved when the leader runs out of work
+        self._timer_deadline = math.inf
+        self._held_dest: dict[ListenerId, collections.deque[Message]] = {}
+        self._held_group: dict[ListenerId, collections.deque[Message]] = {}
+        self._high_water = 65536
+        self._inline_streak = 0
+
+    # ------------------------------------------------------------------ registry
+
+    def refresh_hooks(self) -> None:
+        """Re-check which observation hooks have implementations.
+
+        The dispatcher checks once, at construction and when it starts, so a hook nobody
+        implements costs one attribute test per message. Call this after registering an
+        observer plugin on a running dispatcher's plugin manager.
+        """
+        self._observed = any(
+            getattr(self._hook, name).get_hookimpls()
+            for name in (
+                "dispatchio_message_sent",
+                "dispatchio_message_delivered",
+                "dispatchio_message_returned",
+                "dispatchio_reply_timed_out",
+                "dispatchio_handler_failed",
+                "dispatchio_message_unmatched",
+            )
+        )
+
+    def register(self, listener: MessageListener) -> MessageListener:
+        """Register a listener under its `MessageListener.id`; return it.
+
+        Raises:
+            ValueError: the listener's ID is None (anonymous listeners can only be chained).
+            TypeError: not a `MessageListener`, or its ID is not an int or a str.
+            DuplicateListenerError: another listener already has that ID.
+        """
+        if not isinstance(listener, MessageListener):
+            raise TypeError(f"expected a MessageListener, got {listener!r}")
+        lid = listener.id
+        if lid is None:
+            raise ValueError(f"{listener!r} has no id, so it cannot be registered")
+        if not isinstance(lid, (int, str)) or isinstance(lid, bool):
+            raise TypeError(f"a listener id must be an int or a str, got {lid!r}")
+        existing = self._listeners.get(lid)
+        if existing is not None:
+            if existing is listener:
+                return listener
+            raise DuplicateListenerError(f"a listener with id {lid!r} is already registered")
+        self._listeners[lid] = listener
+        return listener
+
+    def unregister(self, listener: MessageListener | ListenerId) -> None:
+        """Remove a listener (given itself or its ID) and all its group subscriptions.
+
+        Messages already queued for it come back to their senders as undeliverable.
+
+        Raises:
+            KeyError: no such listener is registered.
+        """
+        lid = self._id_of(listener)
+        if lid not in self._listeners:
+            raise KeyError(f"no listener with id {lid!r} is registered")
+        del self._listeners[lid]
+        for group in [g for g, members in self._groups.items() if lid in members]:
+            self._unsubscribe(group, lid)
+
+    def subscribe(self, group: ListenerId, listener: MessageListener | ListenerId) -> None:
+        """Subscribe a registered listener to a group. Subscribing twice is harmless.
+
+        Raises:
+            KeyError: the listener is not registered.
+        """
+        lid = self._id_of(listener)
+        registered = self._listeners.get(lid)
+        if registered is None:
+            raise KeyError(f"no listener with id {lid!r} is registered")
+        members = self._groups.setdefault(group, {})
+        members[lid] = registered
+        self._members[group] = tuple(members.items())
+
+    def unsubscribe(self, group: ListenerId, listener: MessageListener | ListenerId) -> None:
+        """Remove a listener from a group.
+
+        Raises:
+            KeyError: the listener is not subscribed to that group.
+        """
+        lid = self._id_of(listener)
+        if lid not in self._groups.get(group, ()):
+            raise KeyError(f"listener {lid!r} is not subscribed to group {group!r}")
+        self._unsubscribe(group, lid)
+
+    def _unsubscribe(self, group: ListenerId, lid: ListenerId) -> None:
+        members = self._groups[group]
+        del members[lid]
+        if members:
+            self._members[group] = tuple(members.items())
+        else:
+            del self._groups[group]
+            del self._members[group]
+
+    @staticmethod
+    def _id_of(listener: MessageListener | ListenerId) -> ListenerId:
+        if isinstance(listener, MessageListener):
+            if listener.id is None:
+                raise ValueError(f"{listener!r} has no id")
+            return listener.id
+        return listener
+
+    @property
+    def listeners(self) -> dict[ListenerId, MessageListener]:
+        """A copy of the registry: ID to listener."""
+        return dict(self._listeners)
+
+    def subscribers(self, group: ListenerId) -> list[ListenerId]:
+        """The IDs subscribed to a group, in subscription order."""
+        return [lid for lid, _ in self._members.get(group, ())]
+
+    @property
+    def running(self) -> bool:
+        """Whether the asynchronous machinery runs (inside ``async with dispatcher:``)."""
+        return self._backend is not None and not self._closing
+
+    # ------------------------------------------------------------------ synchronous sends
+
+    def send_sync(self, message: Message) -> Any:
+        """Deliver a message now, in this thread, and return the handler's reply.
+
+        A phone call rather than a letter: the handler runs inside this call (no event
+        loop needed). The asynchronous-only fields (``blocking``, ``response_required``)
+        have no effect here.
+
+        Returns:
+            For a destination, the handler's return value. For a group, the list of the
+            subscribers' return values in subscription order, leaving out subscribers that
+            declined the message (no rule matched).
+
+        Raises:
+            InvalidMessageError: a field is invalid.
+            UndeliverableError: no such destination, an empty group, or the destination
+                declined the message.
+            SyncSendError: the handler is an async callback, or lives in another process.
+            Exception: whatever the handler raised, unchanged.
+        """
+        check_message(message)
+        if message.id is None:
+            message.id = next(self._ids)
+        if message.process is None:
+            message.process = self.process_id
+        if self._observed:
+            self._notify_sent(message)
+        group = message.group
+        if group is None:
+            listener = self._listeners.get(message.destination)  # type: ignore[arg-type]
+            if listener is None:
+                raise self._nobody(message)
+            if self._observed:
+                self._notify_delivered(message, listener)
+            result = listener.handle_message_sync(message)
+            if result is UNHANDLED:
+                self._unmatched(message, listener)
+                raise UndeliverableError(
+                    f"listener {message.destination!r} has no rule for {message.type!r}",
+                    message=message,
+                )
+            return result
+        if message.destination is not None:
+            raise self._both(message)
+        members = self._members.get(group)
+        if not members:
+            raise self._nobody(message)
+        results = []
+        append = results.append
+        if self._observed:
+            for _, listener in members:
+                self._notify_delivered(message, listener)
+                result = listener.handle_message_sync(message)
+                if result is UNHANDLED:
+                    self._unmatched(message, listener)
+                else:
+                    append(result)
+            return results
+        for _, listener in members:
+            result = listener.handle_message_sync(message)
+            if result is UNHANDLED:
+                self._unmatched(message, listener)
+            else:
+                append(result)
+        return results
+
+    def _nobody(self, message: Message) -> DispatchError:
+        # The one place that decides "remote or nobody" for a sender; transports (a later
+        # layer) answer the remote half.
+        if message.group is None:
+            return UndeliverableError(
+                f"no listener {message.destination!r} for {message.type!r}", message=message
+            )
+        return UndeliverableError(
+            f"group {message.group!r} has no subscribers for {message.type!r}", message=message
+        )
+
+    @staticmethod
+    def _both(message: Message) -> DispatchError:
+        from dispatchio._errors import InvalidMessageError
+
+        return InvalidMessageError(
+            f"set Message.destination or Message.group, not both (got {message.destination!r}"
+            f" and {message.group!r})"
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> MessageDispatcher:
+        if self._backend is not None:
+            raise DispatchError("this dispatcher is already running")
+        self.refresh_hooks()
+        backend = current_backend()
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        self._backend = backend
+        self._task_group = task_group
+        self._closing = False
+        task_group.start_soon(self._run_timers, name="dispatchio timers")
+        task_group.start_soon(self._worker, True, name="dispatchio worker")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        task_group = self._task_group
+        assert task_group is not None
+        try:
+            if exc_type is None:
+                await self._drain()
+        finally:
+            self._closing = True
+            # Nothing may wake a worker that is about to be cancelled.
+            self._wake = self._timer_wake = self._drained = None
+            self._idle.clear()
+            closed = DispatchError("the dispatcher was closed before a reply arrived")
+            for pending in list(self._pending.values()):
+                self._finish(pending)
+                future = pending.future
+                if future is not None and not future.done():
+                    future.set_exception(closed)
+            self._timers.clear()
+            task_group.cancel_scope.cancel()
+            try:
+                return await task_group.__aexit__(exc_type, exc, tb)
+            finally:
+                self._backend = None
+                self._task_group = None
+                self._queue.clear()
+                self._held_dest.clear()
+                self._held_group.clear()
+                self._idle.clear()
+                self._wake = None
+                self._timer_wake = None
+                self._timer_deadline = math.inf
+
+    async def _drain(self) -> None:
+        """Let the leader deliver everything already accepted (bounded by the reply timeout)."""
+        backend = self._backend
+        assert backend is not None
+        with anyio.move_on_after(self.reply_timeout):
+            while self._queue or self._wake is None:
+                waiter = self._drained = backend.new_future()
+                await waiter
+
+    def in_thread(self, *, backend: str = "asyncio") -> DispatcherThread:
+        """Return a `DispatcherThread` that runs this dispatcher in a background thread.
+
+        For plain synchronous programs (a game loop, a robot control thread)::
+
+            with dispatcher.in_thread() as remote:
+                reply = remote.request(Message("ping", destination="pong"))
+        """
+        from dispatchio._thread import DispatcherThread
+
+        return DispatcherThread(self, backend=backend)
+
+    def _require_running(self) -> Backend:
+        backend = self._backend
+        if backend is None or self._closing:
+            raise DispatcherNotRunningError(
+                "the dispatcher is not running: use `async with dispatcher:` (or"
+                " dispatcher.in_thread()) before send(), request(), gather() or reply()"
+            )
+        return backend
+
+    # ------------------------------------------------------------------ asynchronous sends
+
+    def _stamp(self, message: Message) -> None:
+        check_message(message)
+        if message.id is None:
+            message.id = next(self._ids)
+        if message.process is None:
+            message.process = self.process_id
+        if message.group is not None and message.destination is not None:
+            raise self._both(message)
+        if self._observed:
+            self._notify_sent(message)
+
+    def _reachable(self, message: Message) -> bool:
+        """The routing decision for an outgoing message: can anybody receive it?"""
+        group = message.group
+        if group is None:
+            return message.destination in self._listeners
+        return group in self._members
+
+    async def send(self, message: Message, *, reply_timeout: float | None = None) -> None:
+        """Send a message and return as soon as it is accepted (never waits for the handler).
+
+        The handler's reply, if any, comes back to the listener named by
+        ``message.source`` as a response message (``is_response=True``, same ``id``).
+        Failures come back the same way, letter style, with ``error`` set:
+
+        * nobody can receive it: ``undeliverable``, with the original content, at once;
+        * ``response_required=True`` and no reply within ``reply_timeout`` (default: the
+          dispatcher's): ``timeout``;
+        * the handler raised and ``response_required=True``: ``handler_error``.
+
+        Args:
+            message: The message; ``id`` and ``process`` are assigned when None.
+            reply_timeout: Seconds to wait for a reply when ``response_required`` is set.
+
+        Raises:
+            InvalidMessageError: a field is invalid.
+            UndeliverableError: nobody can receive it and there is no registered source
+                listener to return it to.
+            DispatcherNotRunningError: outside ``async with dispatcher:``.
+        """
+        backend = self._require_running()
+        self._stamp(message)
+        if not self._reachable(message):
+            if message.source not in self._listeners:
+                raise self._nobody(message)
+            self._return_letter(message, self._nobody(message))
+            return
+        if message.response_required:
+            pending = Pending(LETTER, message, None)
+            pending.outstanding = 1 if message.group is None else 0
+            self._wait_for(pending, backend, reply_timeout)
+        self._enqueue(message)
+        if len(self._queue) > self._high_water:
+            await anyio.lowlevel.checkpoint()
+
+    async def request(self, message: Message, *, timeout: float | None = None) -> Message:
+        """Send a message and return the reply (the first one, for a group).
+
+        Sets ``response_required`` on the message. A handler that returns None replies
+        with content None; one that returns `DEFERRED` replies later through `reply`.
+
+        Args:
+            message: The message; ``id`` and ``process`` are assigned when None.
+            timeout: Seconds to wait for the reply (default: the dispatcher's
+                ``reply_timeout``).
+
+        Returns:
+            The response message: ``is_response=True``, the request's ``id``, ``source``
+            the responder, ``content`` the reply.
+
+        Raises:
+            UndeliverableError: at once when nobody can receive it, or the receiver (every
+                subscriber, for a group) declined it.
+            ReplyTimeoutError: no reply in time. A reply arriving later is dropped and
+                counted in ``stats.late_replies``.
+            HandlerError: the handler raised (every subscriber's, for a group).
+            InvalidMessageError: a field is invalid.
+            DispatcherNotRunningError: outside ``async with dispatcher:``.
+            DispatchError: the message's ``id`` is already awaiting replies, or the
+                dispatcher closed first.
+
+        Cancelling the caller stops the wait; a reply arriving afterwards is dropped.
+        """
+        return await self._await_replies(REQUEST, message, timeout)  # type: ignore[no-any-return]
+
+    async def gather(self, message: Message, *, timeout: float | None = None) -> list[Message]:
+        """Send a message (usually to a group) and return every reply that arrives in time.
+
+        Returns as soon as every subscriber has answered, or at the timeout with the
+        replies so far. Subscribers that decline the message are not waited for; a
+        subscriber whose handler raised contributes a response with ``error`` set.
+
+        Raises:
+            UndeliverableError: at once when nobody can receive it.
+            InvalidMessageError, DispatcherNotRunningError, DispatchError: as `request`.
+        """
+        return await self._await_replies(GATHER, message, timeout)  # type: ignore[no-any-return]
+
+    async def _await_replies(self, kind: int, message: Message, timeout: float | None) -> Any:
+        backend = self._require_running()
+        message.response_required = True
+        self._stamp(message)
+        if not self._reachable(message):
+            raise self._nobody(message)
+        message_id = message.id
+        assert message_id is not None
+        if message_id in self._pending:
+            raise DispatchError(f"message id {message_id!r} is already awaiting replies")
+        answer: Any = None
+        if kind == REQUEST and self._wake is not None and not self._queue:
+            answer = self._answer_inline(message)
+            if answer.__class__ is Message:
+                self._inline_streak += 1
+                if self._inline_streak >= _INLINE_STREAK:
+                    # Answers computed inline never suspend; let other tasks run now and then.
+                    self._inline_streak = 0
+                    await anyio.lowlevel.checkpoint()
+                return answer
+        future = backend.new_future()
+        pending = Pending(kind, message, future)
+        pending.outstanding = 1 if message.group is None else 0
+        self._wait_for(pending, backend, timeout)
+        if answer is not DEFERRED:
+            self._enqueue(message)
+        try:
+            return await future
+        finally:
+            if pending.live:  # cancelled while waiting
+                self._finish(pending)
+                self._expired.add(message_id)
+
+    def _answer_inline(self, message: Message) -> Message | DeferredType | None:
+        """Answer a request at once when its handler is a plain callback and nothing waits.
+
+        With the queue empty and the leader parked, no earlier message can still be due
+        to this destination, so running the callback here keeps the order of handling
+        and saves the two task switches of a round trip through the leader.
+
+        Returns the response; DEFERRED when the callback ran but will answer later; or
+        None, having done nothing, when the request must take the queue.
+        """
+        dest = message.destination
+        if dest is None or message.blocking or (self._held_dest and dest in self._held_dest):
+            return None
+        listener = self._listeners[dest]
+        while type(listener).handle_message is _BASIC_HANDLE:
+            rule = listener.match(message)  # type: ignore[attr-defined]
+            if rule is None or rule.action is Action.QUEUE or rule.action is Action.ASYNC_CALLBACK:
+                return None
+            if rule.action is Action.LISTENER:
+                listener = rule.target
+                continue
+            if self._observed:
+                self._notify_delivered(message, self._listeners[dest])
+            try:
+                result = rule.target(message)
+            except Exception as exc:
+                self._failed(message, exc, respond=False)
+                raise HandlerError(f"{type(exc).__name__}: {exc}", message=message) from exc
+            if result.__class__ is _CoroutineType:
+                assert self._task_group is not None
+                self._task_group.start_soon(self._await_handler, message, result)
+                return DEFERRED
+            if result is DEFERRED:
+                return DEFERRED
+            return Message(
+                message.type,
+                result,
+                id=message.id,
+                source=dest,
+                destination=message.source,
+                process=self.process_id,
+                is_response=True,
+            )
+        return None
+
+    async def _await_handler(self, message: Message, coro: Any) -> None:
+        """Run a not-yet-started handler coroutine in a task of its own, then settle it."""
+        try:
+            result = await coro
+        except Exception as exc:
+            self._failed(message, exc)
+        else:
+            self._settle(message, result)
+
+    async def reply(self, message: Message, content: Any = None) -> None:
+        """Answer a message whose handler returned `DEFERRED` (or that sat on a queue).
+
+        Works like the handler returning ``content`` late: the reply goes to the sender
+        (to its waiting `request`, or to its source listener), and a blocking message
+        releases its destination. ``content`` None sends a reply only when the sender
+        expects one.
+
+        Raises:
+            DispatcherNotRunningError: outside ``async with dispatcher:``.
+        """
+        self._require_running()
+        self._settle(message, content)
+
+    def _wait_for(self, pending: Pending, backend: Backend, timeout: float | None) -> None:
+        message_id = pending.message.id
+        assert message_id is not None
+        self._pending[message_id] = pending
+        if timeout is None:
+            timeout = self.reply_timeout
+        if timeout == math.inf:
+            return
+        pending.timeout = timeout
+        pending.deadline = backend.clock() + timeout
+        if self._timers.push(pending) and pending.deadline < self._timer_deadline:
+            wake = self._timer_wake
+            if wake is not None and not wake.done():  # done: cancelled by the timer's deadline
+                self._timer_wake = None
+                wake.set_result(None)
+
+    def _enqueue(self, message: Message) -> None:
+        self._queue.append(message)
+        wake = self._wake
+        if wake is not None:
+            self._wake = None
+            wake.set_result(None)
+
+    # ------------------------------------------------------------------ workers
+
+    async def _worker(self, lead: bool) -> None:
+        """A worker: leads the queue, or is captured by a suspended handler, or idles."""
+        while True:
+            if not lead:
+                if len(self._idle) >= _MAX_IDLE_WORKERS:
+                    return
+                parked = self._backend.new_future()  # type: ignore[union-attr]
+                self._idle.append(parked)
+                await parked
+            captured = await self._lead()
+            # A handler suspended: this worker stays with it; another leads meanwhile.
+            coro, yielded, message = captured
+            try:
+                result = await resume(coro, yielded)
+            except Exception as exc:
+                self._failed(message, exc)
+            else:
+                self._settle(message, result)
+            lead = False
+
+    async def _lead(self) -> tuple[Any, Any, Message]:
+        queue = self._queue
+        process = self._process
+        backend = self._backend
+        assert backend is not None
+        while True:
+            batch = _LEADER_BATCH
+            while queue and batch:
+                batch -= 1
+                captured = process(queue.popleft())
+                if captured is not None:
+                    self._hand_off()
+                    return captured
+            if queue:
+                await anyio.lowlevel.checkpoint()
+                continue
+            wake = self._wake = backend.new_future()
+            drained = self._drained
+            if drained is not None:
+                self._drained = None
+                drained.set_result(None)
+            await wake
+
+    def _hand_off(self) -> None:
+        if self._idle:
+            self._idle.pop().set_result(None)
+        else:
+            assert self._task_group is not None
+            self._task_group.start_soon(self._worker, True, name="dispatchio worker")
+
+    def _process(self, message: Message) -> tuple[Any, Any, Message] | None:
+        """Start handling one queued message. Returns the handler if it suspended."""
+        dest = message.destination
+        if dest is None:
+            self._fan_out(message)
+            return None
+        held = self._held_dest
+        if held and dest in held:
+            held[dest].append(message)
+            return None
+        listener = self._listeners.get(dest)
+        if listener is None:
+            self._vanished(message)
+            return None
+        if message.blocking and message.group is None and not message.is_response:
+            message._hold = _Hold(dest, False, 1)
+            held[dest] = collections.deque()
+        if self._observed:
+            self._notify_delivered(message, listener)
+        coro: Any = None
+        try:
+            while True:
+                if type(listener).handle_message is _BASIC_HANDLE:
+                    rule = listener.match(message)  # type: ignore[attr-defined]
+                    if rule is None:
+                        listener.unmatched_count += 1  # type: ignore[attr-defined]
+                        result = UNHANDLED
+                        break
+                    action = rule.action
+                    if action is Action.CALLBACK:
+                        result = rule.target(message)
+                        if result.__class__ is _CoroutineType:
+                            coro = result
+                        break
+                    if action is Action.QUEUE:
+                        rule.put(message)
+                        result = DEFERRED
+                        break
+                    if action is Action.LISTENER:
+                        listener = rule.target
+                        continue
+                    coro = rule.target(message)
+                else:
+                    coro = listener.handle_message(message)
+                break
+            if coro is not None:
+                try:
+                    yielded = coro.send(None)
+                except StopIteration as stop:
+                    result = stop.value
+                else:
+                    return coro, yielded, message
+        except Exception as exc:
+            self._failed(message, exc)
+            return None
+        self._settle(message, result)
+        return None
+
+    def _fan_out(self, message: Message) -> None:
+        """Turn a group message into one copy per subscriber, queued in its place."""
+        group = message.group
+        assert group is not None
+        held = self._held_group
+        if held and group in held:
+            held[group].append(message)
+            return
+        members = self._members.get(group)
+        if not members:
+            self._vanished(message)
+            return
+        pending = self._pending.get(message.id) if message.response_required else None  # type: ignore[arg-type]
+        if pending is not None and pending.message is message:
+            pending.outstanding += len(members)
+        hold = None
+        if message.blocking:
+            hold = _Hold(group, True, len(members))
+            held[group] = collections.deque()
+        copies = []
+        for lid, _ in members:
+            copy = Message(
+                message.type,
+                message.content,
+                id=message.id,
+                source=message.source,
+                destination=lid,
+                group=group,
+                process=message.process,
+                response_required=message.response_required,
+                blocking=message.blocking,
+            )
+            if hold is not None:
+                copy._hold = hold
+            copies.append(copy)
+        copies.reverse()
+        self._queue.extendleft(copies)
+
+    # ------------------------------------------------------------------ outcomes
+
+    def _settle(self, message: Message, result: Any) -> None:
+        """Act on what a handler returned (or what `reply` was given)."""
+        if result is DEFERRED:
+            return
+        if getattr(message, "_hold", None) is not None:
+            self._release(message)
+        if result is UNHANDLED:
+            listener = self._listeners.get(message.destination)  # type: ignore[arg-type]
+            self._unmatched(message, listener)
+            if message.response_required and not message.is_response:
+                self._respond(
+                    message,
+                    message.content,
+                    format_error(
+                        UndeliverableError.code,
+                        f"listener {message.destination!r} has no rule for {message.type!r}",
+                    ),
+                )
+            return
+        if message.is_response or (result is None and not message.response_required):
+            return
+        self._respond(message, result, None)
+
+    def _failed(self, message: Message, exc: Exception, *, respond: bool = True) -> None:
+        self.stats.handler_errors += 1
+        listener = self._listeners.get(message.destination)  # type: ignore[arg-type]
+        logger.error(
+            "handler of listener %r raised on %r", message.destination, message, exc_info=exc
+        )
+        if self._observed:
+            self._notify("dispatchio_handler_failed", message=message, listener=listener, error=exc)
+        if getattr(message, "_hold", None) is not None:
+            self._release(message)
+        if respond and message.response_required and not message.is_response:
+            error = format_error(HandlerError.code, f"{type(exc).__name__}: {exc}")
+            self._respond(message, None, error, cause=exc)
+
+    def _respond(
+        self,
+        message: Message,
+        content: Any,
+        error: str | None,
+        cause: BaseException | None = None,
+    ) -> None:
+        response = Message(
+            message.type,
+            content,
+            id=message.id,
+            source=message.destination,
+            destination=message.source,
+            process=self.process_id,
+            is_response=True,
+            error=error,
+        )
+        self._route_response(response, cause)
+
+    def _route_response(self, response: Message, cause: BaseException | None = None) -> None:
+        """Take a response to the sender that waits for it, or to its source listener."""
+        pending = self._pending.get(response.id)  # type: ignore[arg-type]
+        if pending is None:
+            if response.id in self._expired:
+                self.stats.late_replies += 1
+            else:
+                self._to_source(response)
+            return
+        kind = pending.kind
+        pending.outstanding -= 1
+        last = pending.outstanding <= 0
+        if response.error is None:
+            pending.answered += 1
+            if kind == REQUEST:
+                self._finish(pending)
+                self._resolve(pending, response)
+                return
+            if kind == GATHER:
+                pending.replies.append(response)
+            else:
+                self._to_source(response)
+        elif is_decline(response):
+            # A decline only matters when nobody at all took the message.
+            pending.declines += 1
+            if last and not pending.answered and pending.first_error is None:
+                self._finish(pending)
+                if kind == REQUEST:
+                    self._fail(pending, response, cause)
+                elif kind == LETTER:
+                    self._deliver_letter(response)
+        else:
+            if pending.first_error is None:
+                pending.first_error = response
+            if kind == GATHER:
+                pending.replies.append(response)
+            elif kind == LETTER:
+                self._deliver_letter(response)
+            elif last:  # a request fails only if no other subscriber can still answer
+                self._finish(pending)
+                self._fail(pending, pending.first_error, cause)
+                return
+        if last:
+            self._finish(pending)
+            if kind == GATHER:
+                self._resolve(pending, pending.replies)
+
+    def _to_source(self, response: Message) -> None:
+        if response.destination in self._listeners:
+            self._enqueue(response)
+        else:
+            self.stats.dropped_replies += 1
+
+    def _finish(self, pending: Pending) -> None:
+        """Stop waiting: forget the pending entry and kill its timer."""
+        if not pending.live:
+            return
+        pending.live = False
+        message_id = pending.message.id
+        assert message_id is not None
+        if self._pending.get(message_id) is pending:
+            del self._pending[message_id]
+        if pending.deadline:
+            self._timers.discard(pending)
+        if pending.outstanding > 0:
+            self._expired.add(message_id)
+
+    @staticmethod
+    def _resolve(pending: Pending, value: Any) -> None:
+        future = pending.future
+        if future is not None and not future.done():
+            future.set_result(value)
+
+    @staticmethod
+    def _fail(pending: Pending, response: Message, cause: BaseException | None) -> None:
+        future = pending.future
+        if future is not None and not future.done():
+            error = error_from_message(response)
+            assert error is not None
+            if cause is not None:
+                error.__cause__ = cause
+            future.set_exception(error)
+
+    def _deliver_letter(self, letter: Message) -> None:
+        """Return a failure to the source listener of a ``send`` (returned to sender)."""
+        self.stats.returned += 1
+        if self._observed:
+            self._notify("dispatchio_message_returned", message=letter)
+        self._to_source(letter)
+
+    def _return_letter(self, message: Message, error: DispatchError) -> None:
+        """Return an undeliverable ``send`` to its source listener, content and all."""
+        self._deliver_letter(
+            Message(
+                message.type,
+                message.content,
+                id=message.id,
+                destination=message.source,
+                process=self.process_id,
+                is_response=True,
+                error=format_error(UndeliverableError.code, str(error)),
+            )
+        )
+
+    def _vanished(self, message: Message) -> None:
+        """A queued message whose destination (or whole group) went away before delivery."""
+        if message.is_response:
+            self.stats.dropped_replies += 1
+            return
+        if getattr(message, "_hold", None) is not None:
+            self._release(message)
+        error = self._nobody(message)
+        if message.response_required and message.id in self._pending:
+            self._respond(message, message.content, format_error(UndeliverableError.code, str(error)))
+        else:
+            self._return_letter(message, error)
+
+    def _release(self, message: Message) -> None:
+        """A blocking message was handled: let the messages held behind it go."""
+        hold: _Hold = message._hold  # type: ignore[assignment]
+        message._hold = None
+        hold.remaining -= 1
+        if hold.remaining > 0:
+            return
+        held = (self._held_group if hold.is_group else self._held_dest).pop(hold.key, None)
+        if held:
+            self._queue.extendleft(reversed(held))
+            wake = self._wake
+            if wake is not None:
+                self._wake = None
+                wake.set_result(None)
+
+    # ------------------------------------------------------------------ timers
+
+    async def _run_timers(self) -> None:
+        backend = self._backend
+        assert backend is not None
+        timers = self._timers
+        while True:
+            deadline = timers.pop_expired(backend.clock(), self._expire)
+            self._timer_deadline = math.inf if deadline is None else deadline
+            wake = self._timer_wake = backend.new_future()
+            if deadline is None:
+                await wake
+            else:
+                with anyio.move_on_after(max(deadline - backend.clock(), 0)):
+                    await wake
+            self._timer_wake = None
+
+    def _expire(self, pending: Pending) -> None:
+        message = pending.message
+        self._finish(pending)
+        self._expired.add(message.id)  # type: ignore[arg-type]
+        if pending.kind == GATHER:
+            self._resolve(pending, pending.replies)
+            return
+        self.stats.timeouts += 1
+        if self._observed:
+            self._notify("dispatchio_reply_timed_out", message=message)
+        error = format_error(
+            ReplyTimeoutError.code,
+            f"no reply to {message.type!r} from {message.destination or message.group!r}"
+            f" within {pending.timeout:g} s",
+        )
+        response = Message(
+            message.type,
+            None,
+            id=message.id,
+            destination=message.source,
+            process=self.process_id,
+            is_response=True,
+            error=error,
+        )
+        if pending.kind == LETTER:
+            self._deliver_letter(response)
+        else:
+            self._fail(pending, response, None)
+
+    # ------------------------------------------------------------------ observation
+
+    def _unmatched(self, message: Message, listener: MessageListener | None) -> None:
+        self.stats.unmatched += 1
+        if self._observed:
+            self._notify("dispatchio_message_unmatched", message=message, listener=listener)
+
+    def _notify_sent(self, message: Message) -> None:
+        self._notify("dispatchio_message_sent", message=message)
+
+    def _notify_delivered(self, message: Message, listener: MessageListener) -> None:
+        self._notify("dispatchio_message_delivered", message=message, listener=listener)
+
+    def _notify(self, hook_name: str, **kwargs: Any) -> None:
+        try:
+            getattr(self._hook, hook_name)(dispatcher=self, **kwargs)
+        except Exception:
+            logger.exception("a %s hook implementation raised", hook_name)
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return (
+            f"MessageDispatcher(process_id={self.process_id!r}, {state},"
+            f" listeners={len(self._listeners)})"
+        )
+
+
+def iterator_of_ids() -> Iterator[int]:
+    """An endless iterator of message IDs unique across processes (64 random bits + counter)."""
+    return itertools.count(secrets.randbits(64) << 32)
+
+
+_default_lock = threading.Lock()
+_default: MessageDispatcher | None = None
+
+
+def get_dispatcher() -> MessageDispatcher:
+    """Return the process's default dispatcher, creating it on first use."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = MessageDispatcher()
+        return _default
+
