@@ -32,7 +32,9 @@ class Backend:
 
     __slots__ = ("clock", "name", "new_future")
 
-    def __init__(self, name: str, new_future: Callable[[], Future], clock: Callable[[], float]):
+    def __init__(
+        self, name: str, new_future: Callable[[], Future], clock: Callable[[], float]
+    ) -> None:
         self.name = name
         self.new_future = new_future
         self.clock = clock

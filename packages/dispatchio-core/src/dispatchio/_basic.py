@@ -6,7 +6,7 @@ import enum
 import inspect
 import types
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Final, Protocol, Union
+from typing import Any, Final, Protocol
 
 from dispatchio._errors import SyncSendError
 from dispatchio._listener import MessageListener
@@ -34,7 +34,7 @@ class _SendNowait(Protocol):
 
 #: A queue a rule can fill: `queue.Queue`, `asyncio.Queue`, or an anyio memory object
 #: send stream (anything with ``put_nowait`` or ``send_nowait``).
-MessageQueue = Union[_PutNowait, _SendNowait]
+MessageQueue = _PutNowait | _SendNowait
 Callback = Callable[[Message], Any]
 AsyncCallback = Callable[[Message], Awaitable[Any]]
 
@@ -62,7 +62,7 @@ class Rule:
     def __init__(
         self,
         *,
-        type: str | None,  # noqa: A002 - the message field it matches
+        type: str | None,
         source: ListenerId | None,
         destination: ListenerId | None,
         group: ListenerId | None,
@@ -160,19 +160,16 @@ def _compile_test(
 def _lookup(obj: Any, path: list[str]) -> Any:
     """Follow a dotted path through mapping keys or attributes; `_ABSENT` when it breaks."""
     for key in path:
-        if isinstance(obj, Mapping):
-            obj = obj.get(key, _ABSENT)
-        else:
-            obj = getattr(obj, key, _ABSENT)
+        obj = obj.get(key, _ABSENT) if isinstance(obj, Mapping) else getattr(obj, key, _ABSENT)
         if obj is _ABSENT:
             return _ABSENT
     return obj
 
 
 def _is_async_callable(fn: Callable[..., Any]) -> bool:
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(type(fn), "__call__", None)
-    )
+    # An object whose __call__ is ``async def`` counts too.
+    call = vars(fn.__class__).get("__call__") if not inspect.isroutine(fn) else None
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
 
 
 class BasicMessageListener(MessageListener):
@@ -200,7 +197,7 @@ class BasicMessageListener(MessageListener):
         id: The listener's unique ID, or None for a listener that is only chained to.
     """
 
-    def __init__(self, id: ListenerId | None = None) -> None:  # noqa: A002 - spec name
+    def __init__(self, id: ListenerId | None = None) -> None:
         self.id = id
         self._rules: tuple[Rule, ...] = ()
         #: How many messages no rule matched.
@@ -214,7 +211,7 @@ class BasicMessageListener(MessageListener):
     def add_rule(
         self,
         *,
-        type: str | None = None,  # noqa: A002 - the message field it matches
+        type: str | None = None,
         source: ListenerId | None = None,
         destination: ListenerId | None = None,
         group: ListenerId | None = None,
@@ -256,7 +253,7 @@ class BasicMessageListener(MessageListener):
         elif queue is not None:
             if not (hasattr(queue, "put_nowait") or hasattr(queue, "send_nowait")):
                 raise TypeError(
-                    f"queue must have put_nowait() or send_nowait(), got {type(queue).__name__}"
+                    f"queue must have put_nowait() or send_nowait(), got {queue.__class__.__name__}"
                 )
             action = Action.QUEUE
         else:

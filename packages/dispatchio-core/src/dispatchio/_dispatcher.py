@@ -38,7 +38,6 @@ from dispatchio._errors import (
     DuplicateListenerError,
     HandlerError,
     ReplyTimeoutError,
-    SyncSendError,
     UndeliverableError,
     error_from_message,
     format_error,
@@ -348,7 +347,7 @@ class MessageDispatcher:
         members = self._members.get(group)
         if not members:
             raise self._nobody(message)
-        results = []
+        results: list[Any] = []
         append = results.append
         if self._observed:
             for _, listener in members:
@@ -428,7 +427,7 @@ class MessageDispatcher:
             self._timers.clear()
             task_group.cancel_scope.cancel()
             try:
-                return await task_group.__aexit__(exc_type, exc, tb)
+                suppress = await task_group.__aexit__(exc_type, exc, tb)
             finally:
                 self._backend = None
                 self._task_group = None
@@ -439,6 +438,7 @@ class MessageDispatcher:
                 self._wake = None
                 self._timer_wake = None
                 self._timer_deadline = math.inf
+        return suppress
 
     async def _drain(self) -> None:
         """Let the leader deliver everything already accepted (bounded by the reply timeout)."""
@@ -616,9 +616,9 @@ class MessageDispatcher:
         dest = message.destination
         if dest is None or message.blocking or (self._held_dest and dest in self._held_dest):
             return None
-        listener = self._listeners[dest]
+        listener: Any = self._listeners[dest]
         while type(listener).handle_message is _BASIC_HANDLE:
-            rule = listener.match(message)  # type: ignore[attr-defined]
+            rule = listener.match(message)
             if rule is None or rule.action is Action.QUEUE or rule.action is Action.ASYNC_CALLBACK:
                 return None
             if rule.action is Action.LISTENER:
@@ -631,11 +631,12 @@ class MessageDispatcher:
             except Exception as exc:
                 self._failed(message, exc, respond=False)
                 raise HandlerError(f"{type(exc).__name__}: {exc}", message=message) from exc
+            deferred: bool = result is DEFERRED
             if result.__class__ is _CoroutineType:
                 assert self._task_group is not None
                 self._task_group.start_soon(self._await_handler, message, result)
-                return DEFERRED
-            if result is DEFERRED:
+                deferred = True
+            if deferred:
                 return DEFERRED
             return Message(
                 message.type,
@@ -756,7 +757,7 @@ class MessageDispatcher:
         if held and dest in held:
             held[dest].append(message)
             return None
-        listener = self._listeners.get(dest)
+        listener: Any = self._listeners.get(dest)
         if listener is None:
             self._vanished(message)
             return None
@@ -769,9 +770,9 @@ class MessageDispatcher:
         try:
             while True:
                 if type(listener).handle_message is _BASIC_HANDLE:
-                    rule = listener.match(message)  # type: ignore[attr-defined]
+                    rule = listener.match(message)
                     if rule is None:
-                        listener.unmatched_count += 1  # type: ignore[attr-defined]
+                        listener.unmatched_count += 1
                         result = UNHANDLED
                         break
                     action = rule.action
@@ -1013,7 +1014,9 @@ class MessageDispatcher:
             self._release(message)
         error = self._nobody(message)
         if message.response_required and message.id in self._pending:
-            self._respond(message, message.content, format_error(UndeliverableError.code, str(error)))
+            self._respond(
+                message, message.content, format_error(UndeliverableError.code, str(error))
+            )
         else:
             self._return_letter(message, error)
 
@@ -1121,4 +1124,3 @@ def get_dispatcher() -> MessageDispatcher:
         if _default is None:
             _default = MessageDispatcher()
         return _default
-

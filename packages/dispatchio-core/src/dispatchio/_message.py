@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import functools
-from typing import TYPE_CHECKING, Any, Final, Literal, Union
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from dispatchio._errors import InvalidMessageError
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
 #: The type of listener, group, process and message IDs: an int or a str (never a bool).
-ListenerId = Union[int, str]
+ListenerId = int | str
 
 _PUBLIC_FIELDS: Final = (
     "type",
@@ -98,10 +98,10 @@ class Message:
 
     def __init__(
         self,
-        type: str,  # noqa: A002 - the specification's field name
+        type: str,
         content: Any = None,
         *,
-        id: ListenerId | None = None,  # noqa: A002 - the specification's field name
+        id: ListenerId | None = None,
         source: ListenerId | None = None,
         destination: ListenerId | None = None,
         group: ListenerId | None = None,
@@ -182,8 +182,7 @@ class Message:
 
 def _describe(exc: Any) -> str:
     return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'message'}: {err['msg']}"
-        for err in exc.errors()
+        f"{'.'.join(str(p) for p in err['loc']) or 'message'}: {err['msg']}" for err in exc.errors()
     )
 
 
@@ -192,7 +191,7 @@ def _wire_model() -> type[BaseModel]:
     # Built on first use, so importing dispatchio never pays for pydantic model creation.
     from pydantic import BaseModel, ConfigDict, JsonValue, StrictInt, StrictStr
 
-    wire_id = Union[StrictInt, StrictStr]
+    wire_id = StrictInt | StrictStr
 
     class WireMessage(BaseModel):
         model_config = ConfigDict(extra="forbid", strict=True)

@@ -104,7 +104,7 @@ class PluginManager(pluggy.PluginManager):
             schemes: list[str] = []
             others = [p for p in self.get_plugins() if p is not plugin]
             only_this = self.subset_hook_caller("dispatchio_register_transports", others)
-            only_this(register=lambda scheme, target: schemes.append(scheme))
+            only_this(register=lambda scheme, target, found=schemes: found.append(scheme))
             hooks = tuple(sorted(caller.name for caller in self.get_hookcallers(plugin) or ()))
             dist, version = self.origins.get(str(name), (None, None))
             infos.append(PluginInfo(str(name), dist, version, tuple(schemes), hooks))
