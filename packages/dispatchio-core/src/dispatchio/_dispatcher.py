@@ -49,7 +49,7 @@ from dispatchio._message import (
     DeferredType,
     ListenerId,
     Message,
-    check_message,
+    stamp,
 )
 from dispatchio._pending import GATHER, LETTER, REQUEST, Expired, Pending, TimerHeap, is_decline
 
@@ -320,11 +320,7 @@ class MessageDispatcher:
             SyncSendError: the handler is an async callback, or lives in another process.
             Exception: whatever the handler raised, unchanged.
         """
-        check_message(message)
-        if message.id is None:
-            message.id = next(self._ids)
-        if message.process is None:
-            message.process = self.process_id
+        stamp(message, self._ids, self.process_id)
         if self._observed:
             self._notify_sent(message)
         group = message.group
@@ -342,8 +338,6 @@ class MessageDispatcher:
                     message=message,
                 )
             return result
-        if message.destination is not None:
-            raise self._both(message)
         members = self._members.get(group)
         if not members:
             raise self._nobody(message)
@@ -375,15 +369,6 @@ class MessageDispatcher:
             )
         return UndeliverableError(
             f"group {message.group!r} has no subscribers for {message.type!r}", message=message
-        )
-
-    @staticmethod
-    def _both(message: Message) -> DispatchError:
-        from dispatchio._errors import InvalidMessageError
-
-        return InvalidMessageError(
-            f"set Message.destination or Message.group, not both (got {message.destination!r}"
-            f" and {message.group!r})"
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -473,13 +458,7 @@ class MessageDispatcher:
     # ------------------------------------------------------------------ asynchronous sends
 
     def _stamp(self, message: Message) -> None:
-        check_message(message)
-        if message.id is None:
-            message.id = next(self._ids)
-        if message.process is None:
-            message.process = self.process_id
-        if message.group is not None and message.destination is not None:
-            raise self._both(message)
+        stamp(message, self._ids, self.process_id)
         if self._observed:
             self._notify_sent(message)
 

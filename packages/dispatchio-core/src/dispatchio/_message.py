@@ -1,7 +1,7 @@
 """The message: a slotted record with the specification's fields, validated when sent.
 
 In-process sends never pay for pydantic: a message is a plain slotted object (about
-300 ns to build) and `check_message` validates it with identity tests when it is sent.
+300 ns to build) and `stamp` validates it with identity tests when it is sent.
 Pydantic checks messages only where they cross a process boundary (`Message.from_json`).
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import functools
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from dispatchio._errors import InvalidMessageError
@@ -76,7 +77,7 @@ class Message:
 
     Raises:
         InvalidMessageError: not here, but when a message with a bad field is sent
-            (`check_message`), naming the field.
+            (`stamp`), naming the field.
     """
 
     __slots__ = (*_PUBLIC_FIELDS, "_hold", "_responder")
@@ -215,11 +216,12 @@ def _is_id(value: object) -> bool:
     return value is None or (isinstance(value, (int, str)) and not isinstance(value, bool))
 
 
-def check_message(message: Message) -> None:
-    """Validate a message's fields cheaply; called by the dispatcher on every send.
+def stamp(message: Message, ids: Iterator[int], process_id: ListenerId) -> None:
+    """Validate a message being sent, then assign its ``id`` and ``process`` if unset.
 
-    The fast path is a chain of identity tests (about 90 ns); anything unusual, such as
-    a `str` subclass for ``type``, falls through to the thorough check.
+    The dispatcher calls this on every send, so the common case is one chain of
+    identity tests (about 90 ns) in one call; anything unusual, such as a `str`
+    subclass for ``type``, falls through to the thorough `check_message`.
 
     Raises:
         InvalidMessageError: naming the first bad field.
@@ -232,7 +234,9 @@ def check_message(message: Message) -> None:
     s = message.source
     g = message.group
     i = message.id
-    if (
+    p = message.process
+    e = message.error
+    if not (
         t.__class__ is str
         and t
         and (rr is False or rr is True)
@@ -240,16 +244,25 @@ def check_message(message: Message) -> None:
         and (bl is False or bl is True)
         and (d is None or d.__class__ is str or d.__class__ is int)
         and (s is None or s.__class__ is str or s.__class__ is int)
-        and (g is None or g.__class__ is str or g.__class__ is int)
+        and (g is None or ((d is None) and (g.__class__ is str or g.__class__ is int)))
         and (i is None or i.__class__ is int or i.__class__ is str)
-        and message.process.__class__ in _PROCESS_CLASSES
-        and (message.error is None or message.error.__class__ is str)
+        and (p is None or p.__class__ is str or p.__class__ is int)
+        and (e is None or e.__class__ is str)
     ):
-        return
+        check_message(message)
+    if i is None:
+        message.id = next(ids)
+    if p is None:
+        message.process = process_id
+
+
+def check_message(message: Message) -> None:
+    """Validate every field of a message.
+
+    Raises:
+        InvalidMessageError: naming the first bad field.
+    """
     _check_thoroughly(message)
-
-
-_PROCESS_CLASSES: Final = frozenset({type(None), int, str})
 
 
 def _check_thoroughly(message: Message) -> None:
@@ -269,3 +282,8 @@ def _check_thoroughly(message: Message) -> None:
     error = message.error
     if error is not None and not isinstance(error, str):
         raise InvalidMessageError(f"Message.error must be a str or None, got {error!r}")
+    if message.group is not None and message.destination is not None:
+        raise InvalidMessageError(
+            f"set Message.destination or Message.group, not both (got {message.destination!r}"
+            f" and {message.group!r})"
+        )
