@@ -155,6 +155,7 @@ class PeerResult:
     reference: float | None = None  # figure quoted for this machine, for sanity
     error: str | None = None
     spread: float | None = None
+    note: str = ""
 
 
 @dataclass
@@ -240,7 +241,7 @@ def render_peers(peers: Sequence[PeerResult]) -> str:
                 fmt_value(p.value, p.unit),
                 _fmt_spread(p.spread),
                 fmt_value(p.reference, p.unit),
-                "",
+                p.note,
             ]
         )
     return render_table(["peer", "this run (median)", "spread", "reference", "note"], rows)

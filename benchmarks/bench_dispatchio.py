@@ -1,59 +1,79 @@
-"""dispatchio measurements.  Imports ``dispatchio`` lazily (call ``load()`` first)."""
+"""dispatchio measurements.
+
+``dispatchio`` is imported inside the functions only, so this module imports without it;
+call `load` first to find out whether it is usable.
+"""
 
 from __future__ import annotations
 
 import gc
-import importlib
 import itertools
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from _harness import Config, Stats, bench_interleaved, bench_ns, bench_rate
+
+if TYPE_CHECKING:
+    from dispatchio import BasicMessageListener, Message, MessageDispatcher, PluginManager
 
 FANOUT = 1_000
 MANY = 100_000
 FEW = 10
-N_REQUEST_RT = 20_000  # async round trips per timed repeat (scaled by Config.async_scale)
-
+N_REQUEST_RT = 40_000  # async round trips per timed repeat (scaled by Config.async_scale)
+N_QUEUED_RT = 20_000
 
 _API = ("Message", "MessageDispatcher", "BasicMessageListener", "make_plugin_manager", "hookimpl")
 
 
 def load() -> ModuleType:
-    """Import dispatchio (raises ImportError with the original cause if it is missing)."""
-    dio = importlib.import_module("dispatchio")
-    missing = [name for name in _API if not hasattr(dio, name)]
+    """Import dispatchio and check that it has the API these benchmarks use.
+
+    Raises:
+        ImportError: dispatchio is missing or incomplete (e.g. still being written).
+    """
+    import dispatchio
+
+    missing = [name for name in _API if not hasattr(dispatchio, name)]
     if missing:
-        raise ImportError(f"dispatchio lacks {', '.join(missing)} (found at {list(dio.__path__)})")
-    return dio
+        where = list(getattr(dispatchio, "__path__", []))
+        raise ImportError(f"dispatchio at {where} lacks {', '.join(missing)}")
+    return dispatchio
 
 
-def _echo(message: Any) -> Any:
+def _echo(message: Message) -> Any:
     return message.content
 
 
-def _dispatcher(dio: ModuleType, plugins: Any = None) -> Any:
+async def _async_echo(message: Message) -> Any:
+    return message.content
+
+
+def _dispatcher(plugins: PluginManager | None = None) -> MessageDispatcher:
+    from dispatchio import MessageDispatcher, make_plugin_manager
+
     if plugins is None:
-        plugins = dio.make_plugin_manager(load_entrypoints=False)
-    return dio.MessageDispatcher(plugins=plugins)
+        plugins = make_plugin_manager(load_entrypoints=False)
+    return MessageDispatcher(plugins=plugins)
 
 
-def _listener(dio: ModuleType, name: str, callback: Callable[[Any], Any] = _echo) -> Any:
-    listener = dio.BasicMessageListener(name)
+def _listener(name: str, callback: Callable[[Message], Any] = _echo) -> BasicMessageListener:
+    from dispatchio import BasicMessageListener
+
+    listener = BasicMessageListener(name)
     listener.add_rule(type="ping", callback=callback)
     return listener
 
 
-def _send_loop(dio: ModuleType, dispatcher: Any, destination: str) -> Callable[[int], None]:
+def _send_loop(dispatcher: MessageDispatcher, destination: str) -> Callable[[int], None]:
     """Build a Message inside the loop and ``send_sync`` it to ``destination``."""
-    message_cls = dio.Message
+    from dispatchio import Message
 
     def loop(n: int) -> None:
         send = dispatcher.send_sync
-        msg = message_cls
+        msg = Message
         for _ in itertools.repeat(None, n):
             send(msg("ping", 1, destination=destination))
 
@@ -65,12 +85,24 @@ def _send_loop(dio: ModuleType, dispatcher: Any, destination: str) -> Callable[[
 
 def send_sync_one(cfg: Config) -> Stats:
     """Message(...) + send_sync to a BasicMessageListener with one sync callback rule."""
-    dio = load()
-    d = _dispatcher(dio)
-    d.register(_listener(dio, "target"))
-    loop = _send_loop(dio, d, "target")
-    if d.send_sync(dio.Message("ping", 1, destination="target")) != 1:
+    from dispatchio import Message
+
+    d = _dispatcher()
+    d.register(_listener("target"))
+    if d.send_sync(Message("ping", 1, destination="target")) != 1:
         raise RuntimeError("send_sync did not return the callback's result")
+    return bench_ns(_send_loop(d, "target"), cfg)
+
+
+def message_only(cfg: Config) -> Stats:
+    """Building the Message alone (to split row 1 into construction and dispatch)."""
+    from dispatchio import Message
+
+    def loop(n: int) -> None:
+        msg = Message
+        for _ in itertools.repeat(None, n):
+            msg("ping", 1, destination="target")
+
     return bench_ns(loop, cfg)
 
 
@@ -79,20 +111,20 @@ def send_sync_one(cfg: Config) -> Stats:
 
 def group_fanout(cfg: Config) -> Stats:
     """Group send_sync to FANOUT subscribers; per-recipient ns."""
-    dio = load()
-    d = _dispatcher(dio)
+    from dispatchio import Message
+
+    d = _dispatcher()
     for i in range(FANOUT):
-        listener = _listener(dio, f"l{i}")
+        listener = _listener(f"l{i}")
         d.register(listener)
         d.subscribe("g", listener)
-    message_cls = dio.Message
-    result = d.send_sync(message_cls("ping", 1, group="g"))
+    result = d.send_sync(Message("ping", 1, group="g"))
     if len(result) != FANOUT:
         raise RuntimeError(f"group send reached {len(result)} of {FANOUT} subscribers")
 
     def loop(n: int) -> None:
         send = d.send_sync
-        msg = message_cls
+        msg = Message
         for _ in itertools.repeat(None, n):
             send(msg("ping", 1, group="g"))
 
@@ -103,31 +135,43 @@ def group_fanout(cfg: Config) -> Stats:
 # --------------------------------------------------------------------------- 3. async request
 
 
-def request_rate(cfg: Config, backend: str) -> Stats:
-    """Sequential ``await d.request(...)`` round trips per second on ``backend``."""
+def request_rate(
+    cfg: Config, backend: str, callback: Callable[[Message], Any] = _echo, number: int = 0
+) -> Stats:
+    """Sequential ``await d.request(...)`` round trips per second on ``backend``.
+
+    With the default sync callback the dispatcher may answer inline (no task switch);
+    pass ``_async_echo`` (see `queued_request_rate`) to measure the queued path.
+    """
     import anyio
 
-    dio = load()
+    from dispatchio import Message
 
     async def main() -> Stats:
-        d = _dispatcher(dio)
-        d.register(_listener(dio, "target"))
-        message_cls = dio.Message
+        d = _dispatcher()
+        d.register(_listener("target", callback))
         async with d:
-            reply = await d.request(message_cls("ping", 7, destination="target"), timeout=5.0)
+            reply = await d.request(Message("ping", 7, destination="target"), timeout=5.0)
             if reply.content != 7:
                 raise RuntimeError(f"unexpected reply {reply!r}")
 
             async def requests(n: int) -> None:
                 request = d.request
-                msg = message_cls
+                msg = Message
                 for i in range(n):
                     await request(msg("ping", i, destination="target"), timeout=5.0)
 
-            return await bench_rate(requests, max(100, int(N_REQUEST_RT * cfg.async_scale)), cfg)
+            count = max(100, int((number or N_REQUEST_RT) * cfg.async_scale))
+            return await bench_rate(requests, count, cfg)
 
     result: Stats = anyio.run(main, backend=backend)
     return result
+
+
+def queued_request_rate(cfg: Config, backend: str) -> Stats:
+    """``request`` to an ``async def`` callback rule: the message goes through the queue."""
+    callback: Callable[[Message], Awaitable[Any]] = _async_echo
+    return request_rate(cfg, backend, callback, N_QUEUED_RT)
 
 
 # --------------------------------------------------------------------------- 4. many listeners
@@ -142,18 +186,17 @@ class ScaleResult:
 
 def listener_scale(cfg: Config) -> ScaleResult:
     """send_sync to one listener among MANY vs among FEW; memory per registered listener."""
-    dio = load()
-    few = _dispatcher(dio)
+    few = _dispatcher()
     for i in range(FEW):
-        few.register(_listener(dio, f"l{i}"))
+        few.register(_listener(f"l{i}"))
 
+    many = _dispatcher()
     gc.collect()
-    many = _dispatcher(dio)
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
         for i in range(MANY):
-            many.register(_listener(dio, f"l{i}"))
+            many.register(_listener(f"l{i}"))
         gc.collect()
         after = tracemalloc.get_traced_memory()[0]
     finally:
@@ -162,7 +205,7 @@ def listener_scale(cfg: Config) -> ScaleResult:
 
     target = f"l{FEW // 2}"
     stats = bench_interleaved(
-        {"few": _send_loop(dio, few, target), "many": _send_loop(dio, many, target)}, cfg
+        {"few": _send_loop(few, target), "many": _send_loop(many, target)}, cfg
     )
     return ScaleResult(stats["few"], stats["many"], per_listener)
 
@@ -179,30 +222,33 @@ class HookResult:
 
 def hook_cost(cfg: Config) -> HookResult:
     """send_sync with no plugin / a plugin with only a non-observation hook / an observer."""
-    dio = load()
-    hookimpl: Callable[[Callable[..., None]], Callable[..., None]] = dio.hookimpl
+    from dispatchio import Message, MessageListener, hookimpl, make_plugin_manager
 
     class TransportsOnly:
+        """Implements only a non-observation hook (and registers no transport)."""
+
         @hookimpl
-        def dispatchio_register_transports(self, register: Any) -> None:
+        def dispatchio_register_transports(self, register: Callable[[str, str], None]) -> None:
             return None
 
     class Observer:
+        """Observes every delivery."""
+
         def __init__(self) -> None:
             self.count = 0
 
         @hookimpl
         def dispatchio_message_delivered(
-            self, dispatcher: Any, message: Any, listener: Any
+            self, dispatcher: MessageDispatcher, message: Message, listener: MessageListener
         ) -> None:
             self.count += 1
 
-    def build(plugin: object | None) -> Any:
-        pm = dio.make_plugin_manager(load_entrypoints=False)
+    def build(plugin: object | None) -> MessageDispatcher:
+        pm = make_plugin_manager(load_entrypoints=False)
         if plugin is not None:
             pm.register(plugin)
-        d = _dispatcher(dio, pm)
-        d.register(_listener(dio, "target"))
+        d = _dispatcher(pm)
+        d.register(_listener("target"))
         return d
 
     observer = Observer()
@@ -211,10 +257,8 @@ def hook_cost(cfg: Config) -> HookResult:
         "unimplemented": build(TransportsOnly()),
         "observer": build(observer),
     }
-    dispatchers["observer"].send_sync(dio.Message("ping", 1, destination="target"))
+    dispatchers["observer"].send_sync(Message("ping", 1, destination="target"))
     if observer.count != 1:
         raise RuntimeError("observer hook dispatchio_message_delivered was not called")
-    stats = bench_interleaved(
-        {k: _send_loop(dio, d, "target") for k, d in dispatchers.items()}, cfg
-    )
+    stats = bench_interleaved({k: _send_loop(d, "target") for k, d in dispatchers.items()}, cfg)
     return HookResult(stats["bare"], stats["unimplemented"], stats["observer"])
