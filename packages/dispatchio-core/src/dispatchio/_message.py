@@ -199,7 +199,7 @@ def _wire_model() -> type[BaseModel]:
 
         type: StrictStr
         content: JsonValue = None
-        id: wire_id
+        id: wire_id | None = None
         source: wire_id | None = None
         destination: wire_id | None = None
         group: wire_id | None = None

@@ -57,17 +57,17 @@ class PluginManager(pluggy.PluginManager):
                 warnings.warn(
                     f"dispatchio plugin {name!r} ({entry_point.value}) was skipped: {exc}",
                     PluginLoadWarning,
-                    stacklevel=2,
+                    stacklevel=3,
                 )
                 continue
-            try:
-                self.check_pending()
-            except pluggy.PluginValidationError as exc:
+            unknown = _unknown_hooks(self, plugin)
+            if unknown:
                 self.unregister(plugin)
                 warnings.warn(
-                    f"dispatchio plugin {name!r} was skipped: {exc}",
+                    f"dispatchio plugin {name!r} was skipped: it implements {unknown[0]!r},"
+                    " which is not a dispatchio hook",
                     PluginLoadWarning,
-                    stacklevel=2,
+                    stacklevel=3,
                 )
                 continue
             dist = entry_point.dist
@@ -109,6 +109,20 @@ class PluginManager(pluggy.PluginManager):
             dist, version = self.origins.get(str(name), (None, None))
             infos.append(PluginInfo(str(name), dist, version, tuple(schemes), hooks))
         return infos
+
+
+def _unknown_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:
+    """Names of hooks ``plugin`` implements that no spec defines (misspellings).
+
+    Like ``check_pending()``, but about one plugin only, so a bad plugin registered
+    earlier is never blamed on the one being loaded.
+    """
+    return [
+        caller.name
+        for caller in pm.get_hookcallers(plugin) or ()
+        if not caller.has_spec()
+        and any(impl.plugin is plugin and not impl.optionalhook for impl in caller.get_hookimpls())
+    ]
 
 
 def make_plugin_manager(*, load_entrypoints: bool = True) -> PluginManager:

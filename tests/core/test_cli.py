@@ -1,0 +1,89 @@
+"""The ``dispatchio`` command: ``dispatchio plugins`` lists the installed plugins."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dispatchio._cli import main
+from tests.core._plugin_dists import MODULE_NAMES, TESTPLUGIN_HOOKS, write_testplugin
+
+
+@pytest.fixture
+def site_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty directory on ``sys.path``; plugin modules imported from it are forgotten after."""
+    monkeypatch.syspath_prepend(str(tmp_path))  # also invalidates the import caches
+    yield tmp_path
+    for name in MODULE_NAMES:
+        sys.modules.pop(name, None)
+
+
+def run_cli(*args: str, pythonpath: Path | None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m dispatchio._cli`` with ``PYTHONPATH`` set to ``pythonpath`` (or unset)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    return subprocess.run(
+        [sys.executable, "-m", "dispatchio._cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_plugins_command_lists_an_installed_plugin(tmp_path: Path) -> None:
+    write_testplugin(tmp_path)
+    result = run_cli("plugins", pythonpath=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "testplugin  [dispatchio-testplugin 1.2.3]",
+        "  transports: fake",
+        f"  hooks:      {', '.join(TESTPLUGIN_HOOKS)}",
+    ]
+
+
+def test_plugins_command_without_plugins_says_so() -> None:
+    result = run_cli("plugins", pythonpath=None)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "no dispatchio plugins installed\n"
+
+
+def test_main_plugins_lists_an_installed_plugin(
+    site_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_testplugin(site_dir)
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "testplugin  [dispatchio-testplugin 1.2.3]" in out
+    assert "  transports: fake" in out
+    for hook in TESTPLUGIN_HOOKS:
+        assert hook in out
+
+
+def test_main_without_subcommand_exits_with_status_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+    assert "required: command" in capsys.readouterr().err
+
+
+def test_main_with_unknown_subcommand_exits_with_status_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["frobnicate"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
+
+
+def test_missing_subcommand_exits_with_status_2_from_the_command_line() -> None:
+    result = run_cli(pythonpath=None)
+    assert result.returncode == 2
+    assert "usage: dispatchio" in result.stderr
