@@ -66,6 +66,14 @@ _BASIC_HANDLE: Final = BasicMessageListener.handle_message
 _MAX_IDLE_WORKERS: Final = 8
 _LEADER_BATCH: Final = 512  # messages the leader handles before letting other tasks run
 _CoroutineType: Final = types.CoroutineType
+_OBSERVATION_HOOKS: Final = (
+    "dispatchio_message_sent",
+    "dispatchio_message_delivered",
+    "dispatchio_message_returned",
+    "dispatchio_reply_timed_out",
+    "dispatchio_handler_failed",
+    "dispatchio_message_unmatched",
+)
 _INLINE_STREAK: Final = 64  # requests answered inline before a checkpoint
 
 
@@ -164,6 +172,7 @@ class MessageDispatcher:
             plugins = default_plugin_manager()
         self.plugins = plugins
         self._hook = plugins.hook
+        self._implemented: frozenset[str] = frozenset()
         self._observed = False
         self.refresh_hooks()
 
@@ -193,17 +202,10 @@ class MessageDispatcher:
         implements costs one attribute test per message. Call this after registering an
         observer plugin on a running dispatcher's plugin manager.
         """
-        self._observed = any(
-            getattr(self._hook, name).get_hookimpls()
-            for name in (
-                "dispatchio_message_sent",
-                "dispatchio_message_delivered",
-                "dispatchio_message_returned",
-                "dispatchio_reply_timed_out",
-                "dispatchio_handler_failed",
-                "dispatchio_message_unmatched",
-            )
+        self._implemented = frozenset(
+            name for name in _OBSERVATION_HOOKS if getattr(self._hook, name).get_hookimpls()
         )
+        self._observed = bool(self._implemented)
 
     def register(self, listener: MessageListener) -> MessageListener:
         """Register a listener under its `MessageListener.id`; return it.
@@ -891,7 +893,6 @@ class MessageDispatcher:
             return
         kind = pending.kind
         pending.outstanding -= 1
-        last = pending.outstanding <= 0
         if response.error is None:
             pending.answered += 1
             if kind == REQUEST:
@@ -903,14 +904,7 @@ class MessageDispatcher:
             else:
                 self._to_source(response)
         elif is_decline(response):
-            # A decline only matters when nobody at all took the message.
-            pending.declines += 1
-            if last and not pending.answered and pending.first_error is None:
-                self._finish(pending)
-                if kind == REQUEST:
-                    self._fail(pending, response, cause)
-                elif kind == LETTER:
-                    self._deliver_letter(response)
+            pending.declines += 1  # matters only if nobody takes the message at all
         else:
             if pending.first_error is None:
                 pending.first_error = response
@@ -918,14 +912,17 @@ class MessageDispatcher:
                 pending.replies.append(response)
             elif kind == LETTER:
                 self._deliver_letter(response)
-            elif last:  # a request fails only if no other subscriber can still answer
-                self._finish(pending)
-                self._fail(pending, pending.first_error, cause)
-                return
-        if last:
-            self._finish(pending)
-            if kind == GATHER:
-                self._resolve(pending, pending.replies)
+        if pending.outstanding > 0:
+            return
+        # Every recipient has answered, declined or failed.
+        self._finish(pending)
+        if kind == GATHER:
+            self._resolve(pending, pending.replies)
+        elif kind == REQUEST:
+            failure = pending.first_error or response
+            self._fail(pending, failure, cause if failure is response else None)
+        elif not pending.answered and pending.first_error is None:
+            self._deliver_letter(response)  # a letter every recipient declined
 
     def _to_source(self, response: Message) -> None:
         if response.destination in self._listeners:
@@ -1074,6 +1071,8 @@ class MessageDispatcher:
         self._notify("dispatchio_message_delivered", message=message, listener=listener)
 
     def _notify(self, hook_name: str, **kwargs: Any) -> None:
+        if hook_name not in self._implemented:
+            return
         try:
             getattr(self._hook, hook_name)(dispatcher=self, **kwargs)
         except Exception:
