@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from dispatchio import MessageDispatcher, PluginManager, make_plugin_manager
@@ -16,6 +14,6 @@ def plugins() -> PluginManager:
 
 
 @pytest.fixture
-def dispatcher(plugins: PluginManager) -> Iterator[MessageDispatcher]:
+def dispatcher(plugins: PluginManager) -> MessageDispatcher:
     """A dispatcher that is not running yet (enter it with ``async with``)."""
-    yield MessageDispatcher("test-process", reply_timeout=5.0, plugins=plugins)
+    return MessageDispatcher("test-process", reply_timeout=5.0, plugins=plugins)
