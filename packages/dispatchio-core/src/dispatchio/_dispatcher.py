@@ -81,6 +81,7 @@ class DispatcherStats:
     """Counters of the events a sender might otherwise never see. Read-only for users."""
 
     __slots__ = (
+        "discarded",
         "dropped_replies",
         "handler_errors",
         "late_replies",
@@ -102,6 +103,8 @@ class DispatcherStats:
         self.late_replies = 0
         #: Replies and returned letters with nowhere to go (no such sender listener).
         self.dropped_replies = 0
+        #: Messages still queued or held behind a blocking message when the dispatcher closed.
+        self.discarded = 0
 
     def as_dict(self) -> dict[str, int]:
         """Return the counters as a dict."""
@@ -412,9 +415,17 @@ class MessageDispatcher:
                 if future is not None and not future.done():
                     future.set_exception(closed)
             self._timers.clear()
+            discarded = len(self._queue) + sum(
+                len(held) for held in (*self._held_dest.values(), *self._held_group.values())
+            )
+            if discarded:
+                self.stats.discarded += discarded
+                logger.warning("dispatcher closed with %d message(s) never delivered", discarded)
             task_group.cancel_scope.cancel()
             try:
-                suppress = await task_group.__aexit__(exc_type, exc, tb)
+                # The caller's exception is not the task group's business: it propagates
+                # as it is, never wrapped in an exception group.
+                await task_group.__aexit__(None, None, None)
             finally:
                 self._backend = None
                 self._task_group = None
@@ -425,7 +436,7 @@ class MessageDispatcher:
                 self._wake = None
                 self._timer_wake = None
                 self._timer_deadline = math.inf
-        return suppress
+        return None
 
     async def _drain(self) -> None:
         """Let the leader deliver everything already accepted (bounded by the reply timeout)."""
@@ -501,6 +512,8 @@ class MessageDispatcher:
             self._return_letter(message, self._nobody(message))
             return
         if message.response_required:
+            if message.id in self._pending:
+                raise DispatchError(f"message id {message.id!r} is already awaiting replies")
             pending = Pending(LETTER, message, None)
             pending.outstanding = 1 if message.group is None else 0
             self._wait_for(pending, backend, reply_timeout)
@@ -908,6 +921,7 @@ class MessageDispatcher:
         else:
             if pending.first_error is None:
                 pending.first_error = response
+                pending.first_cause = cause
             if kind == GATHER:
                 pending.replies.append(response)
             elif kind == LETTER:
@@ -919,8 +933,10 @@ class MessageDispatcher:
         if kind == GATHER:
             self._resolve(pending, pending.replies)
         elif kind == REQUEST:
-            failure = pending.first_error or response
-            self._fail(pending, failure, cause if failure is response else None)
+            if pending.first_error is not None:
+                self._fail(pending, pending.first_error, pending.first_cause)
+            else:
+                self._fail(pending, response, cause)
         elif not pending.answered and pending.first_error is None:
             self._deliver_letter(response)  # a letter every recipient declined
 
@@ -941,7 +957,8 @@ class MessageDispatcher:
             del self._pending[message_id]
         if pending.deadline:
             self._timers.discard(pending)
-        if pending.outstanding > 0:
+        if pending.kind != LETTER or pending.outstanding > 0:
+            # Whoever still answers (another subscriber, a second reply()) is late.
             self._expired.add(message_id)
 
     @staticmethod

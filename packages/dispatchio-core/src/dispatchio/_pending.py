@@ -34,6 +34,7 @@ class Pending:
         "answered",
         "deadline",
         "declines",
+        "first_cause",
         "first_error",
         "future",
         "kind",
@@ -52,6 +53,7 @@ class Pending:
         self.answered = 0
         self.declines = 0
         self.first_error: Message | None = None
+        self.first_cause: BaseException | None = None  # the exception behind first_error
         self.replies: list[Message] = []
         self.deadline = 0.0
         self.timeout = 0.0

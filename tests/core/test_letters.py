@@ -1,0 +1,318 @@
+"""Letter-style `MessageDispatcher.send`: replies and returned letters go to the source listener."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import pytest
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from dispatchio import BasicMessageListener, Message, MessageDispatcher, UndeliverableError
+
+Streams = tuple[MemoryObjectSendStream[Message], MemoryObjectReceiveStream[Message]]
+
+
+@pytest.fixture
+def streams() -> Iterator[Streams]:
+    send, receive = anyio.create_memory_object_stream[Message](math.inf)
+    with send, receive:
+        yield send, receive
+
+
+@pytest.fixture
+def inbox(dispatcher: MessageDispatcher, streams: Streams) -> MemoryObjectReceiveStream[Message]:
+    """Register listener "sender"; every message it receives lands on this stream."""
+    sender = BasicMessageListener("sender")
+    sender.add_rule(queue=streams[0])
+    dispatcher.register(sender)
+    return streams[1]
+
+
+def listener(dispatcher: MessageDispatcher, lid: str, **rule: Any) -> BasicMessageListener:
+    made = BasicMessageListener(lid)
+    made.add_rule(**rule)
+    dispatcher.register(made)
+    return made
+
+
+def register_barrier(dispatcher: MessageDispatcher) -> None:
+    """Listener "barrier" answers every message; its reply proves earlier messages are done."""
+    listener(dispatcher, "barrier", callback=lambda m: "barrier reply")
+
+
+async def barrier(dispatcher: MessageDispatcher, inbox: MemoryObjectReceiveStream[Message]) -> None:
+    """Send a letter to "barrier" and wait for its reply: anything sent before has arrived."""
+    await dispatcher.send(Message("barrier", source="sender", destination="barrier"))
+    arrived = await inbox.receive()
+    assert (arrived.type, arrived.content) == ("barrier", "barrier reply")
+    with pytest.raises(anyio.WouldBlock):
+        inbox.receive_nowait()
+
+
+def fail(message: Message) -> Any:
+    raise ValueError("bad letter")
+
+
+@pytest.mark.anyio
+async def test_handler_result_goes_to_the_source_listener(
+    dispatcher: MessageDispatcher, inbox: MemoryObjectReceiveStream[Message]
+) -> None:
+    listener(dispatcher, "b", callback=lambda m: f"re: {m.content}")
+    with anyio.fail_after(5):
+        async with dispatcher:
+            letter = Message("note", "hi", source="sender", destination="b")
+            await dispatcher.send(letter)
+            reply = await inbox.receive()
+    assert (reply.is_response, reply.id, reply.source, reply.content, reply.error) == (
+        True,
+        letter.id,
+        "b",
+        "re: hi",
+        None,
+    )
+
+
+@pytest.mark.anyio
+async def test_handler_returning_none_sends_nothing_back(
+    dispatcher: MessageDispatcher, inbox: MemoryObjectReceiveStream[Message]
+) -> None:
+    handled: list[Any] = []
+    listener(dispatcher, "b", callback=lambda m: handled.append(m.content))
+    register_barrier(dispatcher)
+    with anyio.fail_after(5):
+        async with dispatcher:
+            await dispatcher.send(Message("note", "hi", source="sender", destination="b"))
+            await barrier(dispatcher, inbox)
+    assert handled == ["hi"]
+
+
+@pytest.mark.anyio
+async def test_send_to_nobody_returns_the_letter_undeliverable_to_its_source(
+    dispatcher: MessageDispatcher, inbox: MemoryObjectReceiveStream[Message]
+) -> None:
+    with anyio.fail_after(5):
+        async with dispatcher:
+            letter = Message("note", {"n": 1}, source="sender", destination="nobody")
+            await dispatcher.send(letter)
+            returned = await inbox.receive()
+    assert returned.error is not None
+    assert returned.error.startswith("undeliverable")
+    assert returned.content == {"n": 1}
+    assert returned.is_response is True
+    assert returned.id == letter.id
+    assert dispatcher.stats.returned == 1
+
+
+@pytest.mark.anyio
+async def test_send_to_nobody_without_a_source_raises_undeliverable(
+    dispatcher: MessageDispatcher,
+) -> None:
+    with anyio.fail_after(5):
+        async with dispatcher:
+            with pytest.raises(UndeliverableError, match="nobody"):
+                await dispatcher.send(Message("note", destination="nobody"))
+
+
+@pytest.mark.anyio
+async def test_send_to_nobody_from_an_unregistered_source_raises_undeliverable(
+    dispatcher: MessageDispatcher,
+) -> None:
+    with anyio.fail_after(5):
+        async with dispatcher:
+            with pytest.raises(UndeliverableError, match="nobody"):
+                await dispatcher.send(Message("note", source="ghost", destination="nobody"))
+
+
+@pytest.mark.anyio
+async def test_response_required_without_reply_returns_timeout_letter(
+    dispatcher: MessageDispatcher, inbox: MemoryObjectReceiveStream[Message], streams: Streams
+) -> None:
+    jobs_in, jobs = anyio.create_memory_object_stream[Message](math.inf)
+    listener(dispatcher, "b", queue=jobs_in)  # takes the letter and never answers
+    with jobs_in, jobs, anyio.fail_after(5):
+        async with dispatcher:
+            letter = Message("note", source="sender", destination="b", response_required=True)
+            await dispatcher.send(letter, reply_timeout=0.05)
+            returned = await inbox.receive()
+    assert returned.error is not None
+    assert returned.error.startswith("timeout")
+    assert (returned.id, returned.is_response) == (letter.id, True)
+    assert dispatcher.stats.timeouts == 1
+
+
+@pytest.mark.anyio
+async def test_response_required_and_handler_raises_returns_handler_error_letter(
+    dispatcher: MessageDispatcher, inbox: MemoryObjectReceiveStream[Message]
+) -> None:
+    listener(dispatcher, "b", callback=fail)
+    with anyio.fail_after(5):
+        async with dispatcher:
+            letter = Message("note", source="sender", destination="b", response_required=True)
+            await dispatcher.send(letter)
+            returned = await inbox.receive()
+    assert returned.error is not None
+    assert returned.error.startswith("handler_error")
+    assert "bad letter" in returned.error
+    assert (returned.id, returned.is_response) == (letter.id, True)
+
+
+@pytest.mark.anyio
+async def test_plain_send_whose_handler_raises_sends_nothing_back(
+    dispatcher: MessageDispatcher, inbox: MemoryObjectReceiveStream[Message]
+) -> None:
+    listener(dispatcher, "b", callback=fail)
+    register_barrier(dispatcher)
+    with anyio.fail_after(5):
+        async with dispatcher:
+            await dispatcher.send(Message("note", source="sender", destination="b"))
+            await barrier(dispatcher, inbox)
+    assert dispatcher.stats.handler_errors == 1
+    assert dispatcher.stats.returned == 0
+
+
+@pytest.mark.anyio
+async def test_sender_rules_never_answer_a_reply(dispatcher: MessageDispatcher) -> None:
+    received_by_b: list[str] = []
+    inbox_in, inbox = anyio.create_memory_object_stream[Message](math.inf)
+
+    def sender_rule(message: Message) -> Any:
+        inbox_in.send_nowait(message)
+        return "thanks"  # would be an answer, were responses ever answered
+
+    def b_rule(message: Message) -> Any:
+        received_by_b.append(message.type)
+        return "pong"
+
+    listener(dispatcher, "sender", callback=sender_rule)
+    listener(dispatcher, "b", callback=b_rule)
+    with inbox_in, inbox, anyio.fail_after(5):
+        async with dispatcher:
+            await dispatcher.send(Message("ping", source="sender", destination="b"))
+            assert (await inbox.receive()).content == "pong"
+            await dispatcher.send(Message("barrier", source="sender", destination="b"))
+            assert (await inbox.receive()).type == "barrier"
+            with pytest.raises(anyio.WouldBlock):
+                inbox.receive_nowait()
+    assert received_by_b == ["ping", "barrier"]
+    assert dispatcher.stats.as_dict() == dict.fromkeys(dispatcher.stats.as_dict(), 0)
+
+
+@pytest.mark.anyio
+async def test_sender_rules_never_answer_a_returned_letter(dispatcher: MessageDispatcher) -> None:
+    inbox_in, inbox = anyio.create_memory_object_stream[Message](math.inf)
+
+    def sender_rule(message: Message) -> Any:
+        inbox_in.send_nowait(message)
+        return "thanks"
+
+    listener(dispatcher, "sender", callback=sender_rule)
+    register_barrier(dispatcher)
+    with inbox_in, inbox, anyio.fail_after(5):
+        async with dispatcher:
+            await dispatcher.send(Message("note", source="sender", destination="nobody"))
+            returned = await inbox.receive()
+            await dispatcher.send(Message("barrier", source="sender", destination="barrier"))
+            assert (await inbox.receive()).type == "barrier"
+            with pytest.raises(anyio.WouldBlock):
+                inbox.receive_nowait()
+    assert returned.error is not None
+    assert returned.error.startswith("undeliverable")
+    assert dispatcher.stats.returned == 1
+    assert dispatcher.stats.dropped_replies == 0
+    assert dispatcher.stats.handler_errors == 0
+
+
+@pytest.mark.anyio
+async def test_group_send_delivers_a_distinct_copy_to_every_subscriber(
+    dispatcher: MessageDispatcher, inbox: MemoryObjectReceiveStream[Message]
+) -> None:
+    copies: dict[str, Message] = {}
+
+    def keep(name: str) -> Any:
+        def rule(message: Message) -> Any:
+            copies[name] = message
+            return f"{name} got {message.content}"
+
+        return rule
+
+    for name in ("x", "y", "z"):
+        listener(dispatcher, name, callback=keep(name))
+        dispatcher.subscribe("g", name)
+    with anyio.fail_after(5):
+        async with dispatcher:
+            letter = Message("news", "it", source="sender", group="g")
+            await dispatcher.send(letter)
+            replies = [await inbox.receive() for _ in range(3)]
+    assert sorted(copies) == ["x", "y", "z"]
+    assert len({id(copy) for copy in copies.values()}) == 3
+    assert all(copy is not letter for copy in copies.values())
+    assert all((c.id, c.group, c.content) == (letter.id, "g", "it") for c in copies.values())
+    assert sorted((r.source, r.content) for r in replies) == [
+        ("x", "x got it"),
+        ("y", "y got it"),
+        ("z", "z got it"),
+    ]
+    assert all(r.id == letter.id and r.is_response for r in replies)
+
+
+@pytest.mark.anyio
+async def test_stats_returned_counts_every_returned_letter(
+    dispatcher: MessageDispatcher, inbox: MemoryObjectReceiveStream[Message]
+) -> None:
+    listener(dispatcher, "raiser", callback=fail)
+    with anyio.fail_after(5):
+        async with dispatcher:
+            await dispatcher.send(Message("a", source="sender", destination="nobody"))
+            await dispatcher.send(Message("b", source="sender", group="no-such-group"))
+            await dispatcher.send(
+                Message("c", source="sender", destination="raiser", response_required=True)
+            )
+            errors = sorted([(await inbox.receive()).error or "" for _ in range(3)])
+    assert [e.partition(":")[0] for e in errors] == [
+        "handler_error",
+        "undeliverable",
+        "undeliverable",
+    ]
+    assert dispatcher.stats.returned == 3
+
+
+@pytest.mark.anyio
+async def test_response_required_group_letter_declined_by_all_returns_one_undeliverable_letter(
+    dispatcher: MessageDispatcher, inbox: MemoryObjectReceiveStream[Message]
+) -> None:
+    for name in ("x", "y"):
+        listener(dispatcher, name, type="other", callback=lambda m: "never")
+        dispatcher.subscribe("g", name)
+    register_barrier(dispatcher)
+    with anyio.fail_after(5):
+        async with dispatcher:
+            letter = Message("news", "it", source="sender", group="g", response_required=True)
+            await dispatcher.send(letter, reply_timeout=30)
+            returned = await inbox.receive()
+            await barrier(dispatcher, inbox)
+    assert returned.error is not None
+    assert returned.error.startswith("undeliverable")
+    assert (returned.id, returned.is_response) == (letter.id, True)
+    assert dispatcher.stats.returned == 1
+
+
+@pytest.mark.anyio
+async def test_response_required_group_letter_answered_by_one_returns_only_the_answer(
+    dispatcher: MessageDispatcher, inbox: MemoryObjectReceiveStream[Message]
+) -> None:
+    listener(dispatcher, "picky", type="other", callback=lambda m: "never")
+    listener(dispatcher, "willing", callback=lambda m: "yes")
+    dispatcher.subscribe("g", "picky")
+    dispatcher.subscribe("g", "willing")
+    register_barrier(dispatcher)
+    with anyio.fail_after(5):
+        async with dispatcher:
+            letter = Message("news", "it", source="sender", group="g", response_required=True)
+            await dispatcher.send(letter, reply_timeout=30)
+            reply = await inbox.receive()
+            await barrier(dispatcher, inbox)
+    assert (reply.source, reply.content, reply.error) == ("willing", "yes", None)
+    assert dispatcher.stats.returned == 0

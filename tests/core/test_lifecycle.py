@@ -1,0 +1,216 @@
+"""Starting, stopping and restarting a dispatcher; what happens to messages in flight."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import pytest
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from dispatchio import (
+    DEFERRED,
+    BasicMessageListener,
+    DispatchError,
+    Message,
+    MessageDispatcher,
+    UndeliverableError,
+)
+
+
+@pytest.fixture
+def inbox(dispatcher: MessageDispatcher) -> Iterator[MemoryObjectReceiveStream[Message]]:
+    """Register listener "sender"; every message it receives lands on this stream."""
+    send, receive = anyio.create_memory_object_stream[Message](math.inf)
+    sender = BasicMessageListener("sender")
+    sender.add_rule(queue=send)
+    dispatcher.register(sender)
+    with send, receive:
+        yield receive
+
+
+def listener(dispatcher: MessageDispatcher, lid: str, **rule: Any) -> BasicMessageListener:
+    made = BasicMessageListener(lid)
+    made.add_rule(**rule)
+    dispatcher.register(made)
+    return made
+
+
+@pytest.mark.anyio
+async def test_entering_a_running_dispatcher_again_raises_dispatch_error(
+    dispatcher: MessageDispatcher,
+) -> None:
+    running = anyio.Event()
+    stop = anyio.Event()
+
+    async def run() -> None:
+        async with dispatcher:
+            running.set()
+            await stop.wait()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            await running.wait()
+            with pytest.raises(DispatchError, match="already running"):
+                async with dispatcher:
+                    pass
+            assert dispatcher.running
+            stop.set()
+    assert not dispatcher.running
+
+
+@pytest.mark.anyio
+async def test_exit_delivers_every_message_already_accepted(
+    dispatcher: MessageDispatcher,
+) -> None:
+    handled: list[int] = []
+    listener(dispatcher, "b", callback=lambda m: handled.append(m.content))
+    with anyio.fail_after(5):
+        async with dispatcher:
+            for n in range(100):
+                await dispatcher.send(Message("n", n, destination="b"))
+    assert handled == list(range(100))
+
+
+@pytest.mark.anyio
+async def test_exit_delivers_replies_to_letters_already_accepted(
+    dispatcher: MessageDispatcher, inbox: MemoryObjectReceiveStream[Message]
+) -> None:
+    listener(dispatcher, "b", callback=lambda m: m.content)
+    with anyio.fail_after(5):
+        async with dispatcher:
+            for n in range(100):
+                await dispatcher.send(Message("n", n, source="sender", destination="b"))
+    replies = []
+    while True:
+        try:
+            replies.append(inbox.receive_nowait().content)
+        except anyio.WouldBlock:
+            break
+    assert replies == list(range(100))
+
+
+@pytest.mark.anyio
+async def test_request_pending_at_exit_fails_with_dispatch_error(
+    dispatcher: MessageDispatcher,
+) -> None:
+    received = anyio.Event()
+
+    def keep_forever(message: Message) -> Any:
+        received.set()
+        return DEFERRED
+
+    listener(dispatcher, "b", callback=keep_forever)
+    outcome: list[BaseException] = []
+
+    async def requester() -> None:
+        try:
+            await dispatcher.request(Message("ask", destination="b"), timeout=30)
+        except DispatchError as exc:
+            outcome.append(exc)
+
+    with anyio.fail_after(5):
+        # The requester's task lives outside the dispatcher's scope, so it outlives the
+        # dispatcher and sees what happens to its wait when the dispatcher closes.
+        async with anyio.create_task_group() as tg, dispatcher:
+            tg.start_soon(requester)
+            await received.wait()  # the request is now waiting for its deferred reply
+        # The dispatcher exits first; then the task group waits for the requester.
+    assert len(outcome) == 1
+    assert type(outcome[0]) is DispatchError
+    assert "closed" in str(outcome[0])
+
+
+@pytest.mark.anyio
+async def test_dispatcher_can_be_restarted_after_exit(dispatcher: MessageDispatcher) -> None:
+    listener(dispatcher, "b", callback=lambda m: f"run {m.content}")
+    with anyio.fail_after(5):
+        async with dispatcher:
+            first = await dispatcher.request(Message("ask", 1, destination="b"))
+        assert not dispatcher.running
+        async with dispatcher:
+            second = await dispatcher.request(Message("ask", 2, destination="b"))
+            await dispatcher.send(Message("ask", 3, destination="b"))
+    assert (first.content, second.content) == ("run 1", "run 2")
+
+
+@pytest.mark.anyio
+async def test_body_exception_propagates_and_stops_the_dispatcher(
+    dispatcher: MessageDispatcher,
+) -> None:
+    with anyio.fail_after(5):
+        with pytest.raises(KeyError, match="from the body"):
+            async with dispatcher:
+                raise KeyError("from the body")
+        assert not dispatcher.running
+
+
+@pytest.mark.anyio
+async def test_unregister_returns_queued_messages_undeliverable_to_their_source(
+    dispatcher: MessageDispatcher, inbox: MemoryObjectReceiveStream[Message]
+) -> None:
+    handled: list[Any] = []
+    listener(dispatcher, "b", callback=lambda m: handled.append(m.content))
+    with anyio.fail_after(5):
+        async with dispatcher:
+            # send() only queues the message: nothing runs before the next checkpoint.
+            for n in range(3):
+                await dispatcher.send(Message("n", n, source="sender", destination="b"))
+            dispatcher.unregister("b")
+            returned = [await inbox.receive() for _ in range(3)]
+    assert handled == []
+    assert [(m.content, m.is_response) for m in returned] == [(0, True), (1, True), (2, True)]
+    assert all(m.error is not None and m.error.startswith("undeliverable") for m in returned)
+    assert dispatcher.stats.returned == 3
+
+
+@pytest.mark.anyio
+async def test_unregister_returns_messages_held_behind_a_blocking_one_undeliverable(
+    dispatcher: MessageDispatcher, inbox: MemoryObjectReceiveStream[Message]
+) -> None:
+    kept_in, kept = anyio.create_memory_object_stream[Message](math.inf)
+    listener(dispatcher, "b", queue=kept_in)
+    with kept_in, kept, anyio.fail_after(5):
+        async with dispatcher:
+            await dispatcher.send(Message("n", 0, destination="b", blocking=True))
+            await dispatcher.send(Message("n", 1, source="sender", destination="b"))
+            await dispatcher.send(Message("n", 2, source="sender", destination="b"))
+            blocking = await kept.receive()
+            dispatcher.unregister("b")
+            await dispatcher.reply(blocking)  # releases the held messages: nobody to take them
+            returned = [await inbox.receive() for _ in range(2)]
+    assert [m.content for m in returned] == [1, 2]
+    assert all(m.error is not None and m.error.startswith("undeliverable") for m in returned)
+
+
+@pytest.mark.anyio
+async def test_unregister_fails_a_held_request_as_undeliverable(
+    dispatcher: MessageDispatcher,
+) -> None:
+    kept_in, kept = anyio.create_memory_object_stream[Message](math.inf)
+    listener(dispatcher, "b", queue=kept_in)
+    listener(dispatcher, "c", callback=lambda m: "barrier")
+    asking = anyio.Event()
+    outcome: list[BaseException] = []
+
+    async def requester() -> None:
+        asking.set()  # the request below is queued before this task first suspends
+        try:
+            await dispatcher.request(Message("n", 1, destination="b"), timeout=30)
+        except UndeliverableError as exc:
+            outcome.append(exc)
+
+    with kept_in, kept, anyio.fail_after(2):
+        async with dispatcher, anyio.create_task_group() as tg:
+            await dispatcher.send(Message("n", 0, destination="b", blocking=True))
+            blocking = await kept.receive()
+            tg.start_soon(requester)
+            await asking.wait()
+            await dispatcher.request(Message("barrier", destination="c"))  # request now held
+            dispatcher.unregister("b")
+            await dispatcher.reply(blocking)
+    assert len(outcome) == 1
+    assert "'b'" in str(outcome[0])

@@ -1,0 +1,101 @@
+"""Messages from one sender to one destination start being handled in the order they were sent."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import anyio
+import pytest
+
+from dispatchio import BasicMessageListener, Message, MessageDispatcher
+
+COUNT = 1000
+
+
+def listener(dispatcher: MessageDispatcher, lid: str, **rule: Any) -> BasicMessageListener:
+    made = BasicMessageListener(lid)
+    made.add_rule(**rule)
+    dispatcher.register(made)
+    return made
+
+
+@pytest.mark.anyio
+async def test_sync_callback_handles_messages_in_the_order_sent(
+    dispatcher: MessageDispatcher,
+) -> None:
+    started: list[int] = []
+    all_in = anyio.Event()
+
+    def record(message: Message) -> Any:
+        started.append(message.content)
+        if len(started) == COUNT:
+            all_in.set()
+
+    listener(dispatcher, "b", callback=record)
+    with anyio.fail_after(5):
+        async with dispatcher:
+            for n in range(COUNT):
+                await dispatcher.send(Message("n", n, source="a", destination="b"))
+            await all_in.wait()
+    assert started == list(range(COUNT))
+
+
+@pytest.mark.anyio
+async def test_async_callback_that_sometimes_suspends_starts_messages_in_the_order_sent(
+    dispatcher: MessageDispatcher,
+) -> None:
+    started: list[int] = []
+    finished = 0
+    all_done = anyio.Event()
+
+    async def record(message: Message) -> Any:
+        nonlocal finished
+        started.append(message.content)  # at entry, before any suspension
+        if message.content % 7 == 0:
+            await anyio.sleep(0)
+        if message.content % 11 == 0:
+            await anyio.sleep(0)
+            await anyio.sleep(0)
+        finished += 1
+        if finished == COUNT:
+            all_done.set()
+
+    listener(dispatcher, "b", callback=record)
+    with anyio.fail_after(5):
+        async with dispatcher:
+            for n in range(COUNT):
+                await dispatcher.send(Message("n", n, source="a", destination="b"))
+            await all_done.wait()
+    assert started == list(range(COUNT))
+
+
+@pytest.mark.anyio
+async def test_replies_to_a_send_loop_arrive_in_order(dispatcher: MessageDispatcher) -> None:
+    inbox_in, inbox = anyio.create_memory_object_stream[Message](math.inf)
+    listener(dispatcher, "a", queue=inbox_in)
+    listener(dispatcher, "b", callback=lambda m: m.content * 10)
+    with inbox_in, inbox, anyio.fail_after(5):
+        async with dispatcher:
+            for n in range(COUNT):
+                await dispatcher.send(Message("n", n, source="a", destination="b"))
+            replies = [(await inbox.receive()).content for _ in range(COUNT)]
+    assert replies == [n * 10 for n in range(COUNT)]
+
+
+@pytest.mark.anyio
+async def test_interleaved_sends_and_requests_are_handled_in_the_order_sent(
+    dispatcher: MessageDispatcher,
+) -> None:
+    started: list[int] = []
+    listener(dispatcher, "b", callback=lambda m: started.append(m.content))
+    with anyio.fail_after(5):
+        async with dispatcher:
+            for n in range(COUNT):
+                message = Message("n", n, source="a", destination="b")
+                if n % 10 == 9:
+                    await dispatcher.request(message)
+                else:
+                    await dispatcher.send(message)
+            await dispatcher.request(Message("n", COUNT, destination="b"))
+    assert started == list(range(COUNT + 1))

@@ -1,0 +1,499 @@
+"""`MessageDispatcher.request` and `gather`: replies, failures, timeouts and groups."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import pytest
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from dispatchio import (
+    BasicMessageListener,
+    DispatcherNotRunningError,
+    HandlerError,
+    Message,
+    MessageDispatcher,
+    ReplyTimeoutError,
+    UndeliverableError,
+)
+
+Streams = tuple[MemoryObjectSendStream[Message], MemoryObjectReceiveStream[Message]]
+
+
+@pytest.fixture
+def jobs() -> Iterator[Streams]:
+    """A memory stream for queue rules: the test takes deferred messages off it."""
+    send, receive = anyio.create_memory_object_stream[Message](math.inf)
+    with send, receive:
+        yield send, receive
+
+
+@pytest.fixture
+def inbox(dispatcher: MessageDispatcher) -> Iterator[MemoryObjectReceiveStream[Message]]:
+    """Register listener "sender"; every message it receives lands on this stream."""
+    send, receive = anyio.create_memory_object_stream[Message](math.inf)
+    sender = BasicMessageListener("sender")
+    sender.add_rule(queue=send)
+    dispatcher.register(sender)
+    with send, receive:
+        yield receive
+
+
+def listener(dispatcher: MessageDispatcher, lid: str, **rule: Any) -> BasicMessageListener:
+    """Register a listener with one rule (or none when ``rule`` is empty)."""
+    made = BasicMessageListener(lid)
+    if rule:
+        made.add_rule(**rule)
+    dispatcher.register(made)
+    return made
+
+
+def echo(message: Message) -> Any:
+    return message.content
+
+
+def fail(message: Message) -> Any:
+    raise ValueError(f"bad {message.content}")
+
+
+async def async_fail(message: Message) -> Any:
+    await anyio.sleep(0)
+    raise ValueError(f"bad {message.content}")
+
+
+# ------------------------------------------------------------------ single destination
+
+
+@pytest.mark.anyio
+async def test_request_returns_the_reply(dispatcher: MessageDispatcher) -> None:
+    listener(dispatcher, "b", callback=lambda m: f"hello {m.content}")
+    with anyio.fail_after(5):
+        async with dispatcher:
+            response = await dispatcher.request(Message("greet", "ann", destination="b"))
+    assert response.content == "hello ann"
+
+
+@pytest.mark.anyio
+async def test_request_to_unknown_destination_raises_undeliverable_at_once(
+    dispatcher: MessageDispatcher,
+) -> None:
+    with anyio.fail_after(2):
+        async with dispatcher:
+            with pytest.raises(UndeliverableError, match="nobody"):
+                await dispatcher.request(Message("greet", destination="nobody"), timeout=30)
+
+
+@pytest.mark.anyio
+async def test_request_no_rule_matches_raises_undeliverable_at_once(
+    dispatcher: MessageDispatcher,
+) -> None:
+    listener(dispatcher, "b", type="other", callback=echo)
+    with anyio.fail_after(2):
+        async with dispatcher:
+            with pytest.raises(UndeliverableError, match="no rule"):
+                await dispatcher.request(Message("greet", destination="b"), timeout=30)
+
+
+@pytest.mark.anyio
+async def test_request_deferred_and_never_answered_raises_reply_timeout(
+    dispatcher: MessageDispatcher, jobs: Streams
+) -> None:
+    listener(dispatcher, "b", queue=jobs[0])
+    with anyio.fail_after(5):
+        async with dispatcher:
+            with pytest.raises(ReplyTimeoutError, match="no reply"):
+                await dispatcher.request(Message("greet", destination="b"), timeout=0.05)
+    assert dispatcher.stats.timeouts == 1
+
+
+@pytest.mark.anyio
+async def test_late_reply_after_timeout_is_dropped_and_counted(
+    dispatcher: MessageDispatcher, jobs: Streams, inbox: MemoryObjectReceiveStream[Message]
+) -> None:
+    listener(dispatcher, "b", queue=jobs[0])
+    listener(dispatcher, "echo", callback=echo)
+    later: list[Message] = []
+
+    async def second_request() -> None:
+        later.append(
+            await dispatcher.request(Message("greet", 2, source="sender", destination="b"))
+        )
+
+    with anyio.fail_after(5):
+        async with dispatcher, anyio.create_task_group() as tg:
+            first = Message("greet", 1, source="sender", destination="b")
+            with pytest.raises(ReplyTimeoutError):
+                await dispatcher.request(first, timeout=0.05)
+            stale = await jobs[1].receive()
+            tg.start_soon(second_request)
+            fresh = await jobs[1].receive()
+            assert fresh.id != stale.id
+            await dispatcher.reply(stale, "late")  # the first request has given up
+            await dispatcher.reply(fresh, "fresh")
+            # Barrier: a late reply sent to the source listener would arrive before this.
+            await dispatcher.send(Message("barrier", 0, source="sender", destination="echo"))
+            arrived = await inbox.receive()
+    assert [response.content for response in later] == ["fresh"]
+    assert arrived.type == "barrier"
+    assert dispatcher.stats.late_replies == 1
+
+
+# ------------------------------------------------------------------ handler errors
+
+
+@pytest.mark.anyio
+async def test_request_to_raising_callback_raises_handler_error_caused_by_it(
+    dispatcher: MessageDispatcher,
+) -> None:
+    listener(dispatcher, "b", callback=fail)
+    with anyio.fail_after(5):
+        async with dispatcher:
+            with pytest.raises(HandlerError, match="ValueError: bad 1") as caught:
+                await dispatcher.request(Message("greet", 1, destination="b"))
+    assert isinstance(caught.value.__cause__, ValueError)
+    assert str(caught.value.__cause__) == "bad 1"
+
+
+@pytest.mark.anyio
+async def test_request_to_raising_callback_behind_queued_message_raises_handler_error(
+    dispatcher: MessageDispatcher,
+) -> None:
+    # A letter queued first makes the request take the worker's path, not the inline one.
+    listener(dispatcher, "b", type="greet", callback=fail)
+    listener(dispatcher, "c", callback=echo)
+    with anyio.fail_after(5):
+        async with dispatcher:
+            await dispatcher.send(Message("first", destination="c"))
+            with pytest.raises(HandlerError, match="ValueError: bad 1") as caught:
+                await dispatcher.request(Message("greet", 1, destination="b"))
+    assert isinstance(caught.value.__cause__, ValueError)
+
+
+@pytest.mark.anyio
+async def test_request_to_raising_async_callback_raises_handler_error_caused_by_it(
+    dispatcher: MessageDispatcher,
+) -> None:
+    listener(dispatcher, "b", callback=async_fail)
+    with anyio.fail_after(5):
+        async with dispatcher:
+            with pytest.raises(HandlerError, match="ValueError: bad 1") as caught:
+                await dispatcher.request(Message("greet", 1, destination="b"))
+    assert isinstance(caught.value.__cause__, ValueError)
+    assert str(caught.value.__cause__) == "bad 1"
+
+
+@pytest.mark.anyio
+async def test_handler_exception_does_not_stop_the_dispatcher(
+    dispatcher: MessageDispatcher,
+) -> None:
+    listener(dispatcher, "b", type="boom", callback=async_fail)
+    dispatcher.listeners["b"].add_rule(callback=echo)  # type: ignore[attr-defined]
+    with anyio.fail_after(5):
+        async with dispatcher:
+            with pytest.raises(HandlerError):
+                await dispatcher.request(Message("boom", destination="b"))
+            response = await dispatcher.request(Message("fine", "still here", destination="b"))
+    assert response.content == "still here"
+
+
+@pytest.mark.anyio
+async def test_handler_exception_is_logged(
+    dispatcher: MessageDispatcher, caplog: pytest.LogCaptureFixture
+) -> None:
+    listener(dispatcher, "b", callback=async_fail)
+    caplog.set_level(logging.ERROR, logger="dispatchio")
+    with anyio.fail_after(5):
+        async with dispatcher:
+            with pytest.raises(HandlerError):
+                await dispatcher.request(Message("greet", 1, destination="b"))
+    records = [r for r in caplog.records if r.name == "dispatchio"]
+    assert len(records) == 1
+    assert records[0].levelno == logging.ERROR
+    assert records[0].exc_info is not None
+    assert isinstance(records[0].exc_info[1], ValueError)
+
+
+# ------------------------------------------------------------------ groups
+
+
+@pytest.mark.anyio
+async def test_group_request_returns_the_first_reply(
+    dispatcher: MessageDispatcher, jobs: Streams
+) -> None:
+    listener(dispatcher, "slow", queue=jobs[0])
+    listener(dispatcher, "fast", callback=lambda m: "fast")
+    dispatcher.subscribe("g", "slow")
+    dispatcher.subscribe("g", "fast")
+    with anyio.fail_after(5):
+        async with dispatcher:
+            response = await dispatcher.request(Message("poll", group="g"))
+            slow_copy = await jobs[1].receive()
+            await dispatcher.reply(slow_copy, "slow")  # too late: the request has its answer
+    assert (response.source, response.content) == ("fast", "fast")
+    assert dispatcher.stats.late_replies == 1
+
+
+@pytest.mark.anyio
+async def test_group_request_succeeds_when_one_subscriber_declines(
+    dispatcher: MessageDispatcher,
+) -> None:
+    listener(dispatcher, "picky", type="other", callback=echo)
+    listener(dispatcher, "willing", callback=lambda m: "yes")
+    dispatcher.subscribe("g", "picky")
+    dispatcher.subscribe("g", "willing")
+    with anyio.fail_after(5):
+        async with dispatcher:
+            response = await dispatcher.request(Message("poll", group="g"))
+    assert (response.source, response.content) == ("willing", "yes")
+
+
+@pytest.mark.anyio
+async def test_group_request_raises_undeliverable_when_every_subscriber_declines(
+    dispatcher: MessageDispatcher,
+) -> None:
+    listener(dispatcher, "x", type="other", callback=echo)
+    listener(dispatcher, "y")
+    dispatcher.subscribe("g", "x")
+    dispatcher.subscribe("g", "y")
+    with anyio.fail_after(2):
+        async with dispatcher:
+            with pytest.raises(UndeliverableError):
+                await dispatcher.request(Message("poll", group="g"), timeout=30)
+
+
+@pytest.mark.anyio
+async def test_group_request_raises_handler_error_when_one_raises_and_the_other_declines(
+    dispatcher: MessageDispatcher,
+) -> None:
+    listener(dispatcher, "raiser", callback=fail)
+    listener(dispatcher, "decliner", type="other", callback=echo)
+    dispatcher.subscribe("g", "raiser")
+    dispatcher.subscribe("g", "decliner")
+    with anyio.fail_after(2):
+        async with dispatcher:
+            with pytest.raises(HandlerError, match="ValueError") as caught:
+                await dispatcher.request(Message("poll", 1, group="g"), timeout=30)
+    assert isinstance(caught.value.__cause__, ValueError)
+
+
+@pytest.mark.anyio
+async def test_group_request_raises_handler_error_when_one_declines_and_the_other_raises(
+    dispatcher: MessageDispatcher,
+) -> None:
+    listener(dispatcher, "decliner", type="other", callback=echo)
+    listener(dispatcher, "raiser", callback=fail)
+    dispatcher.subscribe("g", "decliner")
+    dispatcher.subscribe("g", "raiser")
+    with anyio.fail_after(2):
+        async with dispatcher:
+            with pytest.raises(HandlerError, match="ValueError") as caught:
+                await dispatcher.request(Message("poll", 1, group="g"), timeout=30)
+    assert isinstance(caught.value.__cause__, ValueError)
+
+
+@pytest.mark.anyio
+async def test_gather_returns_every_reply_as_soon_as_all_answered(
+    dispatcher: MessageDispatcher,
+) -> None:
+    for name in ("x", "y", "z"):
+        listener(dispatcher, name, callback=lambda m, name=name: name.upper())
+        dispatcher.subscribe("g", name)
+    with anyio.fail_after(2):
+        async with dispatcher:
+            replies = await dispatcher.gather(Message("poll", group="g"), timeout=30)
+    assert sorted((r.source, r.content) for r in replies) == [("x", "X"), ("y", "Y"), ("z", "Z")]
+
+
+@pytest.mark.anyio
+async def test_gather_returns_replies_so_far_at_the_timeout(
+    dispatcher: MessageDispatcher, jobs: Streams
+) -> None:
+    listener(dispatcher, "x", callback=lambda m: "X")
+    listener(dispatcher, "never", queue=jobs[0])
+    listener(dispatcher, "z", callback=lambda m: "Z")
+    for name in ("x", "never", "z"):
+        dispatcher.subscribe("g", name)
+    with anyio.fail_after(5):
+        async with dispatcher:
+            replies = await dispatcher.gather(Message("poll", group="g"), timeout=0.1)
+    assert sorted((r.source, r.content) for r in replies) == [("x", "X"), ("z", "Z")]
+
+
+@pytest.mark.anyio
+async def test_gather_to_unknown_group_raises_undeliverable(
+    dispatcher: MessageDispatcher,
+) -> None:
+    with anyio.fail_after(2):
+        async with dispatcher:
+            with pytest.raises(UndeliverableError, match="no subscribers"):
+                await dispatcher.gather(Message("poll", group="nobody"), timeout=30)
+
+
+# ------------------------------------------------------------------ misc
+
+
+@pytest.mark.anyio
+async def test_request_outside_running_dispatcher_raises_not_running(
+    dispatcher: MessageDispatcher,
+) -> None:
+    listener(dispatcher, "b", callback=echo)
+    with anyio.fail_after(5), pytest.raises(DispatcherNotRunningError):
+        await dispatcher.request(Message("greet", destination="b"))
+
+
+@pytest.mark.anyio
+async def test_handler_can_await_a_nested_request(dispatcher: MessageDispatcher) -> None:
+    async def relay(message: Message) -> Any:
+        inner = await dispatcher.request(Message("inner", message.content, destination="c"))
+        return f"relayed {inner.content}"
+
+    listener(dispatcher, "b", callback=relay)
+    listener(dispatcher, "c", callback=lambda m: m.content * 2)
+    with anyio.fail_after(5):
+        async with dispatcher:
+            response = await dispatcher.request(Message("outer", 21, destination="b"))
+    assert response.content == "relayed 42"
+
+
+@pytest.mark.anyio
+async def test_request_to_handler_returning_none_replies_with_content_none(
+    dispatcher: MessageDispatcher,
+) -> None:
+    listener(dispatcher, "b", callback=lambda m: None)
+    with anyio.fail_after(5):
+        async with dispatcher:
+            response = await dispatcher.request(Message("greet", "x", destination="b"))
+    assert response.is_response is True
+    assert response.content is None
+    assert response.error is None
+
+
+@pytest.mark.anyio
+async def test_request_sets_response_required(dispatcher: MessageDispatcher) -> None:
+    seen: list[bool] = []
+    listener(dispatcher, "b", callback=lambda m: seen.append(m.response_required))
+    message = Message("greet", destination="b")
+    with anyio.fail_after(5):
+        async with dispatcher:
+            await dispatcher.request(message)
+    assert message.response_required is True
+    assert seen == [True]
+
+
+@pytest.mark.anyio
+async def test_concurrent_requests_from_two_tasks_get_their_own_replies(
+    dispatcher: MessageDispatcher,
+) -> None:
+    both_in = anyio.Event()
+    arrived: list[Any] = []
+
+    async def wait_for_both(message: Message) -> Any:
+        arrived.append(message.content)
+        if len(arrived) == 2:
+            both_in.set()
+        await both_in.wait()  # both requests are in flight at once
+        return f"re: {message.content}"
+
+    listener(dispatcher, "b", callback=wait_for_both)
+    results: dict[str, Any] = {}
+
+    async def ask(name: str) -> None:
+        results[name] = (await dispatcher.request(Message("greet", name, destination="b"))).content
+
+    with anyio.fail_after(5):
+        async with dispatcher, anyio.create_task_group() as tg:
+            tg.start_soon(ask, "one")
+            tg.start_soon(ask, "two")
+    assert results == {"one": "re: one", "two": "re: two"}
+
+
+@pytest.mark.anyio
+async def test_short_timeout_fires_while_a_longer_one_is_pending(
+    dispatcher: MessageDispatcher, jobs: Streams
+) -> None:
+    listener(dispatcher, "b", queue=jobs[0])
+
+    async def long_wait() -> None:
+        with pytest.raises(ReplyTimeoutError):
+            await dispatcher.request(Message("slow", destination="b"), timeout=30)
+
+    with anyio.fail_after(2):
+        async with dispatcher, anyio.create_task_group() as tg:
+            tg.start_soon(long_wait)
+            await jobs[1].receive()  # the 30 s timer is armed
+            with pytest.raises(ReplyTimeoutError):
+                await dispatcher.request(Message("quick", destination="b"), timeout=0.05)
+            tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_gather_includes_the_error_response_of_a_raising_subscriber(
+    dispatcher: MessageDispatcher,
+) -> None:
+    listener(dispatcher, "ok", callback=lambda m: "fine")
+    listener(dispatcher, "raiser", callback=fail)
+    dispatcher.subscribe("g", "ok")
+    dispatcher.subscribe("g", "raiser")
+    with anyio.fail_after(2):
+        async with dispatcher:
+            replies = await dispatcher.gather(Message("poll", 1, group="g"), timeout=30)
+    by_source = {r.source: r for r in replies}
+    assert sorted(str(source) for source in by_source) == ["ok", "raiser"]
+    assert by_source["ok"].content == "fine"
+    assert by_source["raiser"].error is not None
+    assert by_source["raiser"].error.startswith("handler_error")
+
+
+@pytest.mark.anyio
+async def test_cancelled_request_drops_its_late_reply(
+    dispatcher: MessageDispatcher, jobs: Streams, inbox: MemoryObjectReceiveStream[Message]
+) -> None:
+    listener(dispatcher, "b", queue=jobs[0])
+
+    async def ask() -> None:
+        await dispatcher.request(Message("ask", source="sender", destination="b"))
+
+    with anyio.fail_after(5):
+        async with dispatcher:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(ask)
+                job = await jobs[1].receive()
+                tg.cancel_scope.cancel()  # the requester stops waiting
+            await dispatcher.reply(job, "nobody waits")
+    assert dispatcher.stats.late_replies == 1
+    with pytest.raises(anyio.WouldBlock):
+        inbox.receive_nowait()
+
+
+@pytest.mark.anyio
+async def test_async_handler_can_use_its_own_cancel_scope(dispatcher: MessageDispatcher) -> None:
+    async def impatient(message: Message) -> Any:
+        with anyio.move_on_after(0.01) as scope:
+            await anyio.Event().wait()  # never set: only the handler's own deadline ends it
+        return "gave up" if scope.cancelled_caught else "impossible"
+
+    listener(dispatcher, "b", callback=impatient)
+    with anyio.fail_after(5):
+        async with dispatcher:
+            first = await dispatcher.request(Message("ask", destination="b"))
+            second = await dispatcher.request(Message("ask", destination="b"))
+    assert (first.content, second.content) == ("gave up", "gave up")
+
+
+@pytest.mark.anyio
+async def test_request_to_plain_callback_returning_a_coroutine_awaits_it(
+    dispatcher: MessageDispatcher,
+) -> None:
+    async def later(content: Any) -> Any:
+        await anyio.sleep(0)
+        return f"awaited {content}"
+
+    listener(dispatcher, "b", callback=lambda m: later(m.content))
+    with anyio.fail_after(5):
+        async with dispatcher:
+            response = await dispatcher.request(Message("ask", 1, destination="b"))
+    assert response.content == "awaited 1"
