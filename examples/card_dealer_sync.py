@@ -12,6 +12,9 @@ at all: no ``async``, no ``await``, no ``anyio.run``.
 Synchronous sends reach plain callbacks only (an ``async def`` rule would raise
 `dispatchio.SyncSendError`), and only listeners in this process.
 
+The cards, the deck and the players' card rules are in ``_cards.py`` (shared with
+``card_dealer.py``).
+
 Run::
 
     python examples/card_dealer_sync.py [--players N] [--cards N] [--seed N]
@@ -19,54 +22,16 @@ Run::
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import random
 from typing import Any
 
-from dispatchio import BasicMessageListener, Message, MessageDispatcher
+from _cards import TABLE, Card, CardPlayer, new_deck, parse_args, player_name, print_hands
+from dispatchio import Message, MessageDispatcher
 
-RANKS = ("2", "3", "4", "5", "6", "7", "8", "9", "10", "J", "Q", "K", "A")
-SUITS = ("clubs", "diamonds", "hearts", "spades")
-SYMBOLS = {"clubs": "♣", "diamonds": "♦", "hearts": "♥", "spades": "♠"}
-NAMES = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy")
-
-TABLE = "table"  # the group every player subscribes to
 DEALER = "dealer"  # the dealer's ID, written on every message as its source
 
 
-@dataclasses.dataclass(frozen=True)
-class Card:
-    """One playing card. Rules can look inside it: ``content={"card.suit": ...}``."""
-
-    suit: str
-    rank: str
-
-    def sort_key(self) -> tuple[int, int]:
-        return SUITS.index(self.suit), RANKS.index(self.rank)
-
-    def __str__(self) -> str:
-        return f"{self.rank}{SYMBOLS[self.suit]}"
-
-
-def new_deck(rng: random.Random) -> list[Card]:
-    """A full 52-card deck, shuffled."""
-    deck = [Card(suit, rank) for suit in SUITS for rank in RANKS]
-    rng.shuffle(deck)
-    return deck
-
-
-def show(cards: list[Card]) -> str:
-    return " ".join(str(card) for card in sorted(cards, key=Card.sort_key))
-
-
-def is_ace(message: Message) -> bool:
-    """A ``where=`` predicate: is the card in this "deal" message an ace?"""
-    card: Card = message.content["card"]
-    return card.rank == "A"
-
-
-class Player(BasicMessageListener):
+class Player(CardPlayer):
     """A player: a listener whose filtering table routes each kind of message.
 
     Every callback is a plain function, so it can answer `send_sync`. A reply to a group
@@ -75,33 +40,16 @@ class Player(BasicMessageListener):
 
     def __init__(self, name: str, *, loves_hearts: bool = False) -> None:
         super().__init__(name)
-        self.hand: list[Card] = []
         # Rules are tried in order; the first one that matches handles the message.
         self.add_rule(type="new-game", callback=self.on_new_game)
-        if loves_hearts:
-            # A content rule: matches a "deal" whose content["card"].suit is "hearts".
-            self.add_rule(type="deal", content={"card.suit": "hearts"}, callback=self.on_heart)
-        # A predicate rule: any test on the message at all.
-        self.add_rule(type="deal", where=is_ace, callback=self.on_ace)
-        self.add_rule(type="deal", callback=self.on_card)
+        # "deal": a content rule for hearts (if loves_hearts), a where= rule for aces, then
+        # any other card (see CardPlayer.add_deal_rules in _cards.py).
+        self.add_deal_rules(loves_hearts=loves_hearts)
         self.add_rule(type="show-hand", callback=self.on_show_hand)
 
     def on_new_game(self, message: Message) -> dict[str, Any]:
         self.hand.clear()
         return {"player": self.id, "status": "ready"}
-
-    def on_heart(self, message: Message) -> dict[str, Any]:
-        print(f"  {self.id}: (whispers) a heart, my favourite suit!")
-        return self.on_card(message)
-
-    def on_ace(self, message: Message) -> dict[str, Any]:
-        print(f"  {self.id}: (grins) an ace!")
-        return self.on_card(message)
-
-    def on_card(self, message: Message) -> dict[str, Any]:
-        card: Card = message.content["card"]
-        self.hand.append(card)
-        return {"card": card, "hand_size": len(self.hand)}
 
     def on_show_hand(self, message: Message) -> dict[str, Any]:
         return {"player": self.id, "hand": list(self.hand)}
@@ -139,33 +87,18 @@ def deal(dispatcher: MessageDispatcher, deck: list[Card], cards_each: int) -> di
 def play(players: int, cards_each: int, seed: int | None) -> None:
     dispatcher = MessageDispatcher("card-table")
     for index in range(players):
-        name = NAMES[index] if index < len(NAMES) else f"player{index + 1}"
+        name = player_name(index)
         dispatcher.register(Player(name, loves_hearts=index == 0))
         dispatcher.subscribe(TABLE, name)
 
     deck = new_deck(random.Random(seed))
     hands = deal(dispatcher, deck, cards_each)
 
-    print("== hands")
-    dealt = [card for hand in hands.values() for card in hand]
-    for player in dispatcher.subscribers(TABLE):
-        print(f"HAND {player}: {show(hands[str(player)])}")
-    print(f"DEALT {len(dealt)} cards, {len(set(dealt))} distinct, {len(deck)} left in the deck")
-
-
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--players", type=int, default=4, help="number of players (default 4)")
-    parser.add_argument("--cards", type=int, default=5, help="cards per player (default 5)")
-    parser.add_argument("--seed", type=int, default=None, help="shuffle seed (default random)")
-    args = parser.parse_args()
-    if args.players < 1 or args.cards < 1 or args.players * args.cards > 52:
-        parser.error("need players >= 1, cards >= 1 and players * cards <= 52")
-    return args
+    print_hands(dispatcher, hands, deck)
 
 
 def main() -> None:
-    args = parse_args()
+    args = parse_args(__doc__.splitlines()[0] if __doc__ else None)
     play(args.players, args.cards, args.seed)
 
 

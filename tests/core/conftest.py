@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
-import pytest
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 
-from dispatchio import MessageDispatcher, PluginManager, make_plugin_manager
+import pytest
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from dispatchio import (
+    BasicMessageListener,
+    Message,
+    MessageDispatcher,
+    PluginManager,
+    make_plugin_manager,
+)
+from tests.core._helpers import SENDER, Streams, open_streams
+from tests.core._plugin_dists import MODULE_NAMES
 
 
 @pytest.fixture
@@ -17,3 +30,29 @@ def plugins() -> PluginManager:
 def dispatcher(plugins: PluginManager) -> MessageDispatcher:
     """A dispatcher that is not running yet (enter it with ``async with``)."""
     return MessageDispatcher("test-process", reply_timeout=5.0, plugins=plugins)
+
+
+@pytest.fixture
+def streams() -> Iterator[Streams]:
+    """An unbounded memory stream of messages, ``(send, receive)``."""
+    with open_streams() as pair:
+        yield pair
+
+
+@pytest.fixture
+def inbox(dispatcher: MessageDispatcher) -> Iterator[MemoryObjectReceiveStream[Message]]:
+    """Register listener "sender"; every message it receives lands on this stream."""
+    with open_streams() as (send, receive):
+        sender = BasicMessageListener(SENDER)
+        sender.add_rule(queue=send)
+        dispatcher.register(sender)
+        yield receive
+
+
+@pytest.fixture
+def site_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty directory on ``sys.path``; plugin modules imported from it are forgotten after."""
+    monkeypatch.syspath_prepend(str(tmp_path))  # also invalidates the import caches
+    yield tmp_path
+    for name in MODULE_NAMES:
+        sys.modules.pop(name, None)

@@ -13,8 +13,6 @@ delivered to the sender's own listener (here a queue rule feeding a memory strea
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -22,8 +20,8 @@ import pytest
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from dispatchio import BasicMessageListener, Message, MessageDispatcher, MessageListener
+from tests.core._helpers import SENDER, Streams
 
-SENDER = "sender"
 RESPONDER = "responder"
 
 
@@ -41,17 +39,6 @@ class PathwayRecorder(MessageListener):
         self.pathways.append("async")
         await anyio.sleep(0)
         return ("async", message.content)
-
-
-@pytest.fixture
-def inbox(dispatcher: MessageDispatcher) -> Iterator[MemoryObjectReceiveStream[Message]]:
-    """Register the sender's listener; every message it receives lands on this stream."""
-    send, receive = anyio.create_memory_object_stream[Message](math.inf)
-    sender = BasicMessageListener(SENDER)
-    sender.add_rule(queue=send)
-    dispatcher.register(sender)
-    with send, receive:
-        yield receive
 
 
 def register_responder(dispatcher: MessageDispatcher, **action: Any) -> BasicMessageListener:
@@ -85,6 +72,29 @@ async def async_double(message: Message) -> Any:
     return message.content * 2
 
 
+async def request_to_responder(
+    dispatcher: MessageDispatcher, **action: Any
+) -> tuple[Message, Message]:
+    """Register the responder with ``action``, run the dispatcher and `request` one ask():
+    the message sent and the response."""
+    register_responder(dispatcher, **action)
+    async with dispatcher:
+        message = ask()
+        return message, await dispatcher.request(message)
+
+
+async def send_to_responder(
+    dispatcher: MessageDispatcher, inbox: MemoryObjectReceiveStream[Message], **action: Any
+) -> tuple[Message, Message]:
+    """Register the responder with ``action``, run the dispatcher and `send` one ask() as a
+    letter: the message sent and the response that reached the sender's inbox."""
+    register_responder(dispatcher, **action)
+    async with dispatcher:
+        message = ask()
+        await dispatcher.send(message)
+        return message, await inbox.receive()
+
+
 # ------------------------------------------------------------------ callback
 
 
@@ -92,11 +102,8 @@ async def async_double(message: Message) -> Any:
 async def test_request_to_callback_returns_its_return_value(
     dispatcher: MessageDispatcher,
 ) -> None:
-    register_responder(dispatcher, callback=double)
     with anyio.fail_after(5):
-        async with dispatcher:
-            message = ask()
-            response = await dispatcher.request(message)
+        message, response = await request_to_responder(dispatcher, callback=double)
     assert_answers(response, message, 42)
 
 
@@ -118,12 +125,8 @@ async def test_request_to_callback_behind_a_queued_message_returns_its_return_va
 async def test_send_to_callback_sends_its_return_value_to_the_sender(
     dispatcher: MessageDispatcher, inbox: MemoryObjectReceiveStream[Message]
 ) -> None:
-    register_responder(dispatcher, callback=double)
     with anyio.fail_after(5):
-        async with dispatcher:
-            message = ask()
-            await dispatcher.send(message)
-            response = await inbox.receive()
+        message, response = await send_to_responder(dispatcher, inbox, callback=double)
     assert_answers(response, message, 42)
 
 
@@ -134,11 +137,8 @@ async def test_send_to_callback_sends_its_return_value_to_the_sender(
 async def test_request_to_async_callback_returns_its_return_value(
     dispatcher: MessageDispatcher,
 ) -> None:
-    register_responder(dispatcher, callback=async_double)
     with anyio.fail_after(5):
-        async with dispatcher:
-            message = ask()
-            response = await dispatcher.request(message)
+        message, response = await request_to_responder(dispatcher, callback=async_double)
     assert_answers(response, message, 42)
 
 
@@ -146,12 +146,8 @@ async def test_request_to_async_callback_returns_its_return_value(
 async def test_send_to_async_callback_sends_its_return_value_to_the_sender(
     dispatcher: MessageDispatcher, inbox: MemoryObjectReceiveStream[Message]
 ) -> None:
-    register_responder(dispatcher, callback=async_double)
     with anyio.fail_after(5):
-        async with dispatcher:
-            message = ask()
-            await dispatcher.send(message)
-            response = await inbox.receive()
+        message, response = await send_to_responder(dispatcher, inbox, callback=async_double)
     assert_answers(response, message, 42)
 
 
@@ -160,9 +156,9 @@ async def test_send_to_async_callback_sends_its_return_value_to_the_sender(
 
 @pytest.mark.anyio
 async def test_request_to_queue_places_message_on_queue_and_consumer_reply_returns(
-    dispatcher: MessageDispatcher,
+    dispatcher: MessageDispatcher, streams: Streams
 ) -> None:
-    jobs_in, jobs = anyio.create_memory_object_stream[Message](math.inf)
+    jobs_in, jobs = streams
     register_responder(dispatcher, queue=jobs_in)
     taken: list[Message] = []
 
@@ -171,7 +167,7 @@ async def test_request_to_queue_places_message_on_queue_and_consumer_reply_retur
         taken.append(job)
         await dispatcher.reply(job, job.content * 2)
 
-    with jobs_in, jobs, anyio.fail_after(5):
+    with anyio.fail_after(5):
         async with dispatcher, anyio.create_task_group() as tg:
             tg.start_soon(consumer)
             message = ask()
@@ -182,11 +178,11 @@ async def test_request_to_queue_places_message_on_queue_and_consumer_reply_retur
 
 @pytest.mark.anyio
 async def test_send_to_queue_places_message_on_queue_and_consumer_reply_reaches_sender(
-    dispatcher: MessageDispatcher, inbox: MemoryObjectReceiveStream[Message]
+    dispatcher: MessageDispatcher, inbox: MemoryObjectReceiveStream[Message], streams: Streams
 ) -> None:
-    jobs_in, jobs = anyio.create_memory_object_stream[Message](math.inf)
+    jobs_in, jobs = streams
     register_responder(dispatcher, queue=jobs_in)
-    with jobs_in, jobs, anyio.fail_after(5):
+    with anyio.fail_after(5):
         async with dispatcher:
             message = ask()
             await dispatcher.send(message)
@@ -205,11 +201,8 @@ async def test_request_to_chained_listener_runs_its_async_pathway(
     dispatcher: MessageDispatcher,
 ) -> None:
     recorder = PathwayRecorder()
-    register_responder(dispatcher, listener=recorder)
     with anyio.fail_after(5):
-        async with dispatcher:
-            message = ask()
-            response = await dispatcher.request(message)
+        message, response = await request_to_responder(dispatcher, listener=recorder)
     assert recorder.pathways == ["async"]
     assert_answers(response, message, ("async", 21))
 
@@ -219,11 +212,7 @@ async def test_send_to_chained_listener_runs_its_async_pathway(
     dispatcher: MessageDispatcher, inbox: MemoryObjectReceiveStream[Message]
 ) -> None:
     recorder = PathwayRecorder()
-    register_responder(dispatcher, listener=recorder)
     with anyio.fail_after(5):
-        async with dispatcher:
-            message = ask()
-            await dispatcher.send(message)
-            response = await inbox.receive()
+        message, response = await send_to_responder(dispatcher, inbox, listener=recorder)
     assert recorder.pathways == ["async"]
     assert_answers(response, message, ("async", 21))

@@ -18,24 +18,8 @@ from dispatchio import (
     Action,
     BasicMessageListener,
     Message,
-    MessageListener,
 )
-
-
-class RecordingListener(MessageListener):
-    """A listener that records which pathway handled each message."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, Message]] = []
-
-    def handle_message_sync(self, message: Message) -> Any:
-        self.calls.append(("sync", message))
-        return "from sync"
-
-    async def handle_message(self, message: Message) -> Any:
-        self.calls.append(("async", message))
-        await anyio.lowlevel.checkpoint()
-        return "from async"
+from tests.core._helpers import RecordingListener
 
 
 @dataclasses.dataclass

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from typing import Any
 
 import anyio
 import pytest
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream
 
-from dispatchio import DEFERRED, BasicMessageListener, Message, MessageDispatcher
-
-Streams = tuple[MemoryObjectSendStream[Message], MemoryObjectReceiveStream[Message]]
+from dispatchio import DEFERRED, Message, MessageDispatcher
+from tests.core._helpers import Streams, listener, open_streams
 
 
 class Gated:
@@ -46,23 +44,14 @@ class Gated:
 
 @pytest.fixture
 def kept() -> Iterator[Streams]:
-    send, receive = anyio.create_memory_object_stream[Message](math.inf)
-    with send, receive:
-        yield send, receive
+    with open_streams() as pair:
+        yield pair
 
 
 @pytest.fixture
 def kept_too() -> Iterator[Streams]:
-    send, receive = anyio.create_memory_object_stream[Message](math.inf)
-    with send, receive:
-        yield send, receive
-
-
-def listener(dispatcher: MessageDispatcher, lid: str, **rule: Any) -> BasicMessageListener:
-    made = BasicMessageListener(lid)
-    made.add_rule(**rule)
-    dispatcher.register(made)
-    return made
+    with open_streams() as pair:
+        yield pair
 
 
 def register_barrier(dispatcher: MessageDispatcher) -> None:
@@ -77,6 +66,24 @@ async def barrier(dispatcher: MessageDispatcher) -> None:
 def assert_empty(stream: MemoryObjectReceiveStream[Message]) -> None:
     with pytest.raises(anyio.WouldBlock):
         stream.receive_nowait()
+
+
+async def assert_blocking_message_holds_the_next_until_reply(
+    dispatcher: MessageDispatcher, kept: Streams
+) -> None:
+    """Listener "b" hands what it takes to ``kept``: a blocking message 1 to "b" holds message 2
+    until 1 is replied to."""
+    register_barrier(dispatcher)
+    with anyio.fail_after(5):
+        async with dispatcher:
+            await dispatcher.send(Message("m", 1, destination="b", blocking=True))
+            await dispatcher.send(Message("m", 2, destination="b"))
+            first = await kept[1].receive()
+            await barrier(dispatcher)
+            assert_empty(kept[1])
+            await dispatcher.reply(first)
+            second = await kept[1].receive()
+    assert (first.content, second.content) == (1, 2)
 
 
 @pytest.mark.anyio
@@ -109,17 +116,7 @@ async def test_blocking_message_to_deferring_handler_holds_until_reply(
         return DEFERRED
 
     listener(dispatcher, "b", callback=keep)
-    register_barrier(dispatcher)
-    with anyio.fail_after(5):
-        async with dispatcher:
-            await dispatcher.send(Message("m", 1, destination="b", blocking=True))
-            await dispatcher.send(Message("m", 2, destination="b"))
-            first = await kept[1].receive()
-            await barrier(dispatcher)
-            assert_empty(kept[1])
-            await dispatcher.reply(first)
-            second = await kept[1].receive()
-    assert (first.content, second.content) == (1, 2)
+    await assert_blocking_message_holds_the_next_until_reply(dispatcher, kept)
 
 
 @pytest.mark.anyio
@@ -127,17 +124,7 @@ async def test_blocking_message_on_queue_rule_holds_until_reply(
     dispatcher: MessageDispatcher, kept: Streams
 ) -> None:
     listener(dispatcher, "b", queue=kept[0])
-    register_barrier(dispatcher)
-    with anyio.fail_after(5):
-        async with dispatcher:
-            await dispatcher.send(Message("m", 1, destination="b", blocking=True))
-            await dispatcher.send(Message("m", 2, destination="b"))
-            first = await kept[1].receive()
-            await barrier(dispatcher)
-            assert_empty(kept[1])
-            await dispatcher.reply(first)
-            second = await kept[1].receive()
-    assert (first.content, second.content) == (1, 2)
+    await assert_blocking_message_holds_the_next_until_reply(dispatcher, kept)
 
 
 @pytest.mark.anyio

@@ -5,22 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from dispatchio._cli import main
-from tests.core._plugin_dists import MODULE_NAMES, TESTPLUGIN_HOOKS, write_testplugin
-
-
-@pytest.fixture
-def site_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """An empty directory on ``sys.path``; plugin modules imported from it are forgotten after."""
-    monkeypatch.syspath_prepend(str(tmp_path))  # also invalidates the import caches
-    yield tmp_path
-    for name in MODULE_NAMES:
-        sys.modules.pop(name, None)
+from tests.core._plugin_dists import TESTPLUGIN_HOOKS, write_testplugin
 
 
 def run_cli(*args: str, pythonpath: Path | None) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,6 @@ from typing import Any
 
 import anyio
 import pytest
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from dispatchio import (
     DEFERRED,
@@ -18,16 +17,14 @@ from dispatchio import (
     Message,
     MessageDispatcher,
 )
-
-Streams = tuple[MemoryObjectSendStream[Message], MemoryObjectReceiveStream[Message]]
+from tests.core._helpers import Streams, open_streams
 
 
 @pytest.fixture
 def kept() -> Iterator[Streams]:
     """Where handlers put the messages they keep to answer later."""
-    send, receive = anyio.create_memory_object_stream[Message](math.inf)
-    with send, receive:
-        yield send, receive
+    with open_streams() as pair:
+        yield pair
 
 
 def deferring_listener(dispatcher: MessageDispatcher, lid: str, kept: Streams) -> None:

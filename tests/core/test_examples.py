@@ -53,17 +53,21 @@ def order(output: str, part: str) -> list[str]:
     return match.group(1).split()
 
 
-# ----------------------------------------------------------------------------- card dealer
-
-
-def test_card_dealer_deals_five_valid_distinct_cards_to_each_of_four_players() -> None:
-    dealt = hands(run_example("card_dealer.py", "--seed", "7"))
-
+def assert_five_valid_distinct_cards_to_each_of_four_players(dealt: dict[str, list[str]]) -> None:
+    """``dealt`` (from `hands`) gives four named players five cards each, 20 distinct cards."""
     assert list(dealt) == ["alice", "bob", "carol", "dave"]
     assert all(len(cards) == 5 for cards in dealt.values()), dealt
     every_card = [card for cards in dealt.values() for card in cards]
     assert set(every_card) <= VALID_CARDS
     assert len(set(every_card)) == 20
+
+
+# ----------------------------------------------------------------------------- card dealer
+
+
+def test_card_dealer_deals_five_valid_distinct_cards_to_each_of_four_players() -> None:
+    dealt = hands(run_example("card_dealer.py", "--seed", "7"))
+    assert_five_valid_distinct_cards_to_each_of_four_players(dealt)
 
 
 def test_card_dealer_prints_the_dealt_total() -> None:
@@ -125,12 +129,7 @@ def test_card_dealer_is_deterministic_for_a_seed() -> None:
 
 def test_card_dealer_sync_deals_five_valid_distinct_cards_to_each_of_four_players() -> None:
     dealt = hands(run_example("card_dealer_sync.py", "--seed", "7"))
-
-    assert list(dealt) == ["alice", "bob", "carol", "dave"]
-    assert all(len(cards) == 5 for cards in dealt.values()), dealt
-    every_card = [card for cards in dealt.values() for card in cards]
-    assert set(every_card) <= VALID_CARDS
-    assert len(set(every_card)) == 20
+    assert_five_valid_distinct_cards_to_each_of_four_players(dealt)
 
 
 def test_card_dealer_sync_answers_each_card_right_after_it_is_dealt() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -20,6 +21,7 @@ from dispatchio import (
     UndeliverableError,
     hookimpl,
 )
+from tests.core._helpers import listener as one_rule_listener
 
 
 class Observer:
@@ -93,6 +95,19 @@ def echo_listener(lid: str) -> BasicMessageListener:
     return listener
 
 
+async def request_failing(
+    observed: MessageDispatcher, fail: Callable[[Message], Any]
+) -> tuple[BasicMessageListener, Message]:
+    """Register listener "failing" with callback ``fail`` (raising ``ValueError("boom")``), run
+    ``observed`` and request it, expecting the HandlerError: the listener and the message."""
+    listener = one_rule_listener(observed, "failing", callback=fail)
+    message = Message("ping", destination="failing")
+    async with observed:
+        with pytest.raises(HandlerError, match="ValueError: boom"):
+            await observed.request(message)
+    return listener, message
+
+
 # --------------------------------------------------------------------------- the switch
 
 
@@ -154,9 +169,9 @@ def test_message_sent_fires_before_the_handler_runs(
     observer: Observer, observed: MessageDispatcher
 ) -> None:
     seen_by_handler: list[int] = []
-    listener = BasicMessageListener("echo")
-    listener.add_rule(callback=lambda m: seen_by_handler.append(len(observer.of("sent"))))
-    observed.register(listener)
+    one_rule_listener(
+        observed, "echo", callback=lambda m: seen_by_handler.append(len(observer.of("sent")))
+    )
     observed.send_sync(Message("ping", destination="echo"))
     assert seen_by_handler == [1]
 
@@ -165,9 +180,7 @@ def test_message_sent_fires_before_the_handler_runs(
 async def test_message_sent_fires_on_send(observer: Observer, observed: MessageDispatcher) -> None:
     with anyio.fail_after(5):
         handled = anyio.Event()
-        listener = BasicMessageListener("echo")
-        listener.add_rule(type="ping", callback=lambda m: handled.set())
-        observed.register(listener)
+        one_rule_listener(observed, "echo", type="ping", callback=lambda m: handled.set())
         message = Message("ping", 1, destination="echo")
         async with observed:
             await observed.send(message)
@@ -232,9 +245,7 @@ async def test_message_delivered_fires_before_the_handler_runs(
     observer: Observer, observed: MessageDispatcher
 ) -> None:
     with anyio.fail_after(5):
-        listener = BasicMessageListener("echo")
-        listener.add_rule(callback=lambda m: len(observer.of("delivered")))
-        observed.register(listener)
+        one_rule_listener(observed, "echo", callback=lambda m: len(observer.of("delivered")))
         async with observed:
             reply = await observed.request(Message("ping", destination="echo"))
         assert reply.content == 1
@@ -249,9 +260,7 @@ async def test_message_returned_fires_for_send_to_nobody(
 ) -> None:
     with anyio.fail_after(5):
         got_back = anyio.Event()
-        sender = BasicMessageListener("sender")
-        sender.add_rule(callback=lambda m: got_back.set())
-        observed.register(sender)
+        one_rule_listener(observed, "sender", callback=lambda m: got_back.set())
         message = Message("ping", "hello", source="sender", destination="nobody")
         async with observed:
             await observed.send(message)
@@ -272,15 +281,13 @@ async def test_message_returned_fires_for_a_handler_error_of_a_letter(
 ) -> None:
     with anyio.fail_after(5):
         got_back = anyio.Event()
-        sender = BasicMessageListener("sender")
-        sender.add_rule(callback=lambda m: got_back.set())
+        one_rule_listener(observed, "sender", callback=lambda m: got_back.set())
         failing = BasicMessageListener("failing")
 
         def fail(message: Message) -> None:
             raise ValueError("boom")
 
         failing.add_rule(callback=fail)
-        observed.register(sender)
         observed.register(failing)
         message = Message("ping", source="sender", destination="failing", response_required=True)
         async with observed:
@@ -298,9 +305,7 @@ async def test_reply_timed_out_fires_when_a_request_times_out(
     observer: Observer, observed: MessageDispatcher
 ) -> None:
     with anyio.fail_after(5):
-        listener = BasicMessageListener("slow")
-        listener.add_rule(callback=lambda m: DEFERRED)
-        observed.register(listener)
+        one_rule_listener(observed, "slow", callback=lambda m: DEFERRED)
         message = Message("ping", destination="slow")
         async with observed:
             with pytest.raises(ReplyTimeoutError):
@@ -313,9 +318,7 @@ async def test_reply_timed_out_does_not_fire_when_a_gather_ends(
     observer: Observer, observed: MessageDispatcher
 ) -> None:
     with anyio.fail_after(5):
-        listener = BasicMessageListener("slow")
-        listener.add_rule(callback=lambda m: DEFERRED)
-        observed.register(listener)
+        listener = one_rule_listener(observed, "slow", callback=lambda m: DEFERRED)
         observed.subscribe("all", listener)
         async with observed:
             assert await observed.gather(Message("ping", group="all"), timeout=0.05) == []
@@ -336,13 +339,7 @@ async def test_handler_failed_receives_the_error_of_an_async_handler(
             raised.append(ValueError("boom"))
             raise raised[0]
 
-        listener = BasicMessageListener("failing")
-        listener.add_rule(callback=fail)
-        observed.register(listener)
-        message = Message("ping", destination="failing")
-        async with observed:
-            with pytest.raises(HandlerError, match="ValueError: boom"):
-                await observed.request(message)
+        listener, message = await request_failing(observed, fail)
         assert observer.of("failed") == [
             {"dispatcher": observed, "message": message, "listener": listener, "error": raised[0]}
         ]
@@ -360,12 +357,7 @@ async def test_handler_failed_fires_for_a_handler_raising_after_suspending(
             raised.append(ValueError("boom"))
             raise raised[0]
 
-        listener = BasicMessageListener("failing")
-        listener.add_rule(callback=fail)
-        observed.register(listener)
-        async with observed:
-            with pytest.raises(HandlerError, match="ValueError: boom"):
-                await observed.request(Message("ping", destination="failing"))
+        listener, _ = await request_failing(observed, fail)
         [failed] = observer.of("failed")
         assert failed["error"] is raised[0]
         assert failed["listener"] is listener
@@ -382,12 +374,7 @@ async def test_handler_failed_fires_for_a_plain_callback_answering_a_request(
             raised.append(ValueError("boom"))
             raise raised[0]
 
-        listener = BasicMessageListener("failing")
-        listener.add_rule(callback=fail)
-        observed.register(listener)
-        async with observed:
-            with pytest.raises(HandlerError, match="ValueError: boom"):
-                await observed.request(Message("ping", destination="failing"))
+        await request_failing(observed, fail)
         [failed] = observer.of("failed")
         assert failed["error"] is raised[0]
 
@@ -398,9 +385,7 @@ def test_handler_failed_does_not_fire_for_send_sync(
     def fail(message: Message) -> None:
         raise ValueError("boom")
 
-    listener = BasicMessageListener("failing")
-    listener.add_rule(callback=fail)
-    observed.register(listener)
+    one_rule_listener(observed, "failing", callback=fail)
     with pytest.raises(ValueError, match="boom"):
         observed.send_sync(Message("ping", destination="failing"))
     assert observer.of("failed") == []

@@ -3,39 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
 import pytest
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream
 
-from dispatchio import BasicMessageListener, Message, MessageDispatcher, UndeliverableError
-
-Streams = tuple[MemoryObjectSendStream[Message], MemoryObjectReceiveStream[Message]]
-
-
-@pytest.fixture
-def streams() -> Iterator[Streams]:
-    send, receive = anyio.create_memory_object_stream[Message](math.inf)
-    with send, receive:
-        yield send, receive
-
-
-@pytest.fixture
-def inbox(dispatcher: MessageDispatcher, streams: Streams) -> MemoryObjectReceiveStream[Message]:
-    """Register listener "sender"; every message it receives lands on this stream."""
-    sender = BasicMessageListener("sender")
-    sender.add_rule(queue=streams[0])
-    dispatcher.register(sender)
-    return streams[1]
-
-
-def listener(dispatcher: MessageDispatcher, lid: str, **rule: Any) -> BasicMessageListener:
-    made = BasicMessageListener(lid)
-    made.add_rule(**rule)
-    dispatcher.register(made)
-    return made
+from dispatchio import Message, MessageDispatcher, UndeliverableError
+from tests.core._helpers import Streams, listener
 
 
 def register_barrier(dispatcher: MessageDispatcher) -> None:

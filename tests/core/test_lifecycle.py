@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -12,30 +11,12 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from dispatchio import (
     DEFERRED,
-    BasicMessageListener,
     DispatchError,
     Message,
     MessageDispatcher,
     UndeliverableError,
 )
-
-
-@pytest.fixture
-def inbox(dispatcher: MessageDispatcher) -> Iterator[MemoryObjectReceiveStream[Message]]:
-    """Register listener "sender"; every message it receives lands on this stream."""
-    send, receive = anyio.create_memory_object_stream[Message](math.inf)
-    sender = BasicMessageListener("sender")
-    sender.add_rule(queue=send)
-    dispatcher.register(sender)
-    with send, receive:
-        yield receive
-
-
-def listener(dispatcher: MessageDispatcher, lid: str, **rule: Any) -> BasicMessageListener:
-    made = BasicMessageListener(lid)
-    made.add_rule(**rule)
-    dispatcher.register(made)
-    return made
+from tests.core._helpers import listener
 
 
 @pytest.mark.anyio

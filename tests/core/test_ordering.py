@@ -8,16 +8,10 @@ from typing import Any
 import anyio
 import pytest
 
-from dispatchio import BasicMessageListener, Message, MessageDispatcher
+from dispatchio import Message, MessageDispatcher
+from tests.core._helpers import listener
 
 COUNT = 1000
-
-
-def listener(dispatcher: MessageDispatcher, lid: str, **rule: Any) -> BasicMessageListener:
-    made = BasicMessageListener(lid)
-    made.add_rule(**rule)
-    dispatcher.register(made)
-    return made
 
 
 @pytest.mark.anyio

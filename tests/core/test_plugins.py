@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pluggy
@@ -19,7 +19,6 @@ from dispatchio import (
     make_plugin_manager,
 )
 from tests.core._plugin_dists import (
-    MODULE_NAMES,
     TESTPLUGIN_HOOKS,
     write_brokenplugin,
     write_distribution,
@@ -28,15 +27,6 @@ from tests.core._plugin_dists import (
 )
 
 Register = Callable[[str, str], None]
-
-
-@pytest.fixture
-def site_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """An empty directory on ``sys.path``; plugin modules imported from it are forgotten after."""
-    monkeypatch.syspath_prepend(str(tmp_path))  # also invalidates the import caches
-    yield tmp_path
-    for name in MODULE_NAMES:
-        sys.modules.pop(name, None)
 
 
 class TransportPlugin:

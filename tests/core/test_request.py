@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
 import pytest
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from dispatchio import (
-    BasicMessageListener,
     DispatcherNotRunningError,
     HandlerError,
     Message,
@@ -20,36 +18,14 @@ from dispatchio import (
     ReplyTimeoutError,
     UndeliverableError,
 )
-
-Streams = tuple[MemoryObjectSendStream[Message], MemoryObjectReceiveStream[Message]]
+from tests.core._helpers import Streams, listener, open_streams
 
 
 @pytest.fixture
 def jobs() -> Iterator[Streams]:
     """A memory stream for queue rules: the test takes deferred messages off it."""
-    send, receive = anyio.create_memory_object_stream[Message](math.inf)
-    with send, receive:
-        yield send, receive
-
-
-@pytest.fixture
-def inbox(dispatcher: MessageDispatcher) -> Iterator[MemoryObjectReceiveStream[Message]]:
-    """Register listener "sender"; every message it receives lands on this stream."""
-    send, receive = anyio.create_memory_object_stream[Message](math.inf)
-    sender = BasicMessageListener("sender")
-    sender.add_rule(queue=send)
-    dispatcher.register(sender)
-    with send, receive:
-        yield receive
-
-
-def listener(dispatcher: MessageDispatcher, lid: str, **rule: Any) -> BasicMessageListener:
-    """Register a listener with one rule (or none when ``rule`` is empty)."""
-    made = BasicMessageListener(lid)
-    if rule:
-        made.add_rule(**rule)
-    dispatcher.register(made)
-    return made
+    with open_streams() as pair:
+        yield pair
 
 
 def echo(message: Message) -> Any:
@@ -63,6 +39,30 @@ def fail(message: Message) -> Any:
 async def async_fail(message: Message) -> Any:
     await anyio.sleep(0)
     raise ValueError(f"bad {message.content}")
+
+
+async def handler_error_of(
+    dispatcher: MessageDispatcher, message: Message, match: str, **request: Any
+) -> HandlerError:
+    """Run the dispatcher and request ``message``: the HandlerError (matching ``match``) raised."""
+    async with dispatcher:
+        with pytest.raises(HandlerError, match=match) as caught:
+            await dispatcher.request(message, **request)
+    return caught.value
+
+
+async def assert_request_raises_handler_error_caused_by(
+    dispatcher: MessageDispatcher, callback: Callable[[Message], Any]
+) -> None:
+    """A request to listener "b" whose ``callback`` raises ``ValueError("bad 1")`` raises a
+    HandlerError caused by that very error."""
+    listener(dispatcher, "b", callback=callback)
+    with anyio.fail_after(5):
+        error = await handler_error_of(
+            dispatcher, Message("greet", 1, destination="b"), "ValueError: bad 1"
+        )
+    assert isinstance(error.__cause__, ValueError)
+    assert str(error.__cause__) == "bad 1"
 
 
 # ------------------------------------------------------------------ single destination
@@ -149,13 +149,7 @@ async def test_late_reply_after_timeout_is_dropped_and_counted(
 async def test_request_to_raising_callback_raises_handler_error_caused_by_it(
     dispatcher: MessageDispatcher,
 ) -> None:
-    listener(dispatcher, "b", callback=fail)
-    with anyio.fail_after(5):
-        async with dispatcher:
-            with pytest.raises(HandlerError, match="ValueError: bad 1") as caught:
-                await dispatcher.request(Message("greet", 1, destination="b"))
-    assert isinstance(caught.value.__cause__, ValueError)
-    assert str(caught.value.__cause__) == "bad 1"
+    await assert_request_raises_handler_error_caused_by(dispatcher, fail)
 
 
 @pytest.mark.anyio
@@ -177,13 +171,7 @@ async def test_request_to_raising_callback_behind_queued_message_raises_handler_
 async def test_request_to_raising_async_callback_raises_handler_error_caused_by_it(
     dispatcher: MessageDispatcher,
 ) -> None:
-    listener(dispatcher, "b", callback=async_fail)
-    with anyio.fail_after(5):
-        async with dispatcher:
-            with pytest.raises(HandlerError, match="ValueError: bad 1") as caught:
-                await dispatcher.request(Message("greet", 1, destination="b"))
-    assert isinstance(caught.value.__cause__, ValueError)
-    assert str(caught.value.__cause__) == "bad 1"
+    await assert_request_raises_handler_error_caused_by(dispatcher, async_fail)
 
 
 @pytest.mark.anyio
@@ -274,10 +262,10 @@ async def test_group_request_raises_handler_error_when_one_raises_and_the_other_
     dispatcher.subscribe("g", "raiser")
     dispatcher.subscribe("g", "decliner")
     with anyio.fail_after(2):
-        async with dispatcher:
-            with pytest.raises(HandlerError, match="ValueError") as caught:
-                await dispatcher.request(Message("poll", 1, group="g"), timeout=30)
-    assert isinstance(caught.value.__cause__, ValueError)
+        error = await handler_error_of(
+            dispatcher, Message("poll", 1, group="g"), "ValueError", timeout=30
+        )
+    assert isinstance(error.__cause__, ValueError)
 
 
 @pytest.mark.anyio
@@ -289,10 +277,10 @@ async def test_group_request_raises_handler_error_when_one_declines_and_the_othe
     dispatcher.subscribe("g", "decliner")
     dispatcher.subscribe("g", "raiser")
     with anyio.fail_after(2):
-        async with dispatcher:
-            with pytest.raises(HandlerError, match="ValueError") as caught:
-                await dispatcher.request(Message("poll", 1, group="g"), timeout=30)
-    assert isinstance(caught.value.__cause__, ValueError)
+        error = await handler_error_of(
+            dispatcher, Message("poll", 1, group="g"), "ValueError", timeout=30
+        )
+    assert isinstance(error.__cause__, ValueError)
 
 
 @pytest.mark.anyio

@@ -8,26 +8,18 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any
 
 import pytest
 
 from dispatchio import (
-    BasicMessageListener,
     DispatcherNotRunningError,
     Message,
     MessageDispatcher,
     UndeliverableError,
 )
+from tests.core._helpers import listener
 
 WAIT = 5.0
-
-
-def listener(dispatcher: MessageDispatcher, lid: str, **rule: Any) -> BasicMessageListener:
-    made = BasicMessageListener(lid)
-    made.add_rule(**rule)
-    dispatcher.register(made)
-    return made
 
 
 def test_remote_request_returns_the_reply(dispatcher: MessageDispatcher) -> None:
