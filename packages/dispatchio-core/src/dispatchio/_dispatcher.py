@@ -157,7 +157,7 @@ class MessageDispatcher:
             process_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         if not (isinstance(process_id, (int, str)) and not isinstance(process_id, bool)):
             raise TypeError(f"process_id must be an int or a str, got {process_id!r}")
-        if not reply_timeout > 0:
+        if not reply_timeout > 0:  # also refuses NaN
             raise ValueError(f"reply_timeout must be > 0, got {reply_timeout!r}")
         self.process_id: ListenerId = process_id
         self.reply_timeout = reply_timeout
@@ -408,12 +408,13 @@ class MessageDispatcher:
             # Nothing may wake a worker that is about to be cancelled.
             self._wake = self._timer_wake = self._drained = None
             self._idle.clear()
-            closed = DispatchError("the dispatcher was closed before a reply arrived")
             for pending in list(self._pending.values()):
                 self._finish(pending)
                 future = pending.future
                 if future is not None and not future.done():
-                    future.set_exception(closed)
+                    future.set_exception(
+                        DispatchError("the dispatcher was closed before a reply arrived")
+                    )
             self._timers.clear()
             discarded = len(self._queue) + sum(
                 len(held) for held in (*self._held_dest.values(), *self._held_group.values())
@@ -503,8 +504,12 @@ class MessageDispatcher:
             UndeliverableError: nobody can receive it and there is no registered source
                 listener to return it to.
             DispatcherNotRunningError: outside ``async with dispatcher:``.
+            DispatchError: ``response_required`` is set and the message's ``id`` is already
+                awaiting replies.
+            ValueError: ``reply_timeout`` is not > 0 (``math.inf`` waits forever).
         """
         backend = self._require_running()
+        _check_timeout(reply_timeout)
         self._stamp(message)
         if not self._reachable(message):
             if message.source not in self._listeners:
@@ -546,6 +551,7 @@ class MessageDispatcher:
             DispatcherNotRunningError: outside ``async with dispatcher:``.
             DispatchError: the message's ``id`` is already awaiting replies, or the
                 dispatcher closed first.
+            ValueError: ``timeout`` is not > 0 (``math.inf`` waits forever).
 
         Cancelling the caller stops the wait; a reply arriving afterwards is dropped.
         """
@@ -560,12 +566,14 @@ class MessageDispatcher:
 
         Raises:
             UndeliverableError: at once when nobody can receive it.
-            InvalidMessageError, DispatcherNotRunningError, DispatchError: as `request`.
+            InvalidMessageError, DispatcherNotRunningError, DispatchError, ValueError: as
+                `request`.
         """
         return await self._await_replies(GATHER, message, timeout)  # type: ignore[no-any-return]
 
     async def _await_replies(self, kind: int, message: Message, timeout: float | None) -> Any:
         backend = self._require_running()
+        _check_timeout(timeout)
         message.response_required = True
         self._stamp(message)
         if not self._reachable(message):
@@ -604,44 +612,54 @@ class MessageDispatcher:
         to this destination, so running the callback here keeps the order of handling
         and saves the two task switches of a round trip through the leader.
 
-        Returns the response; DEFERRED when the callback ran but will answer later; or
-        None, having done nothing, when the request must take the queue.
+        Returns the response; DEFERRED when the callback ran but will answer later (a
+        coroutine it returned runs in a task of its own); or None, having done nothing,
+        when the request must take the queue.
         """
         dest = message.destination
         if dest is None or message.blocking or (self._held_dest and dest in self._held_dest):
             return None
         listener: Any = self._listeners[dest]
-        while type(listener).handle_message is _BASIC_HANDLE:
-            rule = listener.match(message)
-            if rule is None or rule.action is Action.QUEUE or rule.action is Action.ASYNC_CALLBACK:
-                return None
-            if rule.action is Action.LISTENER:
-                listener = rule.target
-                continue
-            if self._observed:
-                self._notify_delivered(message, self._listeners[dest])
-            try:
+        try:
+            while type(listener).handle_message is _BASIC_HANDLE:
+                rule = listener.match(message)
+                if rule is None or rule.action is Action.QUEUE:
+                    return None
+                if rule.action is Action.ASYNC_CALLBACK:
+                    return None
+                if rule.action is Action.LISTENER:
+                    listener = rule.target
+                    continue
+                if self._observed:
+                    self._notify_delivered(message, self._listeners[dest])
                 result = rule.target(message)
-            except Exception as exc:
-                self._failed(message, exc, respond=False)
-                raise HandlerError(f"{type(exc).__name__}: {exc}", message=message) from exc
-            deferred: bool = result is DEFERRED
-            if result.__class__ is _CoroutineType:
-                assert self._task_group is not None
-                self._task_group.start_soon(self._await_handler, message, result)
-                deferred = True
-            if deferred:
-                return DEFERRED
-            return Message(
-                message.type,
-                result,
-                id=message.id,
-                source=dest,
-                destination=message.source,
-                process=self.process_id,
-                is_response=True,
+                break
+            else:
+                return None
+        except Exception as exc:
+            self._failed(message, exc, respond=False)
+            raise HandlerError(f"{type(exc).__name__}: {exc}", message=message) from exc
+        if result is UNHANDLED:
+            self._unmatched(message, listener)
+            raise UndeliverableError(
+                f"listener {dest!r} has no rule for {message.type!r}", message=message
             )
-        return None
+        deferred: bool = result is DEFERRED
+        if result.__class__ is _CoroutineType:
+            assert self._task_group is not None
+            self._task_group.start_soon(self._await_handler, message, result)
+            deferred = True
+        if deferred:
+            return DEFERRED
+        return Message(
+            message.type,
+            result,
+            id=message.id,
+            source=dest,
+            destination=message.source,
+            process=self.process_id,
+            is_response=True,
+        )
 
     async def _await_handler(self, message: Message, coro: Any) -> None:
         """Run a not-yet-started handler coroutine in a task of its own, then settle it."""
@@ -687,7 +705,8 @@ class MessageDispatcher:
         wake = self._wake
         if wake is not None:
             self._wake = None
-            wake.set_result(None)
+            if not wake.done():  # done: cancelled with an enclosing cancel scope (asyncio)
+                wake.set_result(None)
 
     # ------------------------------------------------------------------ workers
 
@@ -731,15 +750,18 @@ class MessageDispatcher:
             drained = self._drained
             if drained is not None:
                 self._drained = None
-                drained.set_result(None)
+                if not drained.done():
+                    drained.set_result(None)
             await wake
 
     def _hand_off(self) -> None:
-        if self._idle:
-            self._idle.pop().set_result(None)
-        else:
-            assert self._task_group is not None
-            self._task_group.start_soon(self._worker, True, name="dispatchio worker")
+        while self._idle:
+            parked = self._idle.pop()
+            if not parked.done():  # done: cancelled with an enclosing cancel scope (asyncio)
+                parked.set_result(None)
+                return
+        assert self._task_group is not None
+        self._task_group.start_soon(self._worker, True, name="dispatchio worker")
 
     def _process(self, message: Message) -> tuple[Any, Any, Message] | None:
         """Start handling one queued message. Returns the handler if it suspended."""
@@ -1026,7 +1048,8 @@ class MessageDispatcher:
             wake = self._wake
             if wake is not None:
                 self._wake = None
-                wake.set_result(None)
+                if not wake.done():
+                    wake.set_result(None)
 
     # ------------------------------------------------------------------ timers
 
@@ -1101,6 +1124,11 @@ class MessageDispatcher:
             f"MessageDispatcher(process_id={self.process_id!r}, {state},"
             f" listeners={len(self._listeners)})"
         )
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is not None and not timeout > 0:  # also refuses NaN, which breaks the timer heap
+        raise ValueError(f"a reply timeout must be > 0 seconds (or math.inf), got {timeout!r}")
 
 
 def iterator_of_ids() -> Iterator[int]:

@@ -100,14 +100,14 @@ class TimerHeap:
 
     def pop_expired(self, now: float, expire: Callable[[Pending], Any]) -> float | None:
         """Expire every live entry due by ``now``; return the next deadline, or None."""
-        heap = self._heap
-        while heap:
-            deadline, _, pending = heap[0]
+        while self._heap:  # re-read: expiring may compact the heap into a new list
+            deadline, _, pending = self._heap[0]
             if not pending.live:
-                heapq.heappop(heap)
+                heapq.heappop(self._heap)
                 self._dead -= 1
             elif deadline <= now:
-                heapq.heappop(heap)
+                heapq.heappop(self._heap)
+                pending.deadline = 0.0  # popped: finishing it must not count a dead entry
                 expire(pending)
             else:
                 return deadline

@@ -51,7 +51,7 @@ class DispatcherThread:
         return self
 
     def stop(self) -> None:
-        """Stop the dispatcher (delivering what it already accepted) and join the thread."""
+        """Stop the dispatcher and join the thread (see `MessageDispatcher` on shutdown)."""
         stack, self._stack, self._portal = self._stack, None, None
         if stack is not None:
             stack.close()
