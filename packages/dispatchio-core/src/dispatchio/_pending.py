@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 from typing import TYPE_CHECKING, Any, Final
@@ -122,19 +123,28 @@ class TimerHeap:
 
 
 class Expired:
-    """IDs of messages whose wait ended, kept for a while so late replies can be dropped."""
+    """IDs of messages whose wait ended, kept for a while so late replies can be dropped.
 
-    __slots__ = ("_ids", "_limit")
+    A set for lookups and a deque for first-in-first-out eviction: evicting the oldest
+    key of a dict with ``next(iter(d))`` would rescan every slot deleted before it.
+    """
+
+    __slots__ = ("_ids", "_limit", "_order")
 
     def __init__(self, limit: int = 65536) -> None:
-        self._ids: dict[ListenerId, None] = {}
+        self._ids: set[ListenerId] = set()
+        self._order: collections.deque[ListenerId] = collections.deque()
         self._limit = limit
 
     def add(self, message_id: ListenerId) -> None:
         ids = self._ids
-        ids[message_id] = None
-        if len(ids) > self._limit:
-            del ids[next(iter(ids))]
+        if message_id in ids:
+            return
+        ids.add(message_id)
+        order = self._order
+        order.append(message_id)
+        if len(order) > self._limit:
+            ids.discard(order.popleft())
 
     def __contains__(self, message_id: object) -> bool:
         return message_id in self._ids
