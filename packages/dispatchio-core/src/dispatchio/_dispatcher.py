@@ -338,26 +338,17 @@ class MessageDispatcher:
             result = listener.handle_message_sync(message)
             if result is UNHANDLED:
                 self._unmatched(message, listener)
-                raise UndeliverableError(
-                    f"listener {message.destination!r} has no rule for {message.type!r}",
-                    message=message,
-                )
+                raise _declined(message)
             return result
         members = self._members.get(group)
         if not members:
             raise self._nobody(message)
         results: list[Any] = []
         append = results.append
-        if self._observed:
-            for _, listener in members:
-                self._notify_delivered(message, listener)
-                result = listener.handle_message_sync(message)
-                if result is UNHANDLED:
-                    self._unmatched(message, listener)
-                else:
-                    append(result)
-            return results
+        observed = self._observed
         for _, listener in members:
+            if observed:
+                self._notify_delivered(message, listener)
             result = listener.handle_message_sync(message)
             if result is UNHANDLED:
                 self._unmatched(message, listener)
@@ -641,9 +632,7 @@ class MessageDispatcher:
             raise HandlerError(f"{type(exc).__name__}: {exc}", message=message) from exc
         if result is UNHANDLED:
             self._unmatched(message, listener)
-            raise UndeliverableError(
-                f"listener {dest!r} has no rule for {message.type!r}", message=message
-            )
+            raise _declined(message)
         deferred: bool = result is DEFERRED
         if result.__class__ is _CoroutineType:
             assert self._task_group is not None
@@ -871,14 +860,8 @@ class MessageDispatcher:
             listener = self._listeners.get(message.destination)  # type: ignore[arg-type]
             self._unmatched(message, listener)
             if message.response_required and not message.is_response:
-                self._respond(
-                    message,
-                    message.content,
-                    format_error(
-                        UndeliverableError.code,
-                        f"listener {message.destination!r} has no rule for {message.type!r}",
-                    ),
-                )
+                declined = _declined(message)
+                self._respond(message, message.content, format_error(declined.code, str(declined)))
             return
         if message.is_response or (result is None and not message.response_required):
             return
@@ -1124,6 +1107,13 @@ class MessageDispatcher:
             f"MessageDispatcher(process_id={self.process_id!r}, {state},"
             f" listeners={len(self._listeners)})"
         )
+
+
+def _declined(message: Message) -> UndeliverableError:
+    """The error for a message its destination's rules did not match."""
+    return UndeliverableError(
+        f"listener {message.destination!r} has no rule for {message.type!r}", message=message
+    )
 
 
 def _check_timeout(timeout: float | None) -> None:
