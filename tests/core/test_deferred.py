@@ -3,28 +3,20 @@ the answer comes later through `MessageDispatcher.reply`."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
 import pytest
+from anyio.streams.memory import MemoryObjectReceiveStream
 
-from dispatchio import (
-    DEFERRED,
-    BasicMessageListener,
-    DispatcherNotRunningError,
-    Message,
-    MessageDispatcher,
-)
-from tests.core._helpers import Streams, open_streams
+from dispatchio import DEFERRED, DispatcherNotRunningError, Message, MessageDispatcher
+from tests.core._helpers import SENDER, Streams, listener
 
 
 @pytest.fixture
-def kept() -> Iterator[Streams]:
+def kept(streams: Streams) -> Streams:
     """Where handlers put the messages they keep to answer later."""
-    with open_streams() as pair:
-        yield pair
+    return streams
 
 
 def deferring_listener(dispatcher: MessageDispatcher, lid: str, kept: Streams) -> None:
@@ -34,9 +26,7 @@ def deferring_listener(dispatcher: MessageDispatcher, lid: str, kept: Streams) -
         kept[0].send_nowait(message)
         return DEFERRED
 
-    made = BasicMessageListener(lid)
-    made.add_rule(callback=keep)
-    dispatcher.register(made)
+    listener(dispatcher, lid, callback=keep)
 
 
 @pytest.mark.anyio
@@ -60,16 +50,12 @@ async def test_deferred_handler_answers_request_later_through_reply(
 
 @pytest.mark.anyio
 async def test_deferred_handler_answers_letter_later_to_the_source_listener(
-    dispatcher: MessageDispatcher, kept: Streams
+    dispatcher: MessageDispatcher, kept: Streams, inbox: MemoryObjectReceiveStream[Message]
 ) -> None:
     deferring_listener(dispatcher, "b", kept)
-    inbox_in, inbox = anyio.create_memory_object_stream[Message](math.inf)
-    sender = BasicMessageListener("sender")
-    sender.add_rule(queue=inbox_in)
-    dispatcher.register(sender)
-    with inbox_in, inbox, anyio.fail_after(5):
+    with anyio.fail_after(5):
         async with dispatcher:
-            await dispatcher.send(Message("ask", source="sender", destination="b"))
+            await dispatcher.send(Message("ask", source=SENDER, destination="b"))
             message = await kept[1].receive()
             await dispatcher.reply(message, "later")
             reply = await inbox.receive()
@@ -85,9 +71,7 @@ async def test_deferred_handler_answers_letter_later_to_the_source_listener(
 async def test_consumer_task_replies_to_a_queued_message(
     dispatcher: MessageDispatcher, kept: Streams
 ) -> None:
-    worker = BasicMessageListener("worker")
-    worker.add_rule(queue=kept[0])
-    dispatcher.register(worker)
+    listener(dispatcher, "worker", queue=kept[0])
 
     async def consumer() -> None:
         async for job in kept[1]:
@@ -126,19 +110,15 @@ async def test_reply_after_dispatcher_exits_raises_not_running(
 
 @pytest.mark.anyio
 async def test_second_reply_to_an_answered_request_is_dropped_not_sent_to_the_source(
-    dispatcher: MessageDispatcher, kept: Streams
+    dispatcher: MessageDispatcher, kept: Streams, inbox: MemoryObjectReceiveStream[Message]
 ) -> None:
     deferring_listener(dispatcher, "b", kept)
-    inbox_in, inbox = anyio.create_memory_object_stream[Message](math.inf)
-    sender = BasicMessageListener("sender")
-    sender.add_rule(queue=inbox_in)
-    dispatcher.register(sender)
     responses: list[Message] = []
 
     async def requester() -> None:
-        responses.append(await dispatcher.request(Message("ask", source="sender", destination="b")))
+        responses.append(await dispatcher.request(Message("ask", source=SENDER, destination="b")))
 
-    with inbox_in, inbox, anyio.fail_after(5):
+    with anyio.fail_after(5):
         async with dispatcher:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(requester)

@@ -282,13 +282,11 @@ async def test_message_returned_fires_for_a_handler_error_of_a_letter(
     with anyio.fail_after(5):
         got_back = anyio.Event()
         one_rule_listener(observed, "sender", callback=lambda m: got_back.set())
-        failing = BasicMessageListener("failing")
 
         def fail(message: Message) -> None:
             raise ValueError("boom")
 
-        failing.add_rule(callback=fail)
-        observed.register(failing)
+        one_rule_listener(observed, "failing", callback=fail)
         message = Message("ping", source="sender", destination="failing", response_required=True)
         async with observed:
             await observed.send(message)

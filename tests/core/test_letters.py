@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import anyio
 import pytest
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from dispatchio import Message, MessageDispatcher, UndeliverableError
 from tests.core._helpers import Streams, listener
@@ -27,8 +26,35 @@ async def barrier(dispatcher: MessageDispatcher, inbox: MemoryObjectReceiveStrea
         inbox.receive_nowait()
 
 
+async def assert_send_to_nobody_raises(dispatcher: MessageDispatcher, letter: Message) -> None:
+    """Run the dispatcher: sending ``letter`` (to "nobody") raises UndeliverableError naming it."""
+    with anyio.fail_after(5):
+        async with dispatcher:
+            with pytest.raises(UndeliverableError, match="nobody"):
+                await dispatcher.send(letter)
+
+
+def assert_returned(returned: Message, letter: Message, reason: str) -> None:
+    """``returned`` is ``letter`` come back to its source, its error starting with ``reason``."""
+    assert returned.error is not None
+    assert returned.error.startswith(reason)
+    assert (returned.id, returned.is_response) == (letter.id, True)
+
+
 def fail(message: Message) -> Any:
     raise ValueError("bad letter")
+
+
+def thankful_sender(
+    dispatcher: MessageDispatcher, inbox_in: MemoryObjectSendStream[Message]
+) -> None:
+    """Register listener "sender": its rule passes every message on and would answer "thanks"."""
+
+    def sender_rule(message: Message) -> Any:
+        inbox_in.send_nowait(message)
+        return "thanks"  # would be an answer, were responses ever answered
+
+    listener(dispatcher, "sender", callback=sender_rule)
 
 
 @pytest.mark.anyio
@@ -73,11 +99,9 @@ async def test_send_to_nobody_returns_the_letter_undeliverable_to_its_source(
             letter = Message("note", {"n": 1}, source="sender", destination="nobody")
             await dispatcher.send(letter)
             returned = await inbox.receive()
-    assert returned.error is not None
-    assert returned.error.startswith("undeliverable")
+    assert_returned(returned, letter, "undeliverable")
     assert returned.content == {"n": 1}
     assert returned.is_response is True
-    assert returned.id == letter.id
     assert dispatcher.stats.returned == 1
 
 
@@ -85,36 +109,29 @@ async def test_send_to_nobody_returns_the_letter_undeliverable_to_its_source(
 async def test_send_to_nobody_without_a_source_raises_undeliverable(
     dispatcher: MessageDispatcher,
 ) -> None:
-    with anyio.fail_after(5):
-        async with dispatcher:
-            with pytest.raises(UndeliverableError, match="nobody"):
-                await dispatcher.send(Message("note", destination="nobody"))
+    await assert_send_to_nobody_raises(dispatcher, Message("note", destination="nobody"))
 
 
 @pytest.mark.anyio
 async def test_send_to_nobody_from_an_unregistered_source_raises_undeliverable(
     dispatcher: MessageDispatcher,
 ) -> None:
-    with anyio.fail_after(5):
-        async with dispatcher:
-            with pytest.raises(UndeliverableError, match="nobody"):
-                await dispatcher.send(Message("note", source="ghost", destination="nobody"))
+    await assert_send_to_nobody_raises(
+        dispatcher, Message("note", source="ghost", destination="nobody")
+    )
 
 
 @pytest.mark.anyio
 async def test_response_required_without_reply_returns_timeout_letter(
     dispatcher: MessageDispatcher, inbox: MemoryObjectReceiveStream[Message], streams: Streams
 ) -> None:
-    jobs_in, jobs = anyio.create_memory_object_stream[Message](math.inf)
-    listener(dispatcher, "b", queue=jobs_in)  # takes the letter and never answers
-    with jobs_in, jobs, anyio.fail_after(5):
+    listener(dispatcher, "b", queue=streams[0])  # takes the letter and never answers
+    with anyio.fail_after(5):
         async with dispatcher:
             letter = Message("note", source="sender", destination="b", response_required=True)
             await dispatcher.send(letter, reply_timeout=0.05)
             returned = await inbox.receive()
-    assert returned.error is not None
-    assert returned.error.startswith("timeout")
-    assert (returned.id, returned.is_response) == (letter.id, True)
+    assert_returned(returned, letter, "timeout")
     assert dispatcher.stats.timeouts == 1
 
 
@@ -128,10 +145,8 @@ async def test_response_required_and_handler_raises_returns_handler_error_letter
             letter = Message("note", source="sender", destination="b", response_required=True)
             await dispatcher.send(letter)
             returned = await inbox.receive()
-    assert returned.error is not None
-    assert returned.error.startswith("handler_error")
-    assert "bad letter" in returned.error
-    assert (returned.id, returned.is_response) == (letter.id, True)
+    assert_returned(returned, letter, "handler_error")
+    assert "bad letter" in str(returned.error)
 
 
 @pytest.mark.anyio
@@ -149,21 +164,19 @@ async def test_plain_send_whose_handler_raises_sends_nothing_back(
 
 
 @pytest.mark.anyio
-async def test_sender_rules_never_answer_a_reply(dispatcher: MessageDispatcher) -> None:
+async def test_sender_rules_never_answer_a_reply(
+    dispatcher: MessageDispatcher, streams: Streams
+) -> None:
     received_by_b: list[str] = []
-    inbox_in, inbox = anyio.create_memory_object_stream[Message](math.inf)
-
-    def sender_rule(message: Message) -> Any:
-        inbox_in.send_nowait(message)
-        return "thanks"  # would be an answer, were responses ever answered
+    inbox_in, inbox = streams
 
     def b_rule(message: Message) -> Any:
         received_by_b.append(message.type)
         return "pong"
 
-    listener(dispatcher, "sender", callback=sender_rule)
+    thankful_sender(dispatcher, inbox_in)
     listener(dispatcher, "b", callback=b_rule)
-    with inbox_in, inbox, anyio.fail_after(5):
+    with anyio.fail_after(5):
         async with dispatcher:
             await dispatcher.send(Message("ping", source="sender", destination="b"))
             assert (await inbox.receive()).content == "pong"
@@ -176,16 +189,13 @@ async def test_sender_rules_never_answer_a_reply(dispatcher: MessageDispatcher) 
 
 
 @pytest.mark.anyio
-async def test_sender_rules_never_answer_a_returned_letter(dispatcher: MessageDispatcher) -> None:
-    inbox_in, inbox = anyio.create_memory_object_stream[Message](math.inf)
-
-    def sender_rule(message: Message) -> Any:
-        inbox_in.send_nowait(message)
-        return "thanks"
-
-    listener(dispatcher, "sender", callback=sender_rule)
+async def test_sender_rules_never_answer_a_returned_letter(
+    dispatcher: MessageDispatcher, streams: Streams
+) -> None:
+    inbox_in, inbox = streams
+    thankful_sender(dispatcher, inbox_in)
     register_barrier(dispatcher)
-    with inbox_in, inbox, anyio.fail_after(5):
+    with anyio.fail_after(5):
         async with dispatcher:
             await dispatcher.send(Message("note", source="sender", destination="nobody"))
             returned = await inbox.receive()
@@ -268,9 +278,7 @@ async def test_response_required_group_letter_declined_by_all_returns_one_undeli
             await dispatcher.send(letter, reply_timeout=30)
             returned = await inbox.receive()
             await barrier(dispatcher, inbox)
-    assert returned.error is not None
-    assert returned.error.startswith("undeliverable")
-    assert (returned.id, returned.is_response) == (letter.id, True)
+    assert_returned(returned, letter, "undeliverable")
     assert dispatcher.stats.returned == 1
 
 

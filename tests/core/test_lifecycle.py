@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import anyio
@@ -16,7 +15,7 @@ from dispatchio import (
     MessageDispatcher,
     UndeliverableError,
 )
-from tests.core._helpers import listener
+from tests.core._helpers import Streams, listener
 
 
 @pytest.mark.anyio
@@ -150,11 +149,11 @@ async def test_unregister_returns_queued_messages_undeliverable_to_their_source(
 
 @pytest.mark.anyio
 async def test_unregister_returns_messages_held_behind_a_blocking_one_undeliverable(
-    dispatcher: MessageDispatcher, inbox: MemoryObjectReceiveStream[Message]
+    dispatcher: MessageDispatcher, inbox: MemoryObjectReceiveStream[Message], streams: Streams
 ) -> None:
-    kept_in, kept = anyio.create_memory_object_stream[Message](math.inf)
+    kept_in, kept = streams
     listener(dispatcher, "b", queue=kept_in)
-    with kept_in, kept, anyio.fail_after(5):
+    with anyio.fail_after(5):
         async with dispatcher:
             await dispatcher.send(Message("n", 0, destination="b", blocking=True))
             await dispatcher.send(Message("n", 1, source="sender", destination="b"))
@@ -169,9 +168,9 @@ async def test_unregister_returns_messages_held_behind_a_blocking_one_undelivera
 
 @pytest.mark.anyio
 async def test_unregister_fails_a_held_request_as_undeliverable(
-    dispatcher: MessageDispatcher,
+    dispatcher: MessageDispatcher, streams: Streams
 ) -> None:
-    kept_in, kept = anyio.create_memory_object_stream[Message](math.inf)
+    kept_in, kept = streams
     listener(dispatcher, "b", queue=kept_in)
     listener(dispatcher, "c", callback=lambda m: "barrier")
     asking = anyio.Event()
@@ -184,7 +183,7 @@ async def test_unregister_fails_a_held_request_as_undeliverable(
         except UndeliverableError as exc:
             outcome.append(exc)
 
-    with kept_in, kept, anyio.fail_after(2):
+    with anyio.fail_after(2):
         async with dispatcher, anyio.create_task_group() as tg:
             await dispatcher.send(Message("n", 0, destination="b", blocking=True))
             blocking = await kept.receive()

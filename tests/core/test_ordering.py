@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import anyio
 import pytest
 
 from dispatchio import Message, MessageDispatcher
-from tests.core._helpers import listener
+from tests.core._helpers import Streams, listener
 
 COUNT = 1000
+
+
+async def send_count_and_wait(dispatcher: MessageDispatcher, done: anyio.Event) -> None:
+    """Run the dispatcher: send letters 0 .. COUNT-1 from "a" to "b", then wait for ``done``."""
+    with anyio.fail_after(5):
+        async with dispatcher:
+            for n in range(COUNT):
+                await dispatcher.send(Message("n", n, source="a", destination="b"))
+            await done.wait()
 
 
 @pytest.mark.anyio
@@ -27,11 +35,7 @@ async def test_sync_callback_handles_messages_in_the_order_sent(
             all_in.set()
 
     listener(dispatcher, "b", callback=record)
-    with anyio.fail_after(5):
-        async with dispatcher:
-            for n in range(COUNT):
-                await dispatcher.send(Message("n", n, source="a", destination="b"))
-            await all_in.wait()
+    await send_count_and_wait(dispatcher, all_in)
     assert started == list(range(COUNT))
 
 
@@ -56,20 +60,18 @@ async def test_async_callback_that_sometimes_suspends_starts_messages_in_the_ord
             all_done.set()
 
     listener(dispatcher, "b", callback=record)
-    with anyio.fail_after(5):
-        async with dispatcher:
-            for n in range(COUNT):
-                await dispatcher.send(Message("n", n, source="a", destination="b"))
-            await all_done.wait()
+    await send_count_and_wait(dispatcher, all_done)
     assert started == list(range(COUNT))
 
 
 @pytest.mark.anyio
-async def test_replies_to_a_send_loop_arrive_in_order(dispatcher: MessageDispatcher) -> None:
-    inbox_in, inbox = anyio.create_memory_object_stream[Message](math.inf)
+async def test_replies_to_a_send_loop_arrive_in_order(
+    dispatcher: MessageDispatcher, streams: Streams
+) -> None:
+    inbox_in, inbox = streams
     listener(dispatcher, "a", queue=inbox_in)
     listener(dispatcher, "b", callback=lambda m: m.content * 10)
-    with inbox_in, inbox, anyio.fail_after(5):
+    with anyio.fail_after(5):
         async with dispatcher:
             for n in range(COUNT):
                 await dispatcher.send(Message("n", n, source="a", destination="b"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -18,14 +18,13 @@ from dispatchio import (
     ReplyTimeoutError,
     UndeliverableError,
 )
-from tests.core._helpers import Streams, listener, open_streams
+from tests.core._helpers import Streams, listener
 
 
 @pytest.fixture
-def jobs() -> Iterator[Streams]:
+def jobs(streams: Streams) -> Streams:
     """A memory stream for queue rules: the test takes deferred messages off it."""
-    with open_streams() as pair:
-        yield pair
+    return streams
 
 
 def echo(message: Message) -> Any:
@@ -65,6 +64,40 @@ async def assert_request_raises_handler_error_caused_by(
     assert str(error.__cause__) == "bad 1"
 
 
+async def assert_undeliverable_at_once(
+    dispatcher: MessageDispatcher,
+    ask: Callable[..., Awaitable[Any]],
+    message: Message,
+    match: str | None = None,
+) -> None:
+    """Run the dispatcher: ``ask(message, timeout=30)`` raises UndeliverableError (matching
+    ``match``) long before its timeout."""
+    with anyio.fail_after(2):
+        async with dispatcher:
+            with pytest.raises(UndeliverableError, match=match):
+                await ask(message, timeout=30)
+
+
+async def assert_group_request_raises_handler_error(
+    dispatcher: MessageDispatcher, members: tuple[str, str]
+) -> None:
+    """Register and subscribe to group "g", in the order of ``members``, listener "raiser" (whose
+    callback raises) and "decliner" (no rule matches): a group request raises HandlerError."""
+    rules: dict[str, dict[str, Any]] = {
+        "raiser": {"callback": fail},
+        "decliner": {"type": "other", "callback": echo},
+    }
+    for name in members:
+        listener(dispatcher, name, **rules[name])
+    for name in members:
+        dispatcher.subscribe("g", name)
+    with anyio.fail_after(2):
+        error = await handler_error_of(
+            dispatcher, Message("poll", 1, group="g"), "ValueError", timeout=30
+        )
+    assert isinstance(error.__cause__, ValueError)
+
+
 # ------------------------------------------------------------------ single destination
 
 
@@ -81,10 +114,9 @@ async def test_request_returns_the_reply(dispatcher: MessageDispatcher) -> None:
 async def test_request_to_unknown_destination_raises_undeliverable_at_once(
     dispatcher: MessageDispatcher,
 ) -> None:
-    with anyio.fail_after(2):
-        async with dispatcher:
-            with pytest.raises(UndeliverableError, match="nobody"):
-                await dispatcher.request(Message("greet", destination="nobody"), timeout=30)
+    await assert_undeliverable_at_once(
+        dispatcher, dispatcher.request, Message("greet", destination="nobody"), "nobody"
+    )
 
 
 @pytest.mark.anyio
@@ -92,10 +124,9 @@ async def test_request_no_rule_matches_raises_undeliverable_at_once(
     dispatcher: MessageDispatcher,
 ) -> None:
     listener(dispatcher, "b", type="other", callback=echo)
-    with anyio.fail_after(2):
-        async with dispatcher:
-            with pytest.raises(UndeliverableError, match="no rule"):
-                await dispatcher.request(Message("greet", destination="b"), timeout=30)
+    await assert_undeliverable_at_once(
+        dispatcher, dispatcher.request, Message("greet", destination="b"), "no rule"
+    )
 
 
 @pytest.mark.anyio
@@ -247,40 +278,21 @@ async def test_group_request_raises_undeliverable_when_every_subscriber_declines
     listener(dispatcher, "y")
     dispatcher.subscribe("g", "x")
     dispatcher.subscribe("g", "y")
-    with anyio.fail_after(2):
-        async with dispatcher:
-            with pytest.raises(UndeliverableError):
-                await dispatcher.request(Message("poll", group="g"), timeout=30)
+    await assert_undeliverable_at_once(dispatcher, dispatcher.request, Message("poll", group="g"))
 
 
 @pytest.mark.anyio
 async def test_group_request_raises_handler_error_when_one_raises_and_the_other_declines(
     dispatcher: MessageDispatcher,
 ) -> None:
-    listener(dispatcher, "raiser", callback=fail)
-    listener(dispatcher, "decliner", type="other", callback=echo)
-    dispatcher.subscribe("g", "raiser")
-    dispatcher.subscribe("g", "decliner")
-    with anyio.fail_after(2):
-        error = await handler_error_of(
-            dispatcher, Message("poll", 1, group="g"), "ValueError", timeout=30
-        )
-    assert isinstance(error.__cause__, ValueError)
+    await assert_group_request_raises_handler_error(dispatcher, ("raiser", "decliner"))
 
 
 @pytest.mark.anyio
 async def test_group_request_raises_handler_error_when_one_declines_and_the_other_raises(
     dispatcher: MessageDispatcher,
 ) -> None:
-    listener(dispatcher, "decliner", type="other", callback=echo)
-    listener(dispatcher, "raiser", callback=fail)
-    dispatcher.subscribe("g", "decliner")
-    dispatcher.subscribe("g", "raiser")
-    with anyio.fail_after(2):
-        error = await handler_error_of(
-            dispatcher, Message("poll", 1, group="g"), "ValueError", timeout=30
-        )
-    assert isinstance(error.__cause__, ValueError)
+    await assert_group_request_raises_handler_error(dispatcher, ("decliner", "raiser"))
 
 
 @pytest.mark.anyio
@@ -315,10 +327,9 @@ async def test_gather_returns_replies_so_far_at_the_timeout(
 async def test_gather_to_unknown_group_raises_undeliverable(
     dispatcher: MessageDispatcher,
 ) -> None:
-    with anyio.fail_after(2):
-        async with dispatcher:
-            with pytest.raises(UndeliverableError, match="no subscribers"):
-                await dispatcher.gather(Message("poll", group="nobody"), timeout=30)
+    await assert_undeliverable_at_once(
+        dispatcher, dispatcher.gather, Message("poll", group="nobody"), "no subscribers"
+    )
 
 
 # ------------------------------------------------------------------ misc
