@@ -24,7 +24,7 @@ import secrets
 import socket
 import threading
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -37,7 +37,10 @@ from dispatchio._errors import (
     DispatchError,
     DuplicateListenerError,
     HandlerError,
+    OutboxFullError,
     ReplyTimeoutError,
+    SyncSendError,
+    TransportError,
     UndeliverableError,
     error_from_message,
     format_error,
@@ -52,12 +55,14 @@ from dispatchio._message import (
     stamp,
 )
 from dispatchio._pending import GATHER, LETTER, REQUEST, Expired, Pending, TimerHeap, is_decline
+from dispatchio.transport import Transport
 
 if TYPE_CHECKING:
     from types import TracebackType
 
     import pluggy
 
+    from dispatchio._mesh import Mesh
     from dispatchio._thread import DispatcherThread
 
 logger = logging.getLogger("dispatchio")
@@ -144,6 +149,18 @@ class MessageDispatcher:
         plugins: The plugin manager whose hooks observe this dispatcher. Default: the
             process-wide one from `dispatchio.default_plugin_manager` (entry points
             loaded on first use).
+        listen: URLs to accept other processes on, e.g. ``["tcp://127.0.0.1:7400"]``
+            (port 0 picks a free port; see `listen_urls`). The scheme picks the transport
+            plugin.
+        connect: URLs of processes to join. Joining one member of a set of processes
+            reaches all of them.
+        transports: Transport instances to use for their scheme (for options a URL cannot
+            carry, such as an ``ssl.SSLContext``).
+        transport_options: Options per scheme for transports built from URLs, e.g.
+            ``{"tcp": {"secret": "..."}}``.
+        heartbeat_interval, heartbeat_tolerance: A peer silent for interval x tolerance
+            seconds is declared dead, and replies it owes fail with `PeerLostError`.
+        max_message_size: Largest encoded message sent to another process, in bytes.
     """
 
     def __init__(
@@ -152,6 +169,13 @@ class MessageDispatcher:
         *,
         reply_timeout: float = 10.0,
         plugins: pluggy.PluginManager | None = None,
+        listen: Sequence[str] = (),
+        connect: Sequence[str] = (),
+        transports: Sequence[Transport] = (),
+        transport_options: Mapping[str, Mapping[str, Any]] | None = None,
+        heartbeat_interval: float = 1.0,
+        heartbeat_tolerance: int = 3,
+        max_message_size: int = 1 << 20,
     ) -> None:
         if process_id is None:
             process_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -159,6 +183,22 @@ class MessageDispatcher:
             raise TypeError(f"process_id must be an int or a str, got {process_id!r}")
         if not reply_timeout > 0:  # also refuses NaN
             raise ValueError(f"reply_timeout must be > 0, got {reply_timeout!r}")
+        if isinstance(listen, str) or isinstance(connect, str):
+            raise TypeError("listen= and connect= take a list of URLs, not one string")
+        if not heartbeat_interval > 0 or heartbeat_tolerance < 1:
+            raise ValueError("heartbeat_interval must be > 0 and heartbeat_tolerance >= 1")
+        self._mesh_config: dict[str, Any] | None = None
+        if listen or connect or transports:
+            self._mesh_config = {
+                "listen": tuple(listen),
+                "connect": tuple(connect),
+                "transports": tuple(transports),
+                "transport_options": dict(transport_options or {}),
+                "heartbeat_interval": heartbeat_interval,
+                "heartbeat_tolerance": heartbeat_tolerance,
+                "max_message_size": max_message_size,
+            }
+        self._mesh: Mesh | None = None
         self.process_id: ListenerId = process_id
         self.reply_timeout = reply_timeout
         self.stats = DispatcherStats()
@@ -231,6 +271,8 @@ class MessageDispatcher:
                 return listener
             raise DuplicateListenerError(f"a listener with id {lid!r} is already registered")
         self._listeners[lid] = listener
+        if self._mesh is not None:
+            self._mesh.local_changed("r", lid, None)
         return listener
 
     def unregister(self, listener: MessageListener | ListenerId) -> None:
@@ -247,6 +289,8 @@ class MessageDispatcher:
         del self._listeners[lid]
         for group in [g for g, members in self._groups.items() if lid in members]:
             self._unsubscribe(group, lid)
+        if self._mesh is not None:
+            self._mesh.local_changed("u", lid, None)
 
     def subscribe(self, group: ListenerId, listener: MessageListener | ListenerId) -> None:
         """Subscribe a registered listener to a group. Subscribing twice is harmless.
@@ -261,6 +305,8 @@ class MessageDispatcher:
         members = self._groups.setdefault(group, {})
         members[lid] = registered
         self._members[group] = tuple(members.items())
+        if self._mesh is not None:
+            self._mesh.local_changed("s", lid, group)
 
     def unsubscribe(self, group: ListenerId, listener: MessageListener | ListenerId) -> None:
         """Remove a listener from a group.
@@ -272,6 +318,8 @@ class MessageDispatcher:
         if lid not in self._groups.get(group, ()):
             raise KeyError(f"listener {lid!r} is not subscribed to group {group!r}")
         self._unsubscribe(group, lid)
+        if self._mesh is not None:
+            self._mesh.local_changed("x", lid, group)
 
     def _unsubscribe(self, group: ListenerId, lid: ListenerId) -> None:
         members = self._groups[group]
@@ -298,6 +346,67 @@ class MessageDispatcher:
     def subscribers(self, group: ListenerId) -> list[ListenerId]:
         """The IDs subscribed to a group, in subscription order."""
         return [lid for lid, _ in self._members.get(group, ())]
+
+    @property
+    def listen_urls(self) -> tuple[str, ...]:
+        """The URLs this dispatcher accepts other processes on (ports resolved), once running."""
+        return () if self._mesh is None else self._mesh.urls
+
+    @property
+    def peers(self) -> frozenset[ListenerId]:
+        """The IDs of the other processes currently connected."""
+        return frozenset(()) if self._mesh is None else frozenset(self._mesh.peers)
+
+    async def wait_for_peer(self, process_id: ListenerId, *, timeout: float = 10.0) -> None:
+        """Wait until the process ``process_id`` is connected.
+
+        Raises:
+            TimeoutError: not within ``timeout`` seconds.
+            DispatcherNotRunningError: outside ``async with dispatcher:``.
+        """
+        await self._wait_until(lambda mesh: mesh is not None and process_id in mesh.peers, timeout)
+
+    async def wait_for_listener(self, listener_id: ListenerId, *, timeout: float = 10.0) -> None:
+        """Wait until some process (this one included) has a listener ``listener_id``.
+
+        Raises:
+            TimeoutError: not within ``timeout`` seconds.
+            DispatcherNotRunningError: outside ``async with dispatcher:``.
+        """
+        await self._wait_until(
+            lambda mesh: (
+                listener_id in self._listeners
+                or (mesh is not None and listener_id in mesh.remote_listener)
+            ),
+            timeout,
+        )
+
+    async def wait_for_subscribers(
+        self, group: ListenerId, count: int, *, timeout: float = 10.0
+    ) -> None:
+        """Wait until ``group`` has at least ``count`` subscribers across all processes.
+
+        Raises:
+            TimeoutError: not within ``timeout`` seconds.
+            DispatcherNotRunningError: outside ``async with dispatcher:``.
+        """
+        await self._wait_until(
+            lambda mesh: (
+                len(self._groups.get(group, ()))
+                + (0 if mesh is None else mesh.remote_subscriber_count(group))
+                >= count
+            ),
+            timeout,
+        )
+
+    async def _wait_until(self, condition: Callable[[Mesh | None], bool], timeout: float) -> None:
+        self._require_running()
+        with anyio.fail_after(timeout):
+            while not condition(self._mesh):
+                if self._mesh is None:
+                    await anyio.sleep(timeout)  # nothing remote can change it: time out
+                else:
+                    await self._mesh.changed.wait()
 
     @property
     def running(self) -> bool:
@@ -332,6 +441,12 @@ class MessageDispatcher:
         if group is None:
             listener = self._listeners.get(message.destination)  # type: ignore[arg-type]
             if listener is None:
+                mesh = self._mesh
+                if mesh is not None and mesh.has_listener(message.destination):  # type: ignore[arg-type]
+                    raise SyncSendError(
+                        f"listener {message.destination!r} is in another process; send_sync"
+                        " reaches only this process (use send() or request())"
+                    )
                 raise self._nobody(message)
             if self._observed:
                 self._notify_delivered(message, listener)
@@ -340,6 +455,11 @@ class MessageDispatcher:
                 self._unmatched(message, listener)
                 raise _declined(message)
             return result
+        if self._mesh is not None and group in self._mesh.remote_groups:
+            raise SyncSendError(
+                f"group {group!r} has subscribers in other processes; send_sync reaches only"
+                " this process (use send() or gather())"
+            )
         members = self._members.get(group)
         if not members:
             raise self._nobody(message)
@@ -381,6 +501,15 @@ class MessageDispatcher:
         self._closing = False
         task_group.start_soon(self._run_timers, name="dispatchio timers")
         task_group.start_soon(self._worker, True, name="dispatchio worker")
+        if self._mesh_config is not None:
+            from dispatchio._mesh import Mesh
+
+            self._mesh = Mesh(self, **self._mesh_config)
+            try:
+                await self._mesh.start(task_group)
+            except BaseException as exc:
+                await self.__aexit__(type(exc), exc, exc.__traceback__)
+                raise
         return self
 
     async def __aexit__(
@@ -394,7 +523,10 @@ class MessageDispatcher:
         try:
             if exc_type is None:
                 await self._drain()
+            if self._mesh is not None:
+                await self._mesh.stop()
         finally:
+            self._mesh = None
             self._closing = True
             # Nothing may wake a worker that is about to be cancelled.
             self._wake = self._timer_wake = self._drained = None
@@ -467,12 +599,60 @@ class MessageDispatcher:
         if self._observed:
             self._notify_sent(message)
 
-    def _reachable(self, message: Message) -> bool:
-        """The routing decision for an outgoing message: can anybody receive it?"""
+    def _route(self, message: Message) -> tuple[bool, tuple[ListenerId, ...]]:
+        """The routing decision for an outgoing message, made here only.
+
+        Returns whether a local listener takes it, and the other processes it must go to.
+        """
         group = message.group
+        mesh = self._mesh
         if group is None:
-            return message.destination in self._listeners
-        return group in self._members
+            dest = message.destination
+            if dest in self._listeners:
+                return True, ()
+            if mesh is not None:
+                process = mesh.remote_listener.get(dest)  # type: ignore[arg-type]
+                if process is not None:
+                    return False, (process,)
+            return False, ()
+        remote = () if mesh is None else mesh.remote_groups.get(group, ())
+        return group in self._members, remote
+
+    def _transmit(self, message: Message, frame: bytes, remote: tuple[ListenerId, ...]) -> None:
+        """Send an outgoing message to other processes (after its wait, if any, is set up).
+
+        Raises:
+            OutboxFullError, UndeliverableError: for a message to one destination; for a
+                group, a copy that cannot go counts as that process's failed answer.
+        """
+        mesh = self._mesh
+        assert mesh is not None
+        for process in remote:
+            try:
+                mesh.forward(process, frame, message)
+            except (OutboxFullError, TransportError) as exc:
+                pending = self._pending.get(message.id)  # type: ignore[arg-type]
+                mine = pending is not None and pending.message is message
+                if message.group is None:
+                    if mine:
+                        self._finish(pending)  # type: ignore[arg-type]
+                    if isinstance(exc, OutboxFullError):
+                        raise
+                    raise UndeliverableError(str(exc), message=message) from exc
+                if mine:
+                    full = isinstance(exc, OutboxFullError)
+                    code = OutboxFullError.code if full else UndeliverableError.code
+                    self._route_response(
+                        Message(
+                            message.type,
+                            None,
+                            id=message.id,
+                            destination=message.source,
+                            process=process,
+                            is_response=True,
+                            error=format_error(code, str(exc)),
+                        )
+                    )
 
     async def send(self, message: Message, *, reply_timeout: float | None = None) -> None:
         """Send a message and return as soon as it is accepted (never waits for the handler).
@@ -502,18 +682,23 @@ class MessageDispatcher:
         backend = self._require_running()
         _check_timeout(reply_timeout)
         self._stamp(message)
-        if not self._reachable(message):
+        local, remote = self._route(message)
+        if not local and not remote:
             if message.source not in self._listeners:
                 raise self._nobody(message)
             self._return_letter(message, self._nobody(message))
             return
+        frame = self._mesh.encode(message) if remote else b""  # type: ignore[union-attr]
         if message.response_required:
             if message.id in self._pending:
                 raise DispatchError(f"message id {message.id!r} is already awaiting replies")
             pending = Pending(LETTER, message, None)
-            pending.outstanding = 1 if message.group is None else 0
+            pending.outstanding = 1 if message.group is None else len(remote)
             self._wait_for(pending, backend, reply_timeout)
-        self._enqueue(message)
+        if local:
+            self._enqueue(message)
+        if remote:
+            self._transmit(message, frame, remote)
         if len(self._queue) > self._high_water:
             await anyio.lowlevel.checkpoint()
 
@@ -567,14 +752,16 @@ class MessageDispatcher:
         _check_timeout(timeout)
         message.response_required = True
         self._stamp(message)
-        if not self._reachable(message):
+        local, remote = self._route(message)
+        if not local and not remote:
             raise self._nobody(message)
+        frame = self._mesh.encode(message) if remote else b""  # type: ignore[union-attr]
         message_id = message.id
         assert message_id is not None
         if message_id in self._pending:
             raise DispatchError(f"message id {message_id!r} is already awaiting replies")
         answer: Any = None
-        if kind == REQUEST and self._wake is not None and not self._queue:
+        if kind == REQUEST and local and self._wake is not None and not self._queue:
             answer = self._answer_inline(message)
             if answer.__class__ is Message:
                 self._inline_streak += 1
@@ -585,10 +772,12 @@ class MessageDispatcher:
                 return answer
         future = backend.new_future()
         pending = Pending(kind, message, future)
-        pending.outstanding = 1 if message.group is None else 0
+        pending.outstanding = 1 if message.group is None else len(remote)
         self._wait_for(pending, backend, timeout)
-        if answer is not DEFERRED:
+        if local and answer is not DEFERRED:
             self._enqueue(message)
+        if remote:
+            self._transmit(message, frame, remote)
         try:
             return await future
         finally:
@@ -819,6 +1008,11 @@ class MessageDispatcher:
             held[group].append(message)
             return
         members = self._members.get(group)
+        if message.process != self.process_id and self._mesh is not None:
+            # Tell the sender how many replies to expect from here, before any copy runs.
+            self._mesh.fanned_out(message, len(members or ()))
+            if not members:
+                return
         if not members:
             self._vanished(message)
             return
@@ -898,6 +1092,10 @@ class MessageDispatcher:
             is_response=True,
             error=error,
         )
+        origin = message.process
+        if origin != self.process_id and self._mesh is not None and origin is not None:
+            self._mesh.respond(response, origin)
+            return
         self._route_response(response, cause)
 
     def _route_response(self, response: Message, cause: BaseException | None = None) -> None:
@@ -1011,7 +1209,8 @@ class MessageDispatcher:
         if getattr(message, "_hold", None) is not None:
             self._release(message)
         error = self._nobody(message)
-        if message.response_required and message.id in self._pending:
+        remote_origin = message.process != self.process_id and self._mesh is not None
+        if remote_origin or (message.response_required and message.id in self._pending):
             self._respond(
                 message, message.content, format_error(UndeliverableError.code, str(error))
             )

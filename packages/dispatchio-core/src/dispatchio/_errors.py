@@ -4,13 +4,18 @@ Every failure the dispatcher reports is a `DispatchError`::
 
     DispatchError
     ├── InvalidMessageError        a field has a value of the wrong kind
+    │   └── MessageTooLargeError   the encoded message exceeds the size limit
+    ├── TransportError             a transport failed to start, bind or send
+    │   └── TransportConfigError   a malformed transport URL or an unknown option
     ├── DuplicateListenerError     an ID is already registered
     ├── DispatcherNotRunningError  the async API was used outside `async with dispatcher:`
     ├── SyncSendError              `send_sync` cannot reach that handler synchronously
     └── DeliveryError              a message was sent but no usable reply came back
         ├── UndeliverableError     nobody can receive it             (code "undeliverable")
         ├── ReplyTimeoutError      no reply within the timeout       (code "timeout")
-        └── HandlerError           the receiving handler raised      (code "handler_error")
+        ├── HandlerError           the receiving handler raised      (code "handler_error")
+        ├── PeerLostError          the receiving process died        (code "peer_lost")
+        └── OutboxFullError        the link to that process is full  (code "outbox_full")
 
 A `DeliveryError` can travel inside a message: a message returned to its sender
 carries ``error = "<code>: <detail>"``. `error_from_message` turns such a message
@@ -33,6 +38,21 @@ class InvalidMessageError(DispatchError, ValueError):
     """A message field holds a value of the wrong kind (for example a non-bool ``blocking``).
 
     Raised no later than when the message is sent; the message names the field.
+    """
+
+
+class MessageTooLargeError(InvalidMessageError):
+    """The encoded message is larger than the dispatcher's ``max_message_size``."""
+
+
+class TransportError(DispatchError):
+    """A transport could not start (address in use, bad TLS setup) or was used after close."""
+
+
+class TransportConfigError(TransportError, ValueError):
+    """A transport URL is malformed, names no installed transport, or has an unknown option.
+
+    The message names the URL and the offending part.
     """
 
 
@@ -88,8 +108,24 @@ class HandlerError(DeliveryError):
     code = "handler_error"
 
 
+class PeerLostError(DeliveryError):
+    """The process holding the receiver died or became unreachable before it answered.
+
+    Reported once the failure detector notices (heartbeat interval x tolerance).
+    """
+
+    code = "peer_lost"
+
+
+class OutboxFullError(DeliveryError):
+    """The outgoing buffer of the link to the receiving process is full (it is not keeping up)."""
+
+    code = "outbox_full"
+
+
 _BY_CODE: dict[str, type[DeliveryError]] = {
-    cls.code: cls for cls in (UndeliverableError, ReplyTimeoutError, HandlerError)
+    cls.code: cls
+    for cls in (UndeliverableError, ReplyTimeoutError, HandlerError, PeerLostError, OutboxFullError)
 }
 
 

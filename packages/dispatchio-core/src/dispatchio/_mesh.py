@@ -1,0 +1,459 @@
+"""Cross-process routing: the directory of remote listeners, membership, liveness, frames.
+
+One `Mesh` per running dispatcher with transports. Transports only move frames; this
+module decides what the frames mean, so every transport behaves the same:
+
+* Directory: on link up each side sends a SNAPSHOT of its own listeners and groups;
+  later changes go out as numbered DELTAs on the same FIFO link (a gap asks for a new
+  snapshot). Only a process speaks for its own listeners.
+* Membership is gossiped (SNAPSHOT and MEMBERS frames carry every process known, with
+  its URLs), and unknown members are dialed, so joining one member reaches all.
+* Liveness: one task sends a HEARTBEAT to every peer it sent nothing to for an interval
+  and declares dead any peer silent for ``interval * tolerance``. A lost link, a GOODBYE
+  or a new incarnation of the same process ID also ends a peer at once. Every reply
+  still owed by a dead peer comes back as ``peer_lost``.
+* Group sends go once per process; the receiver answers FANOUT with how many copies it
+  made, so the sender's count of expected replies is exact even with a stale directory.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import secrets
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from dispatchio import _wire
+from dispatchio._errors import (
+    MessageTooLargeError,
+    OutboxFullError,
+    PeerLostError,
+    TransportConfigError,
+    TransportError,
+    format_error,
+)
+from dispatchio._message import ListenerId, Message
+from dispatchio.transport import PeerHello, Transport, resolve_transport
+
+if TYPE_CHECKING:
+    from dispatchio._dispatcher import MessageDispatcher
+
+logger = logging.getLogger("dispatchio.mesh")
+
+
+class _Peer:
+    """What this process knows of another one."""
+
+    __slots__ = ("groups", "hello", "last_heard", "last_sent", "listeners", "seq", "transport")
+
+    def __init__(self, hello: PeerHello, transport: Transport, now: float) -> None:
+        self.hello = hello
+        self.transport = transport
+        self.listeners: set[ListenerId] = set()
+        self.groups: dict[ListenerId, set[ListenerId]] = {}
+        self.seq = -1  # the last directory sequence number applied
+        self.last_heard = now
+        self.last_sent = now
+
+
+class _Link:
+    """The handler one transport reports to (so the mesh knows which transport it was)."""
+
+    __slots__ = ("mesh", "transport")
+
+    def __init__(self, mesh: Mesh, transport: Transport) -> None:
+        self.mesh = mesh
+        self.transport = transport
+
+    def peer_up(self, hello: PeerHello) -> None:
+        self.mesh._peer_up(hello, self.transport)
+
+    def peer_down(self, process: ListenerId, reason: str) -> None:
+        self.mesh._peer_dead(process, f"link lost: {reason}")
+
+    def frame_received(self, process: ListenerId, frame: bytes) -> None:
+        self.mesh._frame(process, frame)
+
+
+class Mesh:
+    """The cross-process half of a dispatcher (created only when it has transports)."""
+
+    def __init__(
+        self,
+        dispatcher: MessageDispatcher,
+        *,
+        listen: Sequence[str],
+        connect: Sequence[str],
+        transports: Sequence[Transport],
+        transport_options: Mapping[str, Mapping[str, Any]],
+        heartbeat_interval: float,
+        heartbeat_tolerance: int,
+        max_message_size: int,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.listen = tuple(listen)
+        self.connect = tuple(connect)
+        self.instances = {t.scheme: t for t in transports}
+        self.transport_options = transport_options
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_tolerance = heartbeat_tolerance
+        self.max_message_size = max_message_size
+        self.incarnation = secrets.randbits(63)
+        self.urls: tuple[str, ...] = ()
+        self.transports: dict[str, Transport] = {}
+        self.peers: dict[ListenerId, _Peer] = {}
+        self.members: dict[ListenerId, tuple[int, tuple[str, ...]]] = {}
+        self.remote_listener: dict[ListenerId, ListenerId] = {}
+        self.remote_groups: dict[ListenerId, tuple[ListenerId, ...]] = {}
+        # Replies still owed by each peer: process -> message id -> count.
+        self.awaiting: dict[ListenerId, dict[ListenerId, int]] = {}
+        self.seq = 0
+        self.changed = anyio.Event()
+        self.clock = anyio.current_time
+        self.protocol_errors = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _transport_for(self, url: str) -> Transport:
+        scheme = url.partition("://")[0]
+        transport = self.transports.get(scheme)
+        if transport is None:
+            transport = self.instances.get(scheme)
+            if transport is None:
+                options = self.transport_options.get(scheme, {})
+                transport = resolve_transport(url, self.dispatcher.plugins, options)
+            self.transports[scheme] = transport
+        return transport
+
+    async def start(self, task_group: anyio.abc.TaskGroup) -> None:
+        """Start the transports (listening where asked), dial, and run the detector."""
+        self.clock = anyio.current_time
+        by_scheme: dict[str, list[str]] = {}
+        for url in self.listen:
+            by_scheme.setdefault(url.partition("://")[0], []).append(url)
+        for url in self.connect:
+            by_scheme.setdefault(url.partition("://")[0], [])
+        urls: list[str] = []
+        hello = PeerHello(self.dispatcher.process_id, self.incarnation, tuple(self.listen))
+        for scheme, listen in by_scheme.items():
+            transport = self._transport_for(listen[0] if listen else f"{scheme}://")
+            serve = functools.partial(transport.serve, _Link(self, transport), hello, listen=listen)
+            bound = await task_group.start(serve)
+            urls.extend(bound)
+        self.urls = tuple(urls)
+        self.members[self.dispatcher.process_id] = (self.incarnation, self.urls)
+        for url in self.connect:
+            await self._transport_for(url).connect(url)
+        task_group.start_soon(self._detector, name="dispatchio failure detector")
+
+    async def stop(self) -> None:
+        """Say goodbye to every peer and close the transports (flushing what they hold)."""
+        goodbye = _wire.encode(_wire.GOODBYE, "closing")
+        for process in list(self.peers):
+            self._send(process, goodbye, quiet=True)
+        for transport in self.transports.values():
+            with anyio.CancelScope(shield=True):
+                await transport.aclose()
+
+    # ------------------------------------------------------------------ directory
+
+    def has_listener(self, lid: ListenerId) -> bool:
+        return lid in self.remote_listener
+
+    def local_changed(self, op: str, lid: ListenerId, group: ListenerId | None) -> None:
+        """A local registration changed: tell every peer (op: r, u, s, x)."""
+        self.seq += 1
+        frame = _wire.encode(_wire.DELTA, self.seq, op, lid, group)
+        for process in list(self.peers):
+            self._send(process, frame, quiet=True)
+
+    def _snapshot(self) -> bytes:
+        d = self.dispatcher
+        return _wire.encode(
+            _wire.SNAPSHOT,
+            _wire.MESH_VERSION,
+            self.seq,
+            list(d._listeners),
+            [[group, list(members)] for group, members in d._groups.items()],
+            _wire.members_field(self.members),
+        )
+
+    def _reindex(self) -> None:
+        listeners: dict[ListenerId, ListenerId] = {}
+        groups: dict[ListenerId, list[ListenerId]] = {}
+        for process, peer in self.peers.items():
+            for lid in peer.listeners:
+                listeners.setdefault(lid, process)
+            for group, members in peer.groups.items():
+                if members:
+                    groups.setdefault(group, []).append(process)
+        self.remote_listener = listeners
+        self.remote_groups = {g: tuple(ps) for g, ps in groups.items()}
+        self.changed.set()
+        self.changed = anyio.Event()
+
+    def remote_subscriber_count(self, group: ListenerId) -> int:
+        return sum(len(peer.groups.get(group, ())) for peer in self.peers.values())
+
+    # ------------------------------------------------------------------ sending
+
+    def encode(self, message: Message) -> bytes:
+        """Encode an outgoing message, enforcing the size limit.
+
+        Raises:
+            InvalidMessageError: the content cannot cross processes.
+            MessageTooLargeError: the encoded message is too large.
+        """
+        frame = _wire.encode_message(message)
+        if len(frame) > self.max_message_size:
+            raise MessageTooLargeError(
+                f"message {message.type!r} is {len(frame)} bytes encoded; the limit"
+                f" (max_message_size) is {self.max_message_size}"
+            )
+        return frame
+
+    def forward(self, process: ListenerId, frame: bytes, message: Message) -> None:
+        """Send a message frame to ``process``; count the reply it owes if one is awaited.
+
+        Raises:
+            OutboxFullError: the link to that process is full.
+            TransportError: no link to that process any more.
+        """
+        peer = self.peers.get(process)
+        if peer is None:
+            raise TransportError(f"process {process!r} is not connected")
+        peer.transport.send(process, frame)
+        peer.last_sent = self.clock()
+        if message.response_required and message.id in self.dispatcher._pending:
+            owed = self.awaiting.setdefault(process, {})
+            owed[message.id] = owed.get(message.id, 0) + 1
+
+    def respond(self, response: Message, process: ListenerId) -> None:
+        """Send a response (or returned letter) back to the process it answers."""
+        try:
+            frame = self.encode(response)
+        except Exception as exc:  # content of a reply that cannot cross: say so instead
+            frame = self.encode(
+                Message(
+                    response.type,
+                    None,
+                    id=response.id,
+                    source=response.source,
+                    destination=response.destination,
+                    process=response.process,
+                    is_response=True,
+                    error=format_error("handler_error", f"the reply cannot be sent: {exc}"),
+                )
+            )
+        if not self._send(process, frame):
+            self.dispatcher.stats.dropped_replies += 1
+
+    def _send(self, process: ListenerId, frame: bytes, *, quiet: bool = False) -> bool:
+        peer = self.peers.get(process)
+        if peer is None:
+            return False
+        try:
+            peer.transport.send(process, frame)
+        except (TransportError, OutboxFullError, MessageTooLargeError) as exc:
+            if not quiet:
+                logger.warning("could not send to process %r: %s", process, exc)
+            return False
+        peer.last_sent = self.clock()
+        return True
+
+    # ------------------------------------------------------------------ transport events
+
+    def _peer_up(self, hello: PeerHello, transport: Transport) -> None:
+        process = hello.process
+        if process == self.dispatcher.process_id:
+            logger.warning("a peer claims this process's own id %r; ignored", process)
+            return
+        old = self.peers.get(process)
+        if old is not None:
+            if old.hello.incarnation == hello.incarnation:
+                old.transport = transport
+                self._send(process, self._snapshot())
+                return
+            self._peer_dead(process, "it restarted")
+        self.peers[process] = _Peer(hello, transport, self.clock())
+        self.members[process] = (hello.incarnation, hello.urls)
+        self._send(process, self._snapshot())
+        # Gossip: everyone else learns of the newcomer (and dials it if they must).
+        news = _wire.encode(_wire.MEMBERS, _wire.members_field({process: self.members[process]}))
+        for other in list(self.peers):
+            if other != process:
+                self._send(other, news, quiet=True)
+        self._reindex()
+
+    def _peer_dead(self, process: ListenerId, reason: str) -> None:
+        peer = self.peers.pop(process, None)
+        if peer is None:
+            return
+        logger.info("process %r is gone: %s", process, reason)
+        self._reindex()
+        owed = self.awaiting.pop(process, {})
+        d = self.dispatcher
+        for message_id, count in owed.items():
+            pending = d._pending.get(message_id)
+            if pending is None:
+                continue
+            error = format_error(
+                PeerLostError.code, f"process {process!r} is gone ({reason}) before answering"
+            )
+            for _ in range(count):
+                d._route_response(
+                    Message(
+                        pending.message.type,
+                        None,
+                        id=message_id,
+                        destination=pending.message.source,
+                        process=process,
+                        is_response=True,
+                        error=error,
+                    )
+                )
+
+    def _frame(self, process: ListenerId, frame: bytes) -> None:
+        peer = self.peers.get(process)
+        if peer is None:
+            return
+        peer.last_heard = self.clock()
+        try:
+            fields = _wire.decode(frame)
+            kind = fields[0]
+            if kind == _wire.MSG:
+                self._message(process, _wire.message_from(fields))
+            elif kind == _wire.FANOUT:
+                self._fanout(process, fields[1], fields[2])
+            elif kind == _wire.SNAPSHOT:
+                self._apply_snapshot(peer, fields)
+            elif kind == _wire.DELTA:
+                self._apply_delta(process, peer, fields)
+            elif kind == _wire.SNAPSHOT_REQUEST:
+                self._send(process, self._snapshot())
+            elif kind == _wire.MEMBERS:
+                self._learn_members(fields[1])
+            elif kind == _wire.GOODBYE:
+                self._peer_dead(
+                    process, f"it said goodbye ({fields[1] if len(fields) > 1 else ''})"
+                )
+        except (_wire.WireError, IndexError, TypeError, ValueError) as exc:
+            self.protocol_errors += 1
+            logger.warning("dropped a bad frame from process %r: %s", process, exc)
+
+    def _message(self, process: ListenerId, message: Message) -> None:
+        d = self.dispatcher
+        if message.is_response:
+            owed = self.awaiting.get(process)
+            if owed is not None:
+                left = owed.get(message.id, 0) - 1  # type: ignore[arg-type]
+                if left > 0:
+                    owed[message.id] = left  # type: ignore[index]
+                else:
+                    owed.pop(message.id, None)  # type: ignore[arg-type]
+            d._route_response(message)
+        else:
+            d._enqueue(message)
+
+    def fanned_out(self, message: Message, copies: int) -> None:
+        """A remote group message was fanned out here: tell its sender how many copies."""
+        self._send(message.process, _wire.encode(_wire.FANOUT, message.id, copies))  # type: ignore[arg-type]
+
+    def _fanout(self, process: ListenerId, message_id: ListenerId, copies: int) -> None:
+        d = self.dispatcher
+        pending = d._pending.get(message_id)
+        if pending is None:
+            return
+        if copies <= 0:
+            owed = self.awaiting.get(process, {})
+            owed.pop(message_id, None)
+            d._route_response(
+                Message(
+                    pending.message.type,
+                    pending.message.content,
+                    id=message_id,
+                    destination=pending.message.source,
+                    process=process,
+                    is_response=True,
+                    error=format_error("undeliverable", f"no subscribers in process {process!r}"),
+                )
+            )
+            return
+        pending.outstanding += copies - 1
+        owed = self.awaiting.setdefault(process, {})
+        owed[message_id] = owed.get(message_id, 0) + copies - 1
+
+    def _apply_snapshot(self, peer: _Peer, fields: list[Any]) -> None:
+        _, _version, seq, listeners, groups, members = fields[:6]
+        peer.seq = seq
+        peer.listeners = set(listeners)
+        peer.groups = {group: set(lids) for group, lids in groups}
+        self._reindex()
+        self._learn_members(members)
+
+    def _apply_delta(self, process: ListenerId, peer: _Peer, fields: list[Any]) -> None:
+        _, seq, op, lid, group = fields[:5]
+        if seq != peer.seq + 1:
+            self._send(process, _wire.SNAPSHOT_REQUEST_FRAME)
+            return
+        peer.seq = seq
+        if op == "r":
+            peer.listeners.add(lid)
+        elif op == "u":
+            peer.listeners.discard(lid)
+            for members in peer.groups.values():
+                members.discard(lid)
+        elif op == "s":
+            peer.groups.setdefault(group, set()).add(lid)
+        elif op == "x":
+            peer.groups.get(group, set()).discard(lid)
+        self._reindex()
+
+    def _learn_members(self, members: list[Any]) -> None:
+        for process, incarnation, urls in members:
+            if process == self.dispatcher.process_id:
+                continue
+            known = self.members.get(process)
+            if known is not None and known[0] == incarnation and known[1]:
+                continue
+            if not urls:
+                continue
+            self.members[process] = (incarnation, tuple(urls))
+            if process in self.peers:
+                continue
+            for url in urls:
+                scheme = url.partition("://")[0]
+                if scheme in self.transports:
+                    # Dialing is queued by the transport; failures are its to retry.
+                    self._dial(url)
+                    break
+
+    def _dial(self, url: str) -> None:
+        transport = self.transports[url.partition("://")[0]]
+        task_group = self.dispatcher._task_group
+        if task_group is not None:
+            task_group.start_soon(self._connect, transport, url)
+
+    @staticmethod
+    async def _connect(transport: Transport, url: str) -> None:
+        try:
+            await transport.connect(url)
+        except (TransportError, TransportConfigError) as exc:
+            logger.warning("cannot dial %s: %s", url, exc)
+
+    # ------------------------------------------------------------------ liveness
+
+    async def _detector(self) -> None:
+        interval = self.heartbeat_interval
+        limit = interval * self.heartbeat_tolerance
+        while True:
+            await anyio.sleep(interval / 2)
+            now = self.clock()
+            for process, peer in list(self.peers.items()):
+                if now - peer.last_heard > limit:
+                    self._peer_dead(process, f"no frame for {limit:g} s")
+                elif now - peer.last_sent >= interval / 2:
+                    self._send(process, _wire.HEARTBEAT_FRAME, quiet=True)

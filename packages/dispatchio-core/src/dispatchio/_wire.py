@@ -1,0 +1,171 @@
+"""The frames processes exchange: one JSON array each, never pickle.
+
+A frame's first element is its kind. A message is a positional array (cheaper to encode
+and decode than an object: about 0.4 + 1.1 us here, against 10 us through the pydantic
+model), validated on arrival with the same identity tests as `stamp`. Unknown kinds are
+ignored so a newer peer can add some.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Final
+
+import pydantic_core
+
+from dispatchio._errors import InvalidMessageError
+from dispatchio._message import ListenerId, Message
+
+MESH_VERSION: Final = 1
+
+MSG: Final = 0  # [0, type, content, id, source, destination, group, process, flags, error]
+FANOUT: Final = 1  # [1, id, n]: n copies were made of a group message
+SNAPSHOT: Final = 2  # [2, version, seq, [lid...], [[group, [lid...]]...], [[proc, inc, urls]...]]
+DELTA: Final = 3  # [3, seq, op, lid, group]
+SNAPSHOT_REQUEST: Final = 4  # [4]
+HEARTBEAT: Final = 5  # [5]
+GOODBYE: Final = 6  # [6, reason]
+MEMBERS: Final = 7  # [7, [[proc, inc, urls]...]]
+
+_RR: Final = 1
+_IS_RESPONSE: Final = 2
+_BLOCKING: Final = 4
+
+HEARTBEAT_FRAME: Final = pydantic_core.to_json([HEARTBEAT])
+SNAPSHOT_REQUEST_FRAME: Final = pydantic_core.to_json([SNAPSHOT_REQUEST])
+
+
+class WireError(ValueError):
+    """A frame that is not valid JSON or not a valid dispatchio frame."""
+
+
+def check_content(value: Any, path: str = "Message.content") -> None:
+    """Check that ``value`` is plain JSON data, which is all that crosses a process boundary.
+
+    Raises:
+        InvalidMessageError: naming the path of the first offending value.
+    """
+    cls = value.__class__
+    if value is None or cls is str or cls is bool or cls is int:
+        return
+    if cls is float:
+        if not math.isfinite(value):
+            raise InvalidMessageError(f"{path} is {value!r}; JSON has no NaN or infinity")
+        return
+    if cls is list or cls is tuple:
+        for index, item in enumerate(value):
+            check_content(item, f"{path}[{index}]")
+        return
+    if cls is dict:
+        for key, item in value.items():
+            if key.__class__ is not str:
+                raise InvalidMessageError(f"{path} has the key {key!r}; JSON keys are strings")
+            check_content(item, f"{path}[{key!r}]")
+        return
+    raise InvalidMessageError(
+        f"{path} is a {cls.__name__}; only JSON values (dict with str keys, list, str, int,"
+        " finite float, bool, None) can cross processes"
+    )
+
+
+def encode_message(message: Message) -> bytes:
+    """Encode a validated message.
+
+    Raises:
+        InvalidMessageError: the content is not plain JSON data (the error names the path).
+    """
+    content = message.content
+    if content is not None and content.__class__ is not str:
+        check_content(content)
+    flags = (
+        (_RR if message.response_required else 0)
+        | (_IS_RESPONSE if message.is_response else 0)
+        | (_BLOCKING if message.blocking else 0)
+    )
+    return pydantic_core.to_json(
+        [
+            MSG,
+            message.type,
+            content,
+            message.id,
+            message.source,
+            message.destination,
+            message.group,
+            message.process,
+            flags,
+            message.error,
+        ]
+    )
+
+
+def decode(frame: bytes) -> list[Any]:
+    """Parse a frame into its array.
+
+    Raises:
+        WireError: not JSON, or not an array starting with an int kind.
+    """
+    try:
+        value = pydantic_core.from_json(frame)
+    except ValueError as exc:
+        raise WireError(f"not JSON: {exc}") from None
+    if value.__class__ is not list or not value or value[0].__class__ is not int:
+        raise WireError("a frame must be a JSON array starting with its kind")
+    return value
+
+
+def _is_id(value: object) -> bool:
+    cls = value.__class__
+    return value is None or cls is str or cls is int
+
+
+def message_from(frame: list[Any]) -> Message:
+    """Build a `Message` from a decoded MSG array.
+
+    Raises:
+        WireError: a field is missing or has the wrong kind (the error names it).
+    """
+    if len(frame) < 10:
+        raise WireError(f"a message frame has 10 fields, got {len(frame)}")
+    _, mtype, content, mid, source, destination, group, process, flags, error = frame[:10]
+    if mtype.__class__ is not str or not mtype:
+        raise WireError("message type must be a non-empty string")
+    if mid.__class__ is not int and mid.__class__ is not str:
+        raise WireError("message id must be an int or a string")
+    for name, value in (
+        ("source", source),
+        ("destination", destination),
+        ("group", group),
+        ("process", process),
+    ):
+        if not _is_id(value):
+            raise WireError(f"message {name} must be an int, a string or null")
+    if flags.__class__ is not int or not 0 <= flags < 8:
+        raise WireError("message flags must be an int from 0 to 7")
+    if error is not None and error.__class__ is not str:
+        raise WireError("message error must be a string or null")
+    if group is not None and destination is not None and not flags & _IS_RESPONSE:
+        # A group copy is addressed to one subscriber only inside its receiving process.
+        raise WireError("a message sets destination or group, not both")
+    return Message(
+        mtype,
+        content,
+        id=mid,
+        source=source,
+        destination=destination,
+        group=group,
+        process=process,
+        response_required=bool(flags & _RR),
+        is_response=bool(flags & _IS_RESPONSE),
+        blocking=bool(flags & _BLOCKING),
+        error=error,
+    )
+
+
+def encode(*fields: Any) -> bytes:
+    """Encode a control frame, e.g. ``encode(FANOUT, message_id, 3)``."""
+    return pydantic_core.to_json(list(fields))
+
+
+def members_field(members: dict[ListenerId, tuple[int, tuple[str, ...]]]) -> list[Any]:
+    """The membership list carried by SNAPSHOT and MEMBERS frames."""
+    return [[process, inc, list(urls)] for process, (inc, urls) in members.items()]

@@ -1,0 +1,91 @@
+"""An in-memory transport for testing the core's mesh in one process (not a real pipe)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from dispatchio import ListenerId
+from dispatchio._errors import MessageTooLargeError, TransportError
+from dispatchio.transport import PeerHello, Transport, TransportHandler
+
+# URL -> the transport listening there. Tests use unique URLs (mem://<test-specific name>).
+_LISTENING: dict[str, MemoryTransport] = {}
+
+
+class MemoryTransport(Transport):
+    """Frames go through anyio memory streams; one pump task per transport delivers them."""
+
+    scheme: ClassVar[str] = "mem"
+
+    def __init__(self, options: Any = None, **kwargs: Any) -> None:
+        super().__init__(options, **kwargs)
+        self.handler: TransportHandler | None = None
+        self.hello: PeerHello | None = None
+        self.links: dict[ListenerId, MemoryTransport] = {}
+        self.inbox_in: MemoryObjectSendStream[tuple[str, Any]]
+        self.inbox: MemoryObjectReceiveStream[tuple[str, Any]]
+        self.inbox_in, self.inbox = anyio.create_memory_object_stream[tuple[str, Any]](math.inf)
+        self.urls: tuple[str, ...] = ()
+        self.closed = False
+
+    async def serve(
+        self,
+        handler: TransportHandler,
+        local: PeerHello,
+        *,
+        listen: Sequence[str],
+        task_status: anyio.abc.TaskStatus[tuple[str, ...]],
+    ) -> None:
+        self.handler, self.hello = handler, local
+        for url in listen:
+            _LISTENING[url] = self
+        self.urls = tuple(listen)
+        task_status.started(self.urls)
+        with self.inbox:
+            async for kind, payload in self.inbox:
+                if kind == "up":
+                    handler.peer_up(payload)
+                elif kind == "down":
+                    handler.peer_down(payload, "closed")
+                else:
+                    handler.frame_received(*payload)
+
+    async def connect(self, url: str) -> None:
+        peer = _LISTENING.get(url)
+        if peer is None or peer.closed or self.hello is None or peer.hello is None:
+            raise TransportError(f"nobody listens at {url}")
+        hello = PeerHello(self.hello.process, self.hello.incarnation, self.urls)
+        self.links[peer.hello.process] = peer
+        peer.links[self.hello.process] = self
+        self.inbox_in.send_nowait(("up", peer.hello))
+        peer.inbox_in.send_nowait(("up", hello))
+
+    def send(self, process: ListenerId, frame: bytes) -> None:
+        if len(frame) > self.options.max_frame_size:
+            raise MessageTooLargeError(f"frame of {len(frame)} bytes")
+        peer = self.links.get(process)
+        if peer is None or peer.closed or self.hello is None:
+            raise TransportError(f"no link to {process!r}")
+        peer.inbox_in.send_nowait(("frame", (self.hello.process, frame)))
+
+    def crash(self) -> None:
+        """Vanish without a goodbye: peers see the link go down (like a killed process)."""
+        self.closed = True
+        assert self.hello is not None
+        for peer in self.links.values():
+            if not peer.closed:
+                peer.inbox_in.send_nowait(("down", self.hello.process))
+        self.inbox_in.close()
+
+    async def aclose(self) -> None:
+        if not self.closed:
+            self.closed = True
+            for url in self.urls:
+                _LISTENING.pop(url, None)
+            self.inbox_in.close()

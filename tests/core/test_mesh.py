@@ -1,0 +1,199 @@
+"""The core's cross-process layer, over an in-memory transport (the transport is not the point)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import anyio
+import pytest
+
+from dispatchio import (
+    BasicMessageListener,
+    InvalidMessageError,
+    Message,
+    MessageDispatcher,
+    SyncSendError,
+    UndeliverableError,
+    make_plugin_manager,
+)
+from dispatchio._errors import MessageTooLargeError, PeerLostError
+from tests.core._memory_transport import MemoryTransport
+
+_names = itertools.count()
+
+
+@asynccontextmanager
+async def mesh(count: int, **options: object) -> AsyncIterator[list[MessageDispatcher]]:
+    """``count`` running dispatchers "p0".."pN"; each joins p0 only (gossip does the rest)."""
+    tag = next(_names)
+    first_url = f"mem://{tag}-0"
+    dispatchers = []
+    transports = []
+    for index in range(count):
+        transport = MemoryTransport()
+        transports.append(transport)
+        dispatchers.append(
+            MessageDispatcher(
+                f"p{index}",
+                plugins=make_plugin_manager(load_entrypoints=False),
+                listen=[f"mem://{tag}-{index}"],
+                connect=[] if index == 0 else [first_url],
+                transports=[transport],
+                reply_timeout=5.0,
+                **options,  # type: ignore[arg-type]
+            )
+        )
+    async with AsyncExitStack() as stack:
+        for dispatcher in dispatchers:
+            await stack.enter_async_context(dispatcher)
+        for dispatcher in dispatchers:
+            for other in dispatchers:
+                if other is not dispatcher:
+                    await dispatcher.wait_for_peer(other.process_id, timeout=5)
+        yield dispatchers
+
+
+def echo(dispatcher: MessageDispatcher, lid: str, group: str | None = None) -> None:
+    listener = BasicMessageListener(lid)
+    listener.add_rule(type="ping", callback=lambda m: f"{lid}:{m.content}")
+    dispatcher.register(listener)
+    if group is not None:
+        dispatcher.subscribe(group, listener)
+
+
+@pytest.mark.anyio
+async def test_request_reaches_a_listener_in_another_process() -> None:
+    with anyio.fail_after(5):
+        async with mesh(2) as (a, b):
+            echo(b, "bob")
+            await a.wait_for_listener("bob", timeout=5)
+            reply = await a.request(Message("ping", 1, destination="bob"))
+    assert (reply.content, reply.source, reply.process) == ("bob:1", "bob", "p1")
+
+
+@pytest.mark.anyio
+async def test_joining_one_member_reaches_all_of_them() -> None:
+    with anyio.fail_after(5):
+        async with mesh(3) as (_, b, c):
+            echo(c, "carol")
+            await b.wait_for_listener("carol", timeout=5)
+            reply = await b.request(Message("ping", 2, destination="carol"))
+    assert reply.content == "carol:2"
+
+
+@pytest.mark.anyio
+async def test_letter_reply_comes_back_to_the_source_listener_across_processes() -> None:
+    got = anyio.Event()
+    seen: list[Message] = []
+    with anyio.fail_after(5):
+        async with mesh(2) as (a, b):
+            echo(b, "bob")
+            sender = BasicMessageListener("alice")
+
+            def collect(message: Message) -> None:
+                seen.append(message)
+                got.set()
+
+            sender.add_rule(callback=collect)
+            a.register(sender)
+            await a.wait_for_listener("bob", timeout=5)
+            await a.send(Message("ping", 3, source="alice", destination="bob"))
+            await got.wait()
+    assert (seen[0].content, seen[0].is_response) == ("bob:3", True)
+
+
+@pytest.mark.anyio
+async def test_gather_collects_every_subscriber_across_three_processes() -> None:
+    with anyio.fail_after(5):
+        async with mesh(3) as (a, b, c):
+            echo(a, "a1", "g")
+            echo(b, "b1", "g")
+            echo(b, "b2", "g")
+            echo(c, "c1", "g")
+            await a.wait_for_subscribers("g", 4, timeout=5)
+            replies = await a.gather(Message("ping", 0, group="g"), timeout=5)
+    assert sorted(r.content for r in replies) == ["a1:0", "b1:0", "b2:0", "c1:0"]
+
+
+@pytest.mark.anyio
+async def test_unknown_destination_is_undeliverable_at_once() -> None:
+    with anyio.fail_after(2), pytest.raises(UndeliverableError):
+        async with mesh(2) as (a, _):
+            await a.request(Message("ping", destination="nobody"), timeout=30)
+
+
+@pytest.mark.anyio
+async def test_send_sync_to_a_listener_in_another_process_raises_sync_send_error() -> None:
+    with anyio.fail_after(5):
+        async with mesh(2) as (a, b):
+            echo(b, "bob")
+            await a.wait_for_listener("bob", timeout=5)
+            with pytest.raises(SyncSendError, match="another process"):
+                a.send_sync(Message("ping", destination="bob"))
+
+
+@pytest.mark.anyio
+async def test_content_that_cannot_cross_is_rejected_at_send_time_naming_the_field() -> None:
+    with anyio.fail_after(5):
+        async with mesh(2) as (a, b):
+            echo(b, "bob")
+            await a.wait_for_listener("bob", timeout=5)
+            with pytest.raises(InvalidMessageError, match=r"Message\.content\['hand'\]\[1\]"):
+                await a.send(Message("ping", {"hand": [1, {2}]}, destination="bob"))
+
+
+@pytest.mark.anyio
+async def test_message_over_the_size_limit_is_rejected_on_the_sender_side() -> None:
+    with anyio.fail_after(5):
+        async with mesh(2, max_message_size=2000) as (a, b):
+            echo(b, "bob")
+            await a.wait_for_listener("bob", timeout=5)
+            reply = await a.request(Message("ping", "x" * 1800, destination="bob"))
+            with pytest.raises(MessageTooLargeError, match="max_message_size"):
+                await a.request(Message("ping", "x" * 2100, destination="bob"))
+    assert reply.content == "bob:" + "x" * 1800
+
+
+@pytest.mark.anyio
+async def test_pending_request_fails_with_peer_lost_when_the_peer_dies() -> None:
+    received = anyio.Event()
+    with anyio.fail_after(5):
+        async with mesh(2) as (a, b):
+            mute = BasicMessageListener("mute")
+
+            def keep(message: Message) -> object:
+                received.set()
+                from dispatchio import DEFERRED
+
+                return DEFERRED
+
+            mute.add_rule(callback=keep)
+            b.register(mute)
+            await a.wait_for_listener("mute", timeout=5)
+            b_transport = b._mesh.transports["mem"]  # type: ignore[union-attr]
+
+            async def kill_when_received() -> None:
+                await received.wait()
+                assert isinstance(b_transport, MemoryTransport)
+                b_transport.crash()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(kill_when_received)
+                with pytest.raises(PeerLostError, match="p1"):
+                    await a.request(Message("ask", destination="mute"), timeout=30)
+            assert "mute" not in a._mesh.remote_listener  # type: ignore[union-attr]
+
+
+@pytest.mark.anyio
+async def test_unregister_is_seen_by_other_processes() -> None:
+    with anyio.fail_after(5):
+        async with mesh(2) as (a, b):
+            echo(b, "bob")
+            await a.wait_for_listener("bob", timeout=5)
+            b.unregister("bob")
+            while "bob" in a._mesh.remote_listener:  # type: ignore[union-attr]
+                await a._mesh.changed.wait()  # type: ignore[union-attr]  # the delta, not a clock
+            with pytest.raises(UndeliverableError):
+                await a.request(Message("ping", destination="bob"))
