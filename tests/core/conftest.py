@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,8 +52,23 @@ def inbox(dispatcher: MessageDispatcher) -> Iterator[MemoryObjectReceiveStream[M
 
 @pytest.fixture
 def site_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """An empty directory on ``sys.path``; plugin modules imported from it are forgotten after."""
+    """An empty directory on ``sys.path``, and the only place plugins are discovered from.
+
+    Plugins installed in the environment running the tests (a transport package, say) are
+    hidden, so the tests see exactly the distributions they write. Plugin modules imported
+    from the directory are forgotten afterwards.
+    """
     monkeypatch.syspath_prepend(str(tmp_path))  # also invalidates the import caches
+
+    def entry_points(*, group: str) -> list[importlib.metadata.EntryPoint]:
+        return [
+            entry_point
+            for dist in importlib.metadata.distributions(path=[str(tmp_path)])
+            for entry_point in dist.entry_points
+            if entry_point.group == group
+        ]
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
     yield tmp_path
     for name in MODULE_NAMES:
         sys.modules.pop(name, None)

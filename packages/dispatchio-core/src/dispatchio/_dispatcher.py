@@ -839,6 +839,48 @@ class MessageDispatcher:
             is_response=True,
         )
 
+    def _deliver_incoming(self, message: Message) -> None:
+        """Take a message that arrived from another process.
+
+        A plain callback runs at once, as soon as its frame is decoded, when that cannot
+        change the order of handling (nothing queued, the leader parked, no hold on the
+        destination); everything else takes the queue like a local send.
+        """
+        dest = message.destination
+        if (
+            self._wake is None
+            or self._queue
+            or dest is None
+            or message.blocking
+            or (self._held_dest and dest in self._held_dest)
+        ):
+            self._enqueue(message)
+            return
+        listener: Any = self._listeners.get(dest)
+        if listener is None or type(listener).handle_message is not _BASIC_HANDLE:
+            self._enqueue(message)
+            return
+        try:
+            rule = listener.match(message)
+        except Exception:
+            self._enqueue(message)  # the leader reports the failure in the usual way
+            return
+        if rule is None or rule.action is not Action.CALLBACK:
+            self._enqueue(message)
+            return
+        if self._observed:
+            self._notify_delivered(message, listener)
+        try:
+            result = rule.target(message)
+        except Exception as exc:
+            self._failed(message, exc)
+            return
+        if result.__class__ is _CoroutineType:
+            assert self._task_group is not None
+            self._task_group.start_soon(self._await_handler, message, result)
+            return
+        self._settle(message, result)
+
     async def _await_handler(self, message: Message, coro: Any) -> None:
         """Run a not-yet-started handler coroutine in a task of its own, then settle it."""
         try:

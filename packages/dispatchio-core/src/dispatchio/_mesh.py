@@ -356,7 +356,7 @@ class Mesh:
                     owed.pop(message.id, None)  # type: ignore[arg-type]
             d._route_response(message)
         else:
-            d._enqueue(message)
+            d._deliver_incoming(message)
 
     def fanned_out(self, message: Message, copies: int) -> None:
         """A remote group message was fanned out here: tell its sender how many copies."""
