@@ -45,6 +45,7 @@ CORE = "core"
 # Short name -> distribution. Tests for each live in tests/<short name>/.
 PACKAGES: dict[str, Package] = {
     CORE: Package("packages/dispatchio-core", "dispatchio"),
+    "tcp": Package("packages/dispatchio-tcp", "dispatchio_tcp", test_deps=("trustme",)),
 }
 
 
@@ -99,9 +100,9 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """Run the card dealer example program."""
-    session.install(*requirements(CORE))
-    session.run("python", "examples/card_dealer.py", *session.posargs)
+    """Run the card dealer across three processes over TCP."""
+    session.install(*requirements("tcp"))
+    session.run("python", "examples/card_dealer_tcp.py", *session.posargs)
 
 
 SMOKE_TEST = """\

@@ -137,7 +137,9 @@ class Mesh:
         for url in self.connect:
             by_scheme.setdefault(url.partition("://")[0], [])
         urls: list[str] = []
-        hello = PeerHello(self.dispatcher.process_id, self.incarnation, tuple(self.listen))
+        # No URLs here: a listen spec like tcp://127.0.0.1:0 means nothing to a peer; each
+        # transport advertises what it bound, and SNAPSHOTs gossip them all.
+        hello = PeerHello(self.dispatcher.process_id, self.incarnation, ())
         for scheme, listen in by_scheme.items():
             transport = self._transport_for(listen[0] if listen else f"{scheme}://")
             serve = functools.partial(transport.serve, _Link(self, transport), hello, listen=listen)

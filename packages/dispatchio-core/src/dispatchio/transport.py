@@ -60,17 +60,17 @@ class TransportOptions(pydantic.BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
     max_frame_size: int = Field(
-        1 << 20,
+        default=1 << 20,
         ge=1024,
         description="Largest frame accepted or sent, in bytes; checked before allocating.",
     )
     max_outbox_bytes: int = Field(
-        8 << 20,
+        default=8 << 20,
         ge=1024,
         description="Bytes queued for one peer before send() refuses more (OutboxFullError).",
     )
     close_timeout: float = Field(
-        2.0, gt=0, description="Seconds aclose() waits to flush frames already accepted."
+        default=2.0, gt=0, description="Seconds aclose() waits to flush frames already accepted."
     )
 
 
@@ -81,7 +81,8 @@ class PeerHello(NamedTuple):
     process: ListenerId
     #: A random number chosen at every start: a restarted process is a new incarnation.
     incarnation: int
-    #: The URLs the process listens on (others may dial them).
+    #: The URLs the process listens on, as bound (others may dial them). The core passes
+    #: its own hello with no URLs: a transport fills in the ones it actually bound.
     urls: tuple[str, ...]
 
 

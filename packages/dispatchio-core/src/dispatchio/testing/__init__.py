@@ -1,0 +1,34 @@
+"""Tools for testing transports: the conformance suite every transport must pass.
+
+A transport's test module subclasses `TransportConformance` and gives it one fixture,
+``transport_url``::
+
+    import pytest
+    from dispatchio.testing import TransportConformance
+
+    class TestMyTransport(TransportConformance):
+        @pytest.fixture
+        def transport_url(self) -> str:
+            return "my://127.0.0.1:0"
+
+This package needs pytest and anyio's pytest plugin; ``import dispatchio`` never imports it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dispatchio.testing._conformance import TransportConformance
+
+__all__ = ["TransportConformance"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so the child processes (``python -m dispatchio.testing._child``) start without
+    # importing pytest.
+    if name == "TransportConformance":
+        from dispatchio.testing._conformance import TransportConformance
+
+        return TransportConformance
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

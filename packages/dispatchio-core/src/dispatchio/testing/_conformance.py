@@ -1,0 +1,601 @@
+"""`TransportConformance`: the properties every transport must have, one test each."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import struct
+import urllib.parse
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from dispatchio import (
+    BasicMessageListener,
+    DeliveryError,
+    HandlerError,
+    InvalidMessageError,
+    Message,
+    MessageDispatcher,
+    MessageTooLargeError,
+    OutboxFullError,
+    PeerLostError,
+    ReplyTimeoutError,
+    SyncSendError,
+    UndeliverableError,
+)
+from dispatchio._wire import encode_message
+from dispatchio.testing._peers import Peers, open_peers
+
+
+class _Card:
+    """Something that is not JSON data."""
+
+
+@contextmanager
+def _inbox(dispatcher: MessageDispatcher, lid: str) -> Iterator[MemoryObjectReceiveStream[Message]]:
+    """Register listener ``lid``; every message it receives lands on the stream yielded."""
+    send, receive = anyio.create_memory_object_stream[Message](math.inf)
+    with send, receive:
+        listener = BasicMessageListener(lid)
+        listener.add_rule(queue=send)
+        dispatcher.register(listener)
+        yield receive
+
+
+def _echo(dispatcher: MessageDispatcher, lid: str) -> None:
+    listener = BasicMessageListener(lid)
+    listener.add_rule(callback=lambda message: message.content)
+    dispatcher.register(listener)
+
+
+class TransportConformance:
+    """The conformance suite: subclass it in a transport's tests, give it a URL, run pytest.
+
+    The subclass provides the fixture ``transport_url``: the URL every process of a test
+    listens on (``"tcp://127.0.0.1:0"``: port 0, each process reports the port it bound).
+    Optionally it overrides ``transport_options`` (per scheme, JSON data, as
+    `MessageDispatcher`'s ``transport_options``), ``anyio_backend``, `send_garbage`, and
+    the timing attributes below.
+
+    The test process itself is peer ``"a"``; peers ``"b"`` and ``"c"`` are real OS
+    processes (``python -m dispatchio.testing._child``), killed when each test ends.
+    """
+
+    #: Heartbeat settings of every process in a test.
+    heartbeat_interval: float = 0.2
+    heartbeat_tolerance: int = 3
+    #: Extra seconds, beyond interval x tolerance, for a death to be noticed and reported.
+    detector_slack: float = 1.5
+    #: The bound on a whole test, process starts included.
+    test_timeout: float = 30.0
+    #: The bound on an answer that must come "at once" (never after a timeout).
+    prompt: float = 2.0
+    #: ``max_message_size`` of every process in the size tests (keep it at most the
+    #: transport's ``max_frame_size``).
+    size_limit: int = 64 * 1024
+    #: Messages in the FIFO test.
+    fifo_count: int = 10_000
+    #: Largest number of messages the outbox test sends before it expects OutboxFullError.
+    flood_limit: int = 2000
+    #: Seconds `send_garbage` waits for the receiver to drop a bad connection.
+    garbage_linger: float = 2.0
+
+    @property
+    def detector_bound(self) -> float:
+        """How soon after a peer dies its pending requests must have failed."""
+        return self.heartbeat_interval * self.heartbeat_tolerance + self.detector_slack
+
+    # ------------------------------------------------------------------ fixtures
+
+    @pytest.fixture
+    def transport_url(self) -> str:
+        """The URL every process listens on; a subclass must override this fixture."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must define the fixture transport_url,"
+            ' e.g. returning "tcp://127.0.0.1:0"'
+        )
+
+    @pytest.fixture
+    def transport_options(self) -> Mapping[str, Mapping[str, Any]]:
+        """Options per scheme for every process (JSON data: children receive them as JSON)."""
+        return {}
+
+    @pytest.fixture
+    async def peers(
+        self,
+        transport_url: str,
+        transport_options: Mapping[str, Mapping[str, Any]],
+        anyio_backend: str,
+        tmp_path: Path,
+    ) -> AsyncIterator[Peers]:
+        """The test's processes: ``peers.dispatcher()`` is "a", ``peers.spawn(id)`` a child."""
+        async with open_peers(
+            url=transport_url,
+            transport_options=transport_options,
+            backend=anyio_backend,
+            directory=tmp_path,
+            heartbeat_interval=self.heartbeat_interval,
+            heartbeat_tolerance=self.heartbeat_tolerance,
+            # Far beyond every test's bound: an answer that waited for it fails the test.
+            reply_timeout=self.test_timeout * 4,
+        ) as peers:
+            yield peers
+
+    async def send_garbage(self, url: str) -> None:
+        """Feed malformed input to the process listening at ``url``.
+
+        The default speaks raw TCP (``tcp://host:port``): random bytes, an oversized
+        length prefix, a truncated frame, a bad handshake, each on a fresh connection.
+        A transport of another kind overrides this (a Kafka one writes garbage records
+        to the process's topic).
+        """
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "tcp" or parts.hostname is None or parts.port is None:
+            raise NotImplementedError(f"override send_garbage() for {url!r}")
+        payloads = [
+            os.urandom(4096),
+            struct.pack(">I", 0xFFFFFFFF) + b"x" * 64,
+            struct.pack(">I", 1000) + b"truncated",
+            b"DSPT\x00\x01{not json" + b"\x00" * 32,
+            struct.pack(">I", 0) * 8,
+            b"",
+        ]
+        for payload in payloads:
+            try:
+                stream = await anyio.connect_tcp(parts.hostname, parts.port)
+            except OSError:
+                continue  # refusing a connection is also fine
+            async with stream:
+                with anyio.move_on_after(self.garbage_linger):
+                    try:
+                        if payload:
+                            await stream.send(payload)
+                        await stream.send_eof()
+                        while True:  # until the receiver drops us
+                            await stream.receive()
+                    except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+                        pass
+
+    # ------------------------------------------------------------------ between two processes
+
+    @pytest.mark.anyio
+    async def test_request_reply(self, peers: Peers) -> None:
+        with anyio.fail_after(self.test_timeout):
+            async with peers.dispatcher() as a:
+                b = await peers.spawn("b")
+                await b.call("listener", listener="echo", behaviour="echo")
+                await a.wait_for_listener("echo", timeout=self.test_timeout)
+                reply = await a.request(Message("ping", {"n": [1, 2.5, "x"]}, destination="echo"))
+        assert (reply.content, reply.source, reply.process) == ({"n": [1, 2.5, "x"]}, "echo", "b")
+
+    @pytest.mark.anyio
+    async def test_request_reply_from_child_to_parent(self, peers: Peers) -> None:
+        with anyio.fail_after(self.test_timeout):
+            async with peers.dispatcher() as a:
+                _echo(a, "echo-a")
+                b = await peers.spawn("b")
+                await b.call("wait_listener", listener="echo-a")
+                reply = await b.call(
+                    "request", message={"type": "ping", "content": "hi", "destination": "echo-a"}
+                )
+        assert (reply["content"], reply["process"]) == ("hi", "a")
+
+    @pytest.mark.anyio
+    async def test_letter_reply_goes_to_source_listener(self, peers: Peers) -> None:
+        with anyio.fail_after(self.test_timeout):
+            async with peers.dispatcher() as a:
+                b = await peers.spawn("b")
+                await b.call("listener", listener="echo", behaviour="echo")
+                await a.wait_for_listener("echo", timeout=self.test_timeout)
+                with _inbox(a, "inbox") as inbox:
+                    letter = Message("ping", "hello", destination="echo", source="inbox")
+                    await a.send(letter)
+                    reply = await inbox.receive()
+        assert (reply.is_response, reply.id, reply.content, reply.error) == (
+            True,
+            letter.id,
+            "hello",
+            None,
+        )
+
+    @pytest.mark.anyio
+    async def test_deferred_reply(self, peers: Peers) -> None:
+        replies: list[Message] = []
+        with anyio.fail_after(self.test_timeout):
+            async with peers.dispatcher() as a:
+                b = await peers.spawn("b")
+                await b.call("listener", listener="later", behaviour="defer")
+                await a.wait_for_listener("later", timeout=self.test_timeout)
+
+                async def ask() -> None:
+                    replies.append(await a.request(Message("question", 1, destination="later")))
+
+                async with anyio.create_task_group() as task_group:
+                    task_group.start_soon(ask)
+                    await b.event("deferred")
+                    assert replies == []  # the handler kept it: no reply yet
+                    await b.call("release", listener="later", content="answer")
+        assert [reply.content for reply in replies] == ["answer"]
+
+    @pytest.mark.anyio
+    async def test_handler_error_crosses(self, peers: Peers) -> None:
+        with anyio.fail_after(self.test_timeout):
+            async with peers.dispatcher() as a:
+                b = await peers.spawn("b")
+                await b.call("listener", listener="faulty", behaviour="raise")
+                await a.wait_for_listener("faulty", timeout=self.test_timeout)
+                with pytest.raises(HandlerError, match="raised on purpose"):
+                    await a.request(Message("ping", destination="faulty"))
+
+    @pytest.mark.anyio
+    async def test_reply_timeout(self, peers: Peers) -> None:
+        with anyio.fail_after(self.test_timeout):
+            async with peers.dispatcher() as a:
+                b = await peers.spawn("b")
+                await b.call("listener", listener="silent", behaviour="defer")
+                await a.wait_for_listener("silent", timeout=self.test_timeout)
+                with pytest.raises(ReplyTimeoutError):
+                    await a.request(Message("ping", destination="silent"), timeout=0.5)
+
+    @pytest.mark.anyio
+    async def test_request_to_unknown_destination_is_undeliverable_at_once(
+        self, peers: Peers
+    ) -> None:
+        with anyio.fail_after(self.test_timeout):
+            async with peers.dispatcher() as a:
+                b = await peers.spawn("b")
+                await b.call("listener", listener="echo", behaviour="echo")
+                await a.wait_for_listener("echo", timeout=self.test_timeout)
+                with anyio.fail_after(self.prompt), pytest.raises(UndeliverableError):
+                    await a.request(Message("ping", destination="nobody"))
+
+    @pytest.mark.anyio
+    async def test_letter_to_unknown_destination_comes_back_at_once(self, peers: Peers) -> None:
+        with anyio.fail_after(self.test_timeout):
+            async with peers.dispatcher() as a:
+                b = await peers.spawn("b")
+                await b.call("listener", listener="echo", behaviour="echo")
+                await a.wait_for_listener("echo", timeout=self.test_timeout)
+                with _inbox(a, "inbox") as inbox, anyio.fail_after(self.prompt):
+                    await a.send(Message("ping", "lost", destination="nobody", source="inbox"))
+                    returned = await inbox.receive()
+        assert returned.content == "lost"
+        assert (returned.error or "").startswith("undeliverable: ")
+
+    @pytest.mark.anyio
+    async def test_send_sync_to_remote_listener_raises(self, peers: Peers) -> None:
+        with anyio.fail_after(self.test_timeout):
+            async with peers.dispatcher() as a:
+                b = await peers.spawn("b")
+                await b.call("listener", listener="echo", behaviour="echo")
+                await a.wait_for_listener("echo", timeout=self.test_timeout)
+                with pytest.raises(SyncSendError):
+                    a.send_sync(Message("ping", destination="echo"))
+
+    @pytest.mark.anyio
+    async def test_blocking_message_holds_remote_destination(self, peers: Peers) -> None:
+        with anyio.fail_after(self.test_timeout):
+            async with peers.dispatcher() as a:
+                b = await peers.spawn("b")
+                await b.call("listener", listener="worker", behaviour="blocking_record")
+                await a.wait_for_listener("worker", timeout=self.test_timeout)
+                for n, blocking in [(1, True), (2, False), (3, True), (4, False)]:
+                    await a.send(Message("job", n, destination="worker", blocking=blocking))
+                records = await b.call("records", listener="worker", count=8)
+        assert records == [f"{edge} {n}" for n in (1, 2, 3, 4) for edge in ("start", "end")]
+
+    @pytest.mark.anyio
+    async def test_fifo_order_from_one_sender_to_one_destination(self, peers: Peers) -> None:
+        count = self.fifo_count
+        received: list[Any] = []
+        complete = anyio.Event()
+
+        def sink(message: Message) -> None:
+            received.append(message.content)
+            if len(received) == count:
+                complete.set()
+
+        with anyio.fail_after(self.test_timeout):
+            async with peers.dispatcher() as a:
+                listener = BasicMessageListener("sink")
+                listener.add_rule(callback=sink)
+                a.register(listener)
+                b = await peers.spawn("b")
+                await b.call("wait_listener", listener="sink")
+                await b.call("send_many", destination="sink", n=count)
+                await complete.wait()
+        assert received == list(range(count))
+
+    @pytest.mark.anyio
+    async def test_message_at_size_limit_passes(self, peers: Peers) -> None:
+        with anyio.fail_after(self.test_timeout):
+            async with peers.dispatcher(max_message_size=self.size_limit) as a:
+                b = await peers.spawn("b", max_message_size=self.size_limit)
+                await b.call("listener", listener="measure", behaviour="len")
+                await a.wait_for_listener("measure", timeout=self.test_timeout)
+                message = self._sized(a, "measure", self.size_limit)
+                reply = await a.request(message)
+        assert reply.content == len(message.content)
+
+    @pytest.mark.anyio
+    async def test_message_over_size_limit_rejected_by_sender(self, peers: Peers) -> None:
+        with anyio.fail_after(self.test_timeout):
+            async with peers.dispatcher(max_message_size=self.size_limit) as a:
+                b = await peers.spawn("b", max_message_size=self.size_limit)
+                await b.call("listener", listener="measure", behaviour="len")
+                await a.wait_for_listener("measure", timeout=self.test_timeout)
+                message = self._sized(a, "measure", self.size_limit + 1)
+                with anyio.fail_after(self.prompt), pytest.raises(MessageTooLargeError):
+                    await a.request(message)
+
+    @staticmethod
+    def _sized(dispatcher: MessageDispatcher, destination: str, size: int) -> Message:
+        """A request whose encoded form is exactly ``size`` bytes (id and process preset)."""
+        message = Message(
+            "sized",
+            "",
+            id=f"sized-{size}",
+            destination=destination,
+            process=dispatcher.process_id,
+            response_required=True,
+        )
+        message.content = "x" * (size - len(encode_message(message)))
+        assert len(encode_message(message)) == size
+        return message
+
+    @pytest.mark.parametrize(
+        ("content", "named"),
+        [({"hand": [1, {2, 3}]}, r"content\['hand'\]\[1\]"), ({"card": _Card()}, r"'card'")],
+        ids=["set", "object"],
+    )
+    @pytest.mark.anyio
+    async def test_content_that_cannot_cross_is_rejected_naming_the_field(
+        self, peers: Peers, content: Any, named: str
+    ) -> None:
+        with anyio.fail_after(self.test_timeout):
+            async with peers.dispatcher() as a:
+                b = await peers.spawn("b")
+                await b.call("listener", listener="echo", behaviour="echo")
+                await a.wait_for_listener("echo", timeout=self.test_timeout)
+                with pytest.raises(InvalidMessageError, match=named):
+                    await a.send(Message("deal", content, destination="echo"))
+
+    @pytest.mark.anyio
+    async def test_directory_follows_unregister(self, peers: Peers) -> None:
+        with anyio.fail_after(self.test_timeout):
+            async with peers.dispatcher() as a:
+                _echo(a, "echo-a")
+                b = await peers.spawn("b")
+                await b.call("listener", listener="echo", behaviour="echo")
+                await a.wait_for_listener("echo", timeout=self.test_timeout)
+                await b.call("unregister", listener="echo")
+                # A round trip from b after the change: links are FIFO, so a knows by now.
+                await b.call(
+                    "request", message={"type": "ping", "content": 1, "destination": "echo-a"}
+                )
+                with anyio.fail_after(self.prompt), pytest.raises(UndeliverableError):
+                    await a.request(Message("ping", destination="echo"))
+
+    # ------------------------------------------------------------------ three processes
+
+    @pytest.mark.anyio
+    async def test_group_send_reaches_every_process(self, peers: Peers) -> None:
+        with anyio.fail_after(self.test_timeout):
+            async with peers.dispatcher() as a:
+                b = await peers.spawn("b")
+                c = await peers.spawn("c")
+                for peer in (b, c):
+                    lid = f"rec-{peer.process_id}"
+                    await peer.call("listener", listener=lid, behaviour="record", groups=["news"])
+                await a.wait_for_subscribers("news", 2, timeout=self.test_timeout)
+                await a.send(Message("headline", "extra", group="news"))
+                seen = [
+                    await p.call("records", listener=f"rec-{p.process_id}", count=1) for p in (b, c)
+                ]
+        assert seen == [["extra"], ["extra"]]
+
+    @pytest.mark.anyio
+    async def test_gather_across_three_processes(self, peers: Peers) -> None:
+        with anyio.fail_after(self.test_timeout):
+            async with peers.dispatcher() as a:
+                _echo(a, "echo-a")
+                a.subscribe("poll", "echo-a")
+                for process_id in ("b", "c"):
+                    peer = await peers.spawn(process_id)
+                    await peer.call(
+                        "listener", listener=f"echo-{process_id}", behaviour="echo", groups=["poll"]
+                    )
+                await a.wait_for_subscribers("poll", 3, timeout=self.test_timeout)
+                # Returns once all three answered: the reply timeout is far beyond the bound.
+                replies = await a.gather(Message("vote", "yes?", group="poll"))
+        assert sorted((r.source, r.process, r.content) for r in replies) == [
+            ("echo-a", "a", "yes?"),
+            ("echo-b", "b", "yes?"),
+            ("echo-c", "c", "yes?"),
+        ]
+
+    @pytest.mark.anyio
+    async def test_joining_one_member_reaches_all(self, peers: Peers) -> None:
+        with anyio.fail_after(self.test_timeout):
+            async with peers.dispatcher() as a:
+                b = await peers.spawn("b")
+                c = await peers.spawn("c", connect=b.urls)  # c knows only b
+                await c.call("listener", listener="echo-c", behaviour="echo")
+                await a.wait_for_listener("echo-c", timeout=self.test_timeout)
+                reply = await a.request(Message("ping", "via b", destination="echo-c"))
+        assert (reply.content, reply.process) == ("via b", "c")
+
+    # ------------------------------------------------------------------ failures
+
+    @pytest.mark.anyio
+    async def test_peer_killed_pending_requests_fail_within_detector_bound(
+        self, peers: Peers
+    ) -> None:
+        count = 5
+        outcomes: list[type[BaseException]] = []
+        all_failed = anyio.Event()
+        with anyio.fail_after(self.test_timeout):
+            async with peers.dispatcher() as a:
+                b = await peers.spawn("b")
+                await b.call("listener", listener="hold", behaviour="defer")
+                await a.wait_for_listener("hold", timeout=self.test_timeout)
+
+                async def ask(n: int) -> None:
+                    try:
+                        await a.request(Message("question", n, destination="hold"))
+                    except DeliveryError as exc:
+                        outcomes.append(type(exc))
+                    if len(outcomes) == count:
+                        all_failed.set()
+
+                async with anyio.create_task_group() as task_group:
+                    for n in range(count):
+                        task_group.start_soon(ask, n)
+                    for _ in range(count):
+                        await b.event("deferred")
+                    b.kill()
+                    with anyio.fail_after(self.detector_bound):
+                        await all_failed.wait()
+        assert outcomes == [PeerLostError] * count
+
+    @pytest.mark.anyio
+    async def test_peer_killed_letters_come_back(self, peers: Peers) -> None:
+        with anyio.fail_after(self.test_timeout):
+            async with peers.dispatcher() as a:
+                b = await peers.spawn("b")
+                await b.call("listener", listener="hold", behaviour="defer")
+                await a.wait_for_listener("hold", timeout=self.test_timeout)
+                with _inbox(a, "inbox") as inbox:
+                    letter = Message(
+                        "question", 1, destination="hold", source="inbox", response_required=True
+                    )
+                    await a.send(letter)
+                    await b.event("deferred")
+                    b.kill()
+                    with anyio.fail_after(self.detector_bound):
+                        returned = await inbox.receive()
+        assert returned.id == letter.id
+        assert (returned.error or "").startswith("peer_lost: ")
+
+    @pytest.mark.anyio
+    async def test_peer_restarted_traffic_resumes(self, peers: Peers) -> None:
+        with anyio.fail_after(self.test_timeout):
+            async with peers.dispatcher() as a:
+                b = await peers.spawn("b")
+                await b.call("listener", listener="hold", behaviour="defer")
+                await a.wait_for_listener("hold", timeout=self.test_timeout)
+                async with anyio.create_task_group() as task_group:
+
+                    async def ask() -> None:
+                        with pytest.raises(PeerLostError):
+                            await a.request(Message("question", destination="hold"))
+
+                    task_group.start_soon(ask)
+                    await b.event("deferred")
+                    b.kill()
+                # a has seen b die; b comes back on the same URL, as the same process ID.
+                b2 = await peers.spawn("b", listen=b.urls)
+                await b2.call("listener", listener="echo", behaviour="echo")
+                await a.wait_for_listener("echo", timeout=self.test_timeout)
+                reply = await a.request(Message("ping", "again", destination="echo"))
+        assert (reply.content, reply.process) == ("again", "b")
+
+    @pytest.mark.anyio
+    async def test_graceful_shutdown_delivers_accepted_messages(self, peers: Peers) -> None:
+        count = 1000
+        received: list[Any] = []
+        complete = anyio.Event()
+
+        def sink(message: Message) -> None:
+            received.append(message.content)
+            if len(received) == count:
+                complete.set()
+
+        with anyio.fail_after(self.test_timeout):
+            async with peers.dispatcher() as a:
+                listener = BasicMessageListener("sink")
+                listener.add_rule(callback=sink)
+                a.register(listener)
+                b = await peers.spawn("b")
+                await b.call("wait_listener", listener="sink")
+                await b.call("send_many", destination="sink", n=count)
+                await b.call("stop")  # at once: the sends were accepted, not yet delivered
+                await complete.wait()
+                returncode = await b.process.wait()
+        assert (received, returncode) == (list(range(count)), 0)
+
+    @pytest.mark.anyio
+    async def test_malformed_input_never_crashes_the_receiver(self, peers: Peers) -> None:
+        with anyio.fail_after(self.test_timeout):
+            async with peers.dispatcher() as a:
+                _echo(a, "echo-a")
+                b = await peers.spawn("b")
+                await b.call("listener", listener="echo-b", behaviour="echo")
+                await a.wait_for_listener("echo-b", timeout=self.test_timeout)
+                await b.call("wait_listener", listener="echo-a")
+                for url in b.urls:
+                    await self.send_garbage(url)
+                # b is alive and still serves its other peer, both ways.
+                reply = await a.request(Message("ping", "still there?", destination="echo-b"))
+                back = await b.call(
+                    "request", message={"type": "ping", "content": "yes", "destination": "echo-a"}
+                )
+                alive = b.alive
+        assert (reply.content, back["content"], alive) == ("still there?", "yes", True)
+
+    @pytest.mark.anyio
+    async def test_peer_frozen_pending_requests_fail_within_detector_bound(
+        self, peers: Peers
+    ) -> None:
+        outcomes: list[type[BaseException]] = []
+        failed = anyio.Event()
+        with anyio.fail_after(self.test_timeout):
+            async with peers.dispatcher() as a:
+                b = await peers.spawn("b")
+                await b.call("listener", listener="hold", behaviour="defer")
+                await a.wait_for_listener("hold", timeout=self.test_timeout)
+
+                async def ask() -> None:
+                    try:
+                        await a.request(Message("question", destination="hold"))
+                    except DeliveryError as exc:
+                        outcomes.append(type(exc))
+                    failed.set()
+
+                async with anyio.create_task_group() as task_group:
+                    task_group.start_soon(ask)
+                    await b.event("deferred")
+                    # Alive but silent, its sockets open: only the heartbeats can tell.
+                    b.process.send_signal(signal.SIGSTOP)
+                    with anyio.fail_after(self.detector_bound):
+                        await failed.wait()
+        assert outcomes == [PeerLostError]
+
+    @pytest.mark.anyio
+    async def test_outbox_overflow_is_an_error_at_the_sender(self, peers: Peers) -> None:
+        # Heartbeats slow enough that the frozen peer is not declared dead meanwhile.
+        slow: dict[str, Any] = {"heartbeat_interval": self.test_timeout, "heartbeat_tolerance": 3}
+        payload = "x" * (self.size_limit - 256)
+        with anyio.fail_after(self.test_timeout):
+            async with peers.dispatcher(max_message_size=self.size_limit, **slow) as a:
+                b = await peers.spawn("b", max_message_size=self.size_limit, **slow)
+                await b.call("listener", listener="sink", behaviour="record")
+                await a.wait_for_listener("sink", timeout=self.test_timeout)
+
+                async def flood() -> None:
+                    for _ in range(self.flood_limit):
+                        await a.send(Message("flood", payload, destination="sink"))
+
+                b.process.send_signal(signal.SIGSTOP)  # it reads nothing more
+                try:
+                    with pytest.raises(OutboxFullError):
+                        await flood()
+                finally:
+                    b.process.send_signal(signal.SIGCONT)
