@@ -89,3 +89,5 @@ class MemoryTransport(Transport):
             for url in self.urls:
                 _LISTENING.pop(url, None)
             self.inbox_in.close()
+        if self.handler is None:  # never served: nobody else will close the receiving end
+            self.inbox.close()

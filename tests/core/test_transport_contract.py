@@ -1,0 +1,74 @@
+"""Choosing a transport by URL scheme through the plugins, and validating its options."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from dispatchio import MessageDispatcher, PluginManager, TransportConfigError, hookimpl
+from dispatchio.hookspecs import RegisterTransport
+from dispatchio.transport import resolve_transport
+from tests.core._memory_transport import MemoryTransport
+
+
+class MemoryPlugin:
+    @hookimpl
+    def dispatchio_register_transports(self, register: RegisterTransport) -> None:
+        register("mem", "tests.core._memory_transport:MemoryTransport")
+        register("broken", "tests.core._no_such_module:Transport")
+
+
+@pytest.fixture
+def with_memory(plugins: PluginManager) -> PluginManager:
+    plugins.register(MemoryPlugin())
+    return plugins
+
+
+def test_the_url_scheme_picks_the_registered_transport(with_memory: PluginManager) -> None:
+    transport = resolve_transport("mem://x?max_frame_size=4096", with_memory)
+    anyio.run(transport.aclose)
+    assert isinstance(transport, MemoryTransport)
+    assert transport.options.max_frame_size == 4096
+
+
+def test_an_unknown_scheme_lists_the_installed_ones_and_suggests_a_close_one(
+    with_memory: PluginManager,
+) -> None:
+    with pytest.raises(TransportConfigError, match=r"'mme'.*installed: broken, mem.*'mem'"):
+        resolve_transport("mme://x", with_memory)
+
+
+def test_a_url_without_a_scheme_is_refused(with_memory: PluginManager) -> None:
+    with pytest.raises(TransportConfigError, match="has no scheme"):
+        resolve_transport("127.0.0.1:7400", with_memory)
+
+
+def test_a_transport_that_cannot_be_imported_is_named(with_memory: PluginManager) -> None:
+    with pytest.raises(TransportConfigError, match="'broken' transport"):
+        resolve_transport("broken://x", with_memory)
+
+
+def test_an_unknown_option_is_named(with_memory: PluginManager) -> None:
+    with pytest.raises(TransportConfigError, match="max_frame_sise"):
+        resolve_transport("mem://x?max_frame_sise=4096", with_memory)
+
+
+def test_a_bad_option_value_is_named(with_memory: PluginManager) -> None:
+    with pytest.raises(TransportConfigError, match="max_frame_size"):
+        resolve_transport("mem://x", with_memory, {"max_frame_size": 10})
+
+
+@pytest.mark.anyio
+async def test_starting_a_dispatcher_with_an_unknown_scheme_raises_transport_config_error(
+    with_memory: PluginManager,
+) -> None:
+    dispatcher = MessageDispatcher("p", listen=["tpc://127.0.0.1:0"], plugins=with_memory)
+    with anyio.fail_after(5), pytest.raises(TransportConfigError, match="tpc"):
+        async with dispatcher:
+            pass
+    assert not dispatcher.running
+
+
+def test_listen_takes_a_list_of_urls_not_a_string(with_memory: PluginManager) -> None:
+    with pytest.raises(TypeError, match="list of URLs"):
+        MessageDispatcher("p", listen="tcp://127.0.0.1:0", plugins=with_memory)
