@@ -94,7 +94,7 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Run the benchmarks against other Python messaging libraries."""
-    session.install(*requirements(CORE), *group("bench"))
+    session.install(*requirements("tcp"), *group("bench"))
     session.run("python", "benchmarks/run.py", *session.posargs)
 
 

@@ -140,7 +140,7 @@ def sync_rate(op_loop: LoopFn, number: int, cfg: Config) -> Stats:
 
 # --------------------------------------------------------------------------- results
 
-Unit = Literal["ns", "ns/recipient", "rt/s", "B/listener", "x"]
+Unit = Literal["ns", "ns/recipient", "rt/s", "B/listener", "x", "µs", "msg/s"]
 Kind = Literal["max", "min", "info"]
 
 

@@ -5,6 +5,8 @@ Usage: ``python benchmarks/run.py [--quick]`` (``nox -s bench`` runs it).
 Prints the environment, a table of peer figures (with reference figures quoted for
 the project's reference machine, as a sanity check), then a table of dispatchio
 figures, each beside a peer from this run, with the ratio, the target and PASS/FAIL.
+A second section does the same between two OS processes over TCP on loopback
+(raw asyncio streams and pyzmq beside dispatchio-tcp; see bench_tcp.py).
 Benchmarks report, they do not gate: the exit code is always 0.
 """
 
@@ -90,6 +92,7 @@ L3 = "3. request round trips, asyncio"
 L4 = "4. send_sync, 100k listeners vs 10"
 L5 = "5. send_sync, unimplemented-hook plugin"
 N_TARGETS = 5
+N_TCP_TARGETS = 3
 
 
 def _peer(peers: dict[str, PeerResult], key: str) -> tuple[str, float | None]:
@@ -238,13 +241,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = measure_dispatchio(cfg, peers)
         print(render_rows(rows))
 
+    print()
+    sys.stdout.flush()
+    tcp_rows = measure_tcp(cfg, have_core=bool(rows))
+
     # Every gated benchmark counts, including those that errored out.
-    gated = [r for r in rows if r.gated]
+    gated = [r for r in rows + tcp_rows if r.gated]
     met = sum(1 for r in gated if r.passed)
+    expected = (len([r for r in rows if r.gated]) if rows else N_TARGETS) + (
+        len([r for r in tcp_rows if r.gated]) if tcp_rows else N_TCP_TARGETS
+    )
     print()
     print(f"total time: {time.perf_counter() - started:.1f} s")
-    print(f"targets met: {met}/{len(gated) if rows else N_TARGETS}")
+    print(f"targets met: {met}/{expected}")
     return 0
+
+
+# --------------------------------------------------------------------------- over TCP
+
+
+def measure_tcp(cfg: Config, *, have_core: bool) -> list[Row]:
+    """The cross-process section: peers over loopback, then dispatchio-tcp beside them."""
+    import bench_tcp as tcp
+
+    started = time.perf_counter()
+    rows: list[Row] = []
+    with tcp.pinned() as placement:
+        print("Between two OS processes over TCP on 127.0.0.1 (peers measured in this run)")
+        print(f"CPU placement: {placement}")
+        peers = tcp.measure_peers(cfg, _log)
+        print(render_peers(list(peers.values())))
+        print()
+        try:
+            import dispatchio_tcp
+        except Exception as exc:
+            print(f"dispatchio-tcp is NOT importable ({_error_text(exc)}); only peers measured.")
+            print("Install it (pip install -e packages/dispatchio-tcp).")
+        else:
+            if have_core:
+                print(f"dispatchio-tcp from {dispatchio_tcp.__file__}")
+                rows = tcp.measure_dispatchio(cfg, peers, _log)
+                print(render_rows(rows))
+    print(f"(TCP section: {time.perf_counter() - started:.1f} s)")
+    return rows
 
 
 if __name__ == "__main__":

@@ -80,6 +80,7 @@ _OBSERVATION_HOOKS: Final = (
     "dispatchio_message_unmatched",
 )
 _INLINE_STREAK: Final = 64  # requests answered inline before a checkpoint
+_REMOTE_STREAK: Final = 64  # sends to other processes before a checkpoint
 
 
 class DispatcherStats:
@@ -235,6 +236,7 @@ class MessageDispatcher:
         self._held_group: dict[ListenerId, collections.deque[Message]] = {}
         self._high_water = 65536
         self._inline_streak = 0
+        self._remote_streak = 0
 
     # ------------------------------------------------------------------ registry
 
@@ -699,7 +701,11 @@ class MessageDispatcher:
             self._enqueue(message)
         if remote:
             self._transmit(message, frame, remote)
-        if len(self._queue) > self._high_water:
+            self._remote_streak += 1
+        if len(self._queue) > self._high_water or self._remote_streak >= _REMOTE_STREAK:
+            # Let the leader and the transports' writers run: a loop of sends that never
+            # awaits anything else would otherwise fill queues and outboxes.
+            self._remote_streak = 0
             await anyio.lowlevel.checkpoint()
 
     async def request(self, message: Message, *, timeout: float | None = None) -> Message:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import logging
 import secrets
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -112,7 +113,9 @@ class Mesh:
         self.awaiting: dict[ListenerId, dict[ListenerId, int]] = {}
         self.seq = 0
         self.changed = anyio.Event()
-        self.clock = anyio.current_time
+        # Liveness needs only a coarse monotonic clock; anyio.current_time() would ask
+        # which event loop runs on every frame.
+        self.clock = time.monotonic
         self.protocol_errors = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -130,7 +133,6 @@ class Mesh:
 
     async def start(self, task_group: anyio.abc.TaskGroup) -> None:
         """Start the transports (listening where asked), dial, and run the detector."""
-        self.clock = anyio.current_time
         by_scheme: dict[str, list[str]] = {}
         for url in self.listen:
             by_scheme.setdefault(url.partition("://")[0], []).append(url)
