@@ -294,19 +294,9 @@ class TransportConformance:
     @pytest.mark.anyio
     async def test_fifo_order_from_one_sender_to_one_destination(self, peers: Peers) -> None:
         count = self.fifo_count
-        received: list[Any] = []
-        complete = anyio.Event()
-
-        def sink(message: Message) -> None:
-            received.append(message.content)
-            if len(received) == count:
-                complete.set()
-
         with anyio.fail_after(self.test_timeout):
             async with peers.dispatcher() as a:
-                listener = BasicMessageListener("sink")
-                listener.add_rule(callback=sink)
-                a.register(listener)
+                received, complete = _collecting_sink(a, count)
                 b = await peers.spawn("b")
                 await b.call("wait_listener", listener="sink")
                 await b.call("send_many", destination="sink", n=count)
@@ -510,19 +500,9 @@ class TransportConformance:
     @pytest.mark.anyio
     async def test_graceful_shutdown_delivers_accepted_messages(self, peers: Peers) -> None:
         count = 1000
-        received: list[Any] = []
-        complete = anyio.Event()
-
-        def sink(message: Message) -> None:
-            received.append(message.content)
-            if len(received) == count:
-                complete.set()
-
         with anyio.fail_after(self.test_timeout):
             async with peers.dispatcher() as a:
-                listener = BasicMessageListener("sink")
-                listener.add_rule(callback=sink)
-                a.register(listener)
+                received, complete = _collecting_sink(a, count)
                 b = await peers.spawn("b")
                 await b.call("wait_listener", listener="sink")
                 await b.call("send_many", destination="sink", n=count)
@@ -599,3 +579,22 @@ class TransportConformance:
                         await flood()
                 finally:
                     b.process.send_signal(signal.SIGCONT)
+
+
+def _collecting_sink(dispatcher: MessageDispatcher, count: int) -> tuple[list[Any], anyio.Event]:
+    """Register listener "sink" on ``dispatcher``: it keeps every content it receives.
+
+    Returns the list it fills and an event set once ``count`` contents arrived.
+    """
+    received: list[Any] = []
+    complete = anyio.Event()
+
+    def sink(message: Message) -> None:
+        received.append(message.content)
+        if len(received) == count:
+            complete.set()
+
+    listener = BasicMessageListener("sink")
+    listener.add_rule(callback=sink)
+    dispatcher.register(listener)
+    return received, complete
