@@ -86,11 +86,15 @@ class Node:
 
 @asynccontextmanager
 async def running(
-    process: str, *, listen: tuple[str, ...] = ("tcp://127.0.0.1:0",), **options: object
+    process: str,
+    *,
+    listen: tuple[str, ...] = ("tcp://127.0.0.1:0",),
+    handler: Recorder | None = None,
+    **options: object,
 ) -> AsyncIterator[Node]:
     """Serve a `TcpTransport` for the duration of the block, then close it."""
     transport = TcpTransport(TcpOptions.model_validate(options))
-    handler = Recorder()
+    handler = Recorder() if handler is None else handler
     incarnation = next(_incarnations)
     local = PeerHello(process, incarnation, ())
     async with anyio.create_task_group() as tg:
@@ -116,15 +120,25 @@ async def raw_handshake(
 
     ``process`` must sort after the node's process ID, so the node sends the verdict.
     """
-    nonce = random.randbytes(16)
-    await stream.send(encode_hello(Hello(process, 1, (), nonce, False)))
+    await stream.send(raw_hello(process))
+    return await raw_handshake_rest(stream, process)
+
+
+def raw_hello(process: str) -> bytes:
+    """The hello of an unauthenticated raw peer (see `raw_handshake`)."""
+    return encode_hello(Hello(process, 1, (), random.randbytes(16), False))
+
+
+async def raw_handshake_rest(
+    stream: anyio.abc.SocketStream, process: str
+) -> tuple[Hello, BufferedByteReceiveStream]:
+    """The rest of `raw_handshake` once ``raw_hello(process)`` went out."""
     reader = BufferedByteReceiveStream(stream)
     theirs = decode_body(
         await reader.receive_exactly(decode_prefix(await reader.receive_exactly(PREFIX.size)))
     )
     assert str(theirs.process) < process
-    verdict = await reader.receive_exactly(1)
-    assert verdict == b"\x01"
+    assert await reader.receive_exactly(1) == b"\x01"
     return theirs, reader
 
 

@@ -10,9 +10,16 @@ Features:
     * Exactly one link per pair of processes, even when both dial each other, so frames
       to a peer never overtake each other.
     * Reconnection with exponential backoff and jitter, until `TcpTransport.aclose`.
-    * One reader and one writer task per link. The writer batches only while a write is
-      in progress: frames queued meanwhile go out as one write; there is no timer.
-    * A bounded outbox per peer: over ``max_outbox_bytes``, `TcpTransport.send` raises
+    * Writes are batched only while the link is busy; there is no timer. On asyncio
+      without TLS the link runs on an `asyncio.BufferedProtocol` once its handshake is
+      done (`_FastPath`): the first frame of an event-loop pass is written at once, the
+      frames sent after it in that pass go out together when the pass ends, and frames
+      are parsed out of a preallocated receive buffer and handed to the core as the
+      socket gives them, without a task in between. Elsewhere (trio, TLS) one reader and
+      one writer task per link move the frames; frames queued while a write is in
+      progress go out as one write.
+    * A bounded outbox per peer (on the asyncio fast path: the bytes asyncio has not
+      written yet): over ``max_outbox_bytes``, `TcpTransport.send` raises
       `OutboxFullError` instead of growing memory.
     * Works on asyncio and trio.
 
@@ -32,20 +39,25 @@ Limitations:
       the core's failure detector, not by the transport.
     * Frames still in the outbox when a link breaks are dropped (the core is told by
       ``peer_down``); nothing is replayed on the next link.
+    * On the asyncio fast path the core's frame handling (and so a synchronous message
+      callback the core runs at once) runs in a protocol callback, outside any task.
     * A peer whose handshake fails (wrong secret, another version, garbage) is dropped
       and logged on logger ``dispatchio.tcp``; a dialer keeps retrying with backoff.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
+import contextvars
 import hmac
 import logging
 import random
 import secrets
 import ssl
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -65,6 +77,8 @@ from dispatchio._errors import (
 from dispatchio._message import ListenerId
 from dispatchio.transport import PeerHello, Transport, TransportHandler, TransportOptions
 from dispatchio_tcp._framing import (
+    GOODBYE,
+    HEADER,
     MAX_FRAME_LIMIT,
     FrameDecoder,
     FrameError,
@@ -89,6 +103,11 @@ logger = logging.getLogger("dispatchio.tcp")
 
 DEFAULT_HOST = "127.0.0.1"
 _RECEIVE_SIZE = 256 * 1024
+# The asyncio fast path: the receive ring's usual size, the free room kept at its end,
+# and the largest frame copied behind its header into one write.
+_RING_SIZE = 256 * 1024
+_MIN_FREE = 64 * 1024
+_JOIN_LIMIT = 64 * 1024
 _ACCEPT = b"\x01"
 _REJECT = b"\x00"
 # What a broken or misbehaving connection raises; anything else is a bug and propagates.
@@ -211,10 +230,205 @@ class _Link:
     reason: str = ""
     finished: anyio.Event = field(default_factory=anyio.Event)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    #: The asyncio data path, once the link runs on it (see `_FastPath`).
+    fast: _FastPath | None = None
 
     def abort(self, reason: str) -> None:
         self.reason = self.reason or reason
+        if self.fast is not None:
+            self.fast.stop()
         self.scope.cancel()
+
+
+class _FastPath(asyncio.BufferedProtocol):
+    """A link's data path on asyncio without TLS: the socket's protocol after the handshake.
+
+    Reading: the event loop reads straight into a preallocated ring (`get_buffer`), and
+    `buffer_updated` hands every whole frame to the core at once, no task in between. A
+    frame's length is checked against ``max_frame_size`` before the ring grows for it
+    (up to that size; it shrinks back once the large frame is parsed).
+    Writing: `send` writes the first frame of an event-loop pass at once and holds the
+    ones sent after it in that pass until the pass ends; while the socket is busy
+    asyncio buffers the writes. Held frames plus asyncio's buffer are the outbox that
+    ``max_outbox_bytes`` bounds. The link's task (`TcpTransport._watch_fast`) only waits
+    for the end, which this protocol reports through ``link.wake``; it then closes the
+    socket, and the link ends as on the stream path (peer_down once, same reasons).
+    """
+
+    def __init__(
+        self,
+        link: _Link,
+        transport: asyncio.Transport,
+        received: Callable[[ListenerId, bytes], None],
+        options: TcpOptions,
+    ) -> None:
+        self.link = link
+        self.process = link.hello.process
+        self.transport = transport
+        self.write = transport.write
+        self.buffered = transport.get_write_buffer_size
+        self.call_soon = asyncio.get_running_loop().call_soon
+        self.corked = False  # a frame was written in this loop pass already
+        self.pending: list[bytes] = []  # frames written after it, held until the pass ends
+        self.held = 0  # their bytes
+        self.received = received
+        self.max_frame = options.max_frame_size
+        self.max_outbox = options.max_outbox_bytes
+        self.ring = bytearray(_RING_SIZE)
+        self.view = memoryview(self.ring)
+        self.start = 0  # first byte not yet parsed
+        self.end = 0  # end of the bytes received
+        #: True once the link is over: nothing more is delivered or written.
+        self.ended = False
+        #: asyncio's flow control: the write buffer is over its high-water mark.
+        self.writing_paused = False
+
+    # ------------------------------------------------------------------ writing
+
+    def send(self, frame: bytes, size: int) -> None:
+        """Write one frame (size checked by the caller); see `TcpTransport.send`.
+
+        The first frame of a loop pass is written at once; the frames that follow it
+        in the same pass are held and written together when the pass ends (`_uncork`),
+        so a burst costs two writes rather than one per frame, with no timer.
+        """
+        if self.ended:
+            return  # accepted, then lost with the link: peer_down is on its way
+        held = self.buffered() + self.held
+        if held and held + size + 4 > self.max_outbox:
+            raise _outbox_full(self.process, held, self.max_outbox)
+        if self.corked:
+            self.pending += (encode_header(size), frame)
+            self.held += size + 4
+            return
+        self.corked = True
+        self.call_soon(self._uncork)
+        if size <= _JOIN_LIMIT:
+            self.write(encode_header(size) + frame)
+        else:
+            self.write(encode_header(size))
+            self.write(frame)
+
+    def _uncork(self) -> None:
+        self.corked = False
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the frames held back in this loop pass."""
+        if self.pending:
+            data = b"".join(self.pending)
+            self.pending.clear()
+            self.held = 0
+            if not self.ended:
+                self.write(data)
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+
+    # ------------------------------------------------------------------ reading
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.view[self.end :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if not self.ended:
+            self._parse(self.end + nbytes)
+
+    def _parse(self, end: int) -> None:
+        """Deliver every whole frame in ``ring[start:end]``; keep the rest."""
+        ring = self.ring
+        pos = self.start
+        need = HEADER.size
+        unpack = HEADER.unpack_from
+        received = self.received
+        process = self.process
+        try:
+            while end - pos >= HEADER.size:
+                (length,) = unpack(ring, pos)
+                if length > self.max_frame:
+                    if length == GOODBYE and end - pos == HEADER.size:
+                        self.end_link("closed by the peer")
+                        return
+                    raise FrameError(
+                        "data after the end of the frame stream"
+                        if length == GOODBYE
+                        else f"frame of {length} bytes exceeds max_frame_size {self.max_frame}"
+                    )
+                stop = pos + HEADER.size + length
+                if stop > end:
+                    need = stop - pos
+                    break
+                frame = bytes(self.view[pos + HEADER.size : stop])
+                pos = stop
+                try:
+                    received(process, frame)
+                except Exception:
+                    logger.exception("frame handler failed for process %r", process)
+                if self.ended:  # the handler ended the link
+                    return
+        except FrameError as exc:
+            self.link.reason = f"protocol error: {exc}"
+            logger.warning("dropped the link to process %r: %s", process, exc)
+            self.end_link(self.link.reason)
+            return
+        self._make_room(pos, end, need)
+
+    def _make_room(self, pos: int, end: int, need: int) -> None:
+        """Keep the unparsed bytes ``[pos, end)`` and room after them for ``need`` bytes."""
+        have = end - pos
+        size = len(self.ring)
+        if not have:
+            pos = end = 0
+            if size > _RING_SIZE:  # a large frame is done: give the memory back
+                self.ring = bytearray(_RING_SIZE)
+                self.view = memoryview(self.ring)
+        elif need > size:
+            # need = header + a length already checked against max_frame_size.
+            ring = bytearray(max(need, min(2 * size, self.max_frame + HEADER.size)))
+            ring[:have] = self.view[pos:end]
+            self.ring, self.view = ring, memoryview(ring)
+            pos, end = 0, have
+        elif pos and (pos + need > size or size - end < _MIN_FREE):
+            self.ring[:have] = self.ring[pos:end]
+            pos, end = 0, have
+        self.start, self.end = pos, end
+
+    def feed(self, data: bytes) -> None:
+        """Parse bytes read before this protocol took over, as if the socket gave them."""
+        view = memoryview(data)
+        pos = 0
+        while pos < len(view) and not self.ended:
+            room = self.get_buffer(-1)
+            count = min(len(room), len(view) - pos)
+            room[:count] = view[pos : pos + count]
+            self.buffer_updated(count)
+            pos += count
+
+    def eof_received(self) -> bool:
+        self.end_link("connection closed by the peer")
+        return False  # asyncio closes the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.end_link("connection closed" if exc is None else f"connection lost: {_describe(exc)}")
+
+    # ------------------------------------------------------------------ the end
+
+    def end_link(self, reason: str) -> None:
+        """The link is over (``reason`` unless one is set): wake its task, deliver no more."""
+        if not self.ended:
+            self.link.reason = self.link.reason or reason
+            self.stop()
+            self.link.wake.set()
+
+    def stop(self) -> None:
+        """Deliver and write nothing more (the link's task closes the socket)."""
+        self.ended = True
+        self.start = self.end = 0
+        self.pending.clear()
+        self.held = 0
 
 
 class TcpTransport(Transport):
@@ -312,16 +526,19 @@ class TcpTransport(Transport):
             raise MessageTooLargeError(
                 f"frame of {size} bytes exceeds max_frame_size {self.options.max_frame_size}"
             )
-        total = link.outbox_bytes + size + 4
-        if link.outbox_bytes and total > self.options.max_outbox_bytes:
-            raise OutboxFullError(
-                f"outbox to process {process!r} holds {link.outbox_bytes} bytes "
-                f"(max_outbox_bytes {self.options.max_outbox_bytes})"
-            )
+        fast = link.fast
+        if fast is not None:
+            fast.send(frame, size)
+            return
+        held = link.outbox_bytes
+        if held and held + size + 4 > self.options.max_outbox_bytes:
+            raise _outbox_full(process, held, self.options.max_outbox_bytes)
         link.outbox.append(encode_header(size))
         link.outbox.append(frame)
-        link.outbox_bytes = total
-        link.wake.set()
+        link.outbox_bytes = held + size + 4
+        if not held:
+            # The writer waits only once it has found the outbox empty.
+            link.wake.set()
 
     async def aclose(self) -> None:
         """Flush what was accepted (up to ``close_timeout``), close every link, stop."""
@@ -522,6 +739,7 @@ class TcpTransport(Transport):
                 raise _Duplicate(theirs.process)
             link = _Link(hello, stream, reader.buffer)
         self._install(link)
+        self._take_fast_path(link)
         return link
 
     def _install(self, link: _Link) -> None:
@@ -536,6 +754,51 @@ class TcpTransport(Transport):
         logger.info("link to process %r is up", process)
         _notify(handler.peer_up, link.hello)
 
+    def _take_fast_path(self, link: _Link) -> None:
+        """On asyncio without TLS, move the link's data path onto a `_FastPath`.
+
+        Done right after peer_up, before the event loop runs again: frames the core
+        queued from peer_up (and the arbitration verdict) go out first, then the bytes
+        the handshake read ahead are parsed, then the socket is read by the protocol.
+        Anything unexpected (trio, TLS, another anyio internals layout, a closing
+        connection) keeps the anyio stream path.
+        """
+        stream = link.stream
+        transport = getattr(stream, "_transport", None)
+        anyio_protocol = getattr(stream, "_protocol", None)
+        read_queue = getattr(anyio_protocol, "read_queue", None)
+        if (
+            not isinstance(transport, asyncio.Transport)
+            or not isinstance(read_queue, collections.deque)
+            or transport.is_closing()
+            or getattr(anyio_protocol, "exception", None) is not None
+            or self._links.get(link.hello.process) is not link
+        ):
+            return
+        assert self._handler is not None
+        ahead = b"".join([link.leftover, *read_queue])
+        read_queue.clear()
+        at_eof = bool(getattr(anyio_protocol, "is_at_eof", False))
+        fast = _FastPath(link, transport, self._handler.frame_received, self.options)
+        transport.set_protocol(fast)
+        transport.set_write_buffer_limits()  # anyio's stream set them to 0
+        link.fast = fast
+        link.leftover = b""
+        if link.outbox:
+            fast.write(b"".join(link.outbox))
+            link.outbox.clear()
+            link.outbox_bytes = 0
+        fast.feed(ahead)
+        if at_eof:
+            fast.end_link("connection closed by the peer")
+            return
+        # anyio leaves reading paused between receive() calls. Resume it in a context
+        # where anyio knows it runs on asyncio: the read callbacks run the core's frame
+        # handling outside any task.
+        if transport.is_reading():
+            transport.pause_reading()
+        _asyncio_context().run(transport.resume_reading)
+
     # ------------------------------------------------------------------------- links
 
     def _start_link(self, link: _Link) -> None:
@@ -545,11 +808,16 @@ class TcpTransport(Transport):
     async def _run_link(self, link: _Link) -> None:
         try:
             with link.scope:
+                if link.fast is not None:
+                    await self._watch_fast(link, link.fast)
+                    return
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._write_loop, link)
                     await self._read_loop(link)
                     tg.cancel_scope.cancel()
         finally:
+            if link.fast is not None:
+                link.fast.stop()
             process = link.hello.process
             if self._links.get(process) is link:
                 del self._links[process]
@@ -561,6 +829,22 @@ class TcpTransport(Transport):
             link.outbox_bytes = 0
             await _close_quietly(link.stream)
             link.finished.set()
+
+    async def _watch_fast(self, link: _Link, fast: _FastPath) -> None:
+        """Wait for a fast-path link to end; on a graceful close, say goodbye first.
+
+        The goodbye goes behind every frame accepted before it (asyncio's write buffer
+        keeps order); the link then ends when the peer, having read it all, closes.
+        """
+        said_goodbye = False
+        while not fast.ended:
+            if link.closing and not said_goodbye:
+                link.reason = link.reason or "closed by this process"
+                fast.flush()
+                fast.write(goodbye())
+                said_goodbye = True
+            link.wake = anyio.Event()
+            await link.wake.wait()
 
     async def _read_loop(self, link: _Link) -> None:
         assert self._handler is not None
@@ -608,6 +892,27 @@ class TcpTransport(Transport):
                 link.outbox_bytes -= size
         except _LINK_ERRORS as exc:
             link.abort(f"connection lost: {_describe(exc)}")
+
+
+def _outbox_full(process: ListenerId, held: int, limit: int) -> OutboxFullError:
+    return OutboxFullError(
+        f"outbox to process {process!r} holds {held} bytes (max_outbox_bytes {limit})"
+    )
+
+
+def _asyncio_context() -> contextvars.Context:
+    """A copy of the current context in which sniffio (thus anyio) reports asyncio.
+
+    Protocol callbacks run outside any task, where sniffio cannot sniff asyncio unless
+    `anyio.run` set its context variable; plain `asyncio.run` does not.
+    """
+    context = contextvars.copy_context()
+    try:
+        import sniffio
+    except ImportError:  # anyio then assumes asyncio whenever a loop runs
+        return context
+    context.run(sniffio.current_async_library_cvar.set, "asyncio")
+    return context
 
 
 def _notify(callback: Any, *args: Any) -> None:
