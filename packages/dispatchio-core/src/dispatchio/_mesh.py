@@ -69,6 +69,10 @@ class _Link:
         self.mesh = mesh
         self.transport = transport
 
+    @property
+    def dispatcher(self) -> MessageDispatcher:
+        return self.mesh.dispatcher
+
     def peer_up(self, hello: PeerHello) -> None:
         self.mesh._peer_up(hello, self.transport)
 

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     import anyio.abc
     import pluggy
 
+    from dispatchio._dispatcher import MessageDispatcher
+
 __all__ = [
     "PeerHello",
     "Transport",
@@ -93,6 +95,12 @@ class TransportHandler(Protocol):
     loop thread of the dispatcher (a transport running a blocking client in a worker
     thread hands over with `anyio.from_thread.run_sync`).
     """
+
+    @property
+    def dispatcher(self) -> MessageDispatcher:
+        """The dispatcher this process runs: a transport that also serves clients that
+        are not dispatchers (the HTTP gateway) sends and registers listeners through it,
+        with its public API only."""
 
     def peer_up(self, hello: PeerHello) -> None:
         """A link to ``hello.process`` is up (after any handshake/authentication)."""

@@ -1,0 +1,80 @@
+"""Options of the HTTP transport and its gateway (`HttpOptions`)."""
+
+from __future__ import annotations
+
+import ssl
+
+from pydantic import Field, model_validator
+
+from dispatchio.transport import TransportOptions
+
+__all__ = ["HttpOptions"]
+
+
+class HttpOptions(TransportOptions):
+    """Options of the HTTP transport (all optional).
+
+    Set them in ``transport_options={"http": {...}}`` or as URL query parameters, except
+    ``token``, which never goes in a URL (URLs are gossiped to every peer).
+    """
+
+    token: str | None = Field(
+        default=None,
+        min_length=1,
+        repr=False,
+        description=(
+            "Bearer token every peer and gateway client must present (compared in constant"
+            " time, never logged). /v1/health never needs it. None: no authentication."
+        ),
+    )
+    gateway: bool = Field(
+        default=True,
+        description="Serve the gateway API for plain HTTP clients under {prefix}/v1/.",
+    )
+    max_body_size: int | None = Field(
+        default=None,
+        ge=1024,
+        description="Largest request body accepted, in bytes (default: max_frame_size).",
+    )
+    max_streams: int = Field(
+        default=256, ge=1, description="Event streams (GET /v1/events) open at once."
+    )
+    max_concurrent_requests: int = Field(
+        default=1024,
+        ge=1,
+        description="Gateway requests handled at once; more are answered 503.",
+    )
+    header_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds a client has to send its request headers before it is dropped.",
+    )
+    cors_origins: tuple[str, ...] = Field(
+        default=(),
+        description="Origins (scheme://host[:port]) whose pages may call the gateway (none).",
+    )
+    ssl_context: ssl.SSLContext | None = Field(
+        default=None,
+        description="TLS for the server, and for dialing too unless ssl_client_context is set.",
+    )
+    ssl_client_context: ssl.SSLContext | None = Field(
+        default=None,
+        description="TLS for connections this process dials (default: ssl_context).",
+    )
+    reconnect_min: float = Field(
+        default=0.05, gt=0, description="First delay, in seconds, before dialing a peer again."
+    )
+    reconnect_max: float = Field(
+        default=2.0, gt=0, description="Longest delay, in seconds, between two dial attempts."
+    )
+
+    @property
+    def body_limit(self) -> int:
+        """The effective request-body cap."""
+        return self.max_frame_size if self.max_body_size is None else self.max_body_size
+
+    @model_validator(mode="after")
+    def _check(self) -> HttpOptions:
+        if self.reconnect_max < self.reconnect_min:
+            raise ValueError("reconnect_max must not be below reconnect_min")
+        return self
