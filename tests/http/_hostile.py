@@ -46,7 +46,7 @@ async def read_response(stream: anyio.abc.SocketStream) -> bytes:
 async def status_of(stream: anyio.abc.SocketStream) -> tuple[int, bytes]:
     """The status code and the whole response (status 0: closed without answering)."""
     data = await read_response(stream)
-    if not data.startswith(b"HTTP/1.1 "):
+    if not data.startswith((b"HTTP/1.1 ", b"HTTP/1.0 ")):
         return 0, data
     return int(data[9:12]), data
 

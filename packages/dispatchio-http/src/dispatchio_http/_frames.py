@@ -31,8 +31,8 @@ def message_cap(max_frame_size: int) -> int:
     return max(BATCH_LIMIT, max_frame_size + HEADER.size)
 
 
-def split(data: bytes, max_frame_size: int) -> list[bytes]:
-    """The frames of one message, in order.
+def split(data: bytes, max_frame_size: int) -> Iterator[bytes]:
+    """The frames of one message, in order; the ones before a fault are still given.
 
     Raises:
         FrameError: an empty message, a length over ``max_frame_size``, or a frame cut
@@ -41,10 +41,6 @@ def split(data: bytes, max_frame_size: int) -> list[bytes]:
     end = len(data)
     if end < HEADER.size:
         raise FrameError(f"a message of {end} bytes holds no frame")
-    (length,) = HEADER.unpack_from(data)
-    if length == end - HEADER.size and length <= max_frame_size:
-        return [data[HEADER.size :]]  # the usual case when the link is not busy
-    frames = []
     pos = 0
     unpack = HEADER.unpack_from
     while pos < end:
@@ -57,8 +53,7 @@ def split(data: bytes, max_frame_size: int) -> list[bytes]:
         pos = start + length
         if pos > end:
             raise FrameError(f"a frame of {length} bytes is cut off by the end of the message")
-        frames.append(data[start:pos])
-    return frames
+        yield data[start:pos]
 
 
 def batches(parts: list[bytes], total: int) -> Iterator[bytes]:

@@ -216,6 +216,22 @@ class HttpTransport(Transport):
         self._stopped: anyio.Event | None = None
         self._cap = message_cap(self.options.max_frame_size)
 
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Transport:
+        """Build a transport from a URL; query parameters are options, except ``token``.
+
+        Raises:
+            TransportConfigError: a ``token`` in the URL (URLs are gossiped to every
+                peer: pass it in ``transport_options``), or as `Transport.from_url`.
+        """
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query, keep_blank_values=True)
+        if "token" in query:
+            raise TransportConfigError(
+                f"{cls.scheme} URL: the token never goes in a URL (URLs are gossiped to every"
+                f' peer); pass it as transport_options={{"{cls.scheme}": {{"token": ...}}}}'
+            )
+        return super().from_url(url, **options)
+
     # ------------------------------------------------------------------ public API
 
     async def serve(
