@@ -6,7 +6,8 @@ Prints the environment, a table of peer figures (with reference figures quoted f
 the project's reference machine, as a sanity check), then a table of dispatchio
 figures, each beside a peer from this run, with the ratio, the target and PASS/FAIL.
 A second section does the same between two OS processes over TCP on loopback
-(raw asyncio streams and pyzmq beside dispatchio-tcp; see bench_tcp.py).
+(raw asyncio streams and pyzmq beside dispatchio-tcp; see bench_tcp.py), a third over
+HTTP (raw aiohttp beside dispatchio-http; see bench_http.py).
 Benchmarks report, they do not gate: the exit code is always 0.
 """
 
@@ -244,13 +245,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     sys.stdout.flush()
     tcp_rows = measure_tcp(cfg, have_core=bool(rows))
+    import bench_http
+
+    http_rows = bench_http.section(cfg, _log, have_core=bool(rows), tcp_rows=tcp_rows)
 
     # Every gated benchmark counts, including those that errored out.
-    gated = [r for r in rows + tcp_rows if r.gated]
+    gated = [r for r in rows + tcp_rows + http_rows if r.gated]
     met = sum(1 for r in gated if r.passed)
     expected = (len([r for r in rows if r.gated]) if rows else N_TARGETS) + (
         len([r for r in tcp_rows if r.gated]) if tcp_rows else N_TCP_TARGETS
     )
+    expected += len([r for r in http_rows if r.gated]) or bench_http.N_HTTP_TARGETS
     print()
     print(f"total time: {time.perf_counter() - started:.1f} s")
     print(f"targets met: {met}/{expected}")
