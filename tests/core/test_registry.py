@@ -14,6 +14,7 @@ from dispatchio import (
     MessageListener,
     PluginManager,
     UndeliverableError,
+    default_plugin_manager,
     get_dispatcher,
 )
 
@@ -198,8 +199,12 @@ def test_unsubscribe_not_subscribed_raises_key_error(dispatcher: MessageDispatch
 # ---------------------------------------------------------------- constructor and default
 
 
+@pytest.mark.usefixtures("fresh_defaults")
 def test_get_dispatcher_returns_the_same_instance_twice() -> None:
-    assert get_dispatcher() is get_dispatcher()
+    first = get_dispatcher()
+    assert get_dispatcher() is first
+    assert first.plugins is default_plugin_manager()
+    assert first.plugins.list_name_plugin() == []  # the empty site_dir: no plugin loaded
 
 
 def test_process_id_true_raises_type_error(plugins: PluginManager) -> None:
