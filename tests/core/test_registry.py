@@ -220,6 +220,35 @@ def test_reply_timeout_not_positive_raises_value_error(
         MessageDispatcher(reply_timeout=timeout, plugins=plugins)
 
 
+NUMERIC = ["reply_timeout", "heartbeat_interval", "heartbeat_tolerance", "max_message_size"]
+
+
+@pytest.mark.parametrize("name", NUMERIC)
+@pytest.mark.parametrize("value", ["1", True, None], ids=["str", "bool", "none"])
+def test_numeric_argument_of_another_type_raises_type_error_naming_it(
+    plugins: PluginManager, name: str, value: object
+) -> None:
+    kind = r"(a number \(int or float\)|an int)"
+    with pytest.raises(TypeError, match=rf"^{name} must be {kind}, got {value!r}$"):
+        MessageDispatcher(plugins=plugins, **{name: value})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["heartbeat_tolerance", "max_message_size"])
+def test_count_argument_that_is_a_float_raises_type_error_naming_it(
+    plugins: PluginManager, name: str
+) -> None:
+    with pytest.raises(TypeError, match=f"^{name} must be an int, got 2.5$"):
+        MessageDispatcher(plugins=plugins, **{name: 2.5})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", NUMERIC)
+def test_numeric_argument_not_positive_raises_value_error_naming_it(
+    plugins: PluginManager, name: str
+) -> None:
+    with pytest.raises(ValueError, match=f"^{name} must be > 0, got 0$"):
+        MessageDispatcher(plugins=plugins, **{name: 0})  # type: ignore[arg-type]
+
+
 def test_default_process_id_is_a_str_unique_per_dispatcher(plugins: PluginManager) -> None:
     one = MessageDispatcher(plugins=plugins)
     two = MessageDispatcher(plugins=plugins)

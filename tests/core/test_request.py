@@ -16,6 +16,7 @@ from dispatchio import (
     UNHANDLED,
     DispatcherNotRunningError,
     HandlerError,
+    InvalidMessageError,
     Message,
     MessageDispatcher,
     ReplyTimeoutError,
@@ -520,6 +521,42 @@ async def test_request_to_plain_callback_returning_a_coroutine_awaits_it(
         async with dispatcher:
             response = await dispatcher.request(Message("ask", 1, destination="b"))
     assert response.content == "awaited 1"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("method", ["send", "request", "gather"])
+async def test_a_timeout_that_is_not_a_number_raises_type_error_naming_it(
+    dispatcher: MessageDispatcher, method: str
+) -> None:
+    listener(dispatcher, "b", callback=echo)
+    calls: dict[str, Callable[[Message], Awaitable[Any]]] = {
+        "send": lambda m: dispatcher.send(m, reply_timeout="1"),  # type: ignore[arg-type]
+        "request": lambda m: dispatcher.request(m, timeout="1"),  # type: ignore[arg-type]
+        "gather": lambda m: dispatcher.gather(m, timeout="1"),  # type: ignore[arg-type]
+    }
+    name = "reply_timeout" if method == "send" else "timeout"
+    with anyio.fail_after(5):
+        async with dispatcher:
+            with pytest.raises(TypeError, match=f"^{name} must be a number of seconds.*'1'"):
+                await calls[method](Message("a", destination="b", response_required=True))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("method", ["send", "request", "gather"])
+async def test_a_message_with_neither_destination_nor_group_raises_invalid_message_error(
+    dispatcher: MessageDispatcher, inbox: MemoryObjectReceiveStream[Message], method: str
+) -> None:
+    calls: dict[str, Callable[[Message], Awaitable[Any]]] = {
+        "send": dispatcher.send,
+        "request": dispatcher.request,
+        "gather": dispatcher.gather,
+    }
+    with anyio.fail_after(5):
+        async with dispatcher:
+            with pytest.raises(InvalidMessageError, match="has neither a destination nor a group"):
+                await calls[method](Message("ok", source="sender"))
+    with pytest.raises(anyio.WouldBlock):  # raised, not returned as a letter
+        inbox.receive_nowait()
 
 
 # ------------------------------------------------------------------ answered inline
