@@ -33,8 +33,9 @@ from dispatchio._errors import (
     format_error,
 )
 from dispatchio._listener import MessageListener
-from dispatchio._message import DEFERRED, UNHANDLED, ListenerId, Message, stamp
+from dispatchio._message import DEFERRED, UNHANDLED, ListenerId, Message, response_to, stamp
 from dispatchio._observers import DispatcherStats, Observers
+from dispatchio._plugins import checked_plugin_manager
 from dispatchio._registry import Registry
 from dispatchio._replies import GATHER, LETTER, REQUEST, Pending
 from dispatchio._scheduler import Scheduler, declined, nobody
@@ -70,9 +71,11 @@ class MessageDispatcher:
             message sent. Default: ``"<host>:<pid>:<random>"``.
         reply_timeout: Default seconds to wait for a reply (`request`, `gather`, and
             `send` with ``response_required=True``).
-        plugins: The plugin manager whose hooks observe this dispatcher. Default: the
-            process-wide one from `dispatchio.default_plugin_manager` (entry points
-            loaded on first use).
+        plugins: The plugin manager whose hooks observe this dispatcher and provide its
+            transports: a `dispatchio.PluginManager`, or a plain
+            ``pluggy.PluginManager("dispatchio")`` (the hook specs are added to it).
+            Default: the process-wide one from `dispatchio.default_plugin_manager`
+            (entry points loaded on first use).
         listen: URLs to accept other processes on, e.g. ``["tcp://127.0.0.1:7400"]``
             (port 0 picks a free port; see `listen_urls`). The scheme picks the transport
             plugin.
@@ -85,6 +88,12 @@ class MessageDispatcher:
         heartbeat_interval, heartbeat_tolerance: A peer silent for interval x tolerance
             seconds is declared dead, and replies it owes fail with `PeerLostError`.
         max_message_size: Largest encoded message sent to another process, in bytes.
+
+    Raises:
+        TypeError: ``process_id`` is not an int or a str; ``listen``/``connect`` is one
+            string; ``plugins`` is not a ``pluggy.PluginManager``.
+        ValueError: a timeout or heartbeat setting is out of range; ``plugins`` belongs
+            to another pluggy project.
     """
 
     def __init__(
@@ -131,7 +140,7 @@ class MessageDispatcher:
             from dispatchio._plugins import default_plugin_manager
 
             plugins = default_plugin_manager()
-        self.plugins = plugins
+        self.plugins = checked_plugin_manager(plugins)
         self._observers = Observers(plugins, self)
         self.stats: DispatcherStats = self._observers.stats
         self._registry = Registry()
@@ -339,6 +348,16 @@ class MessageDispatcher:
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> MessageDispatcher:
+        """Start the asynchronous machinery (and the transports, listening and dialing).
+
+        Raises:
+            DispatchError: the dispatcher is already running, or no asyncio or trio
+                event loop runs in this thread.
+            TransportConfigError: a URL names no installed transport, or its options are
+                wrong.
+            TransportError: a transport cannot bind a ``listen`` address (the contract
+                of `Transport.serve`). Nothing is left running when starting fails.
+        """
         if self._backend is not None:
             raise DispatchError("this dispatcher is already running")
         self.refresh_hooks()
@@ -378,6 +397,17 @@ class MessageDispatcher:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
+        """Stop: deliver what was accepted, say goodbye to peers, cancel the workers.
+
+        Leaving normally first drains: the leader keeps starting queued messages until
+        the queue is empty, for at most ``reply_timeout`` seconds. (Leaving with an
+        exception skips the drain.) Then the transports close (each flushes what it
+        holds, bounded by its ``close_timeout``), every sender still waiting for a reply
+        (`request`, `gather`) gets `DispatchError`, letters still awaiting a reply are
+        forgotten, messages never started are counted in ``stats.discarded`` and
+        logged, and the remaining tasks, handlers mid-await included, are cancelled.
+        The caller's exception, if any, propagates unchanged.
+        """
         task_group = self._task_group
         assert task_group is not None
         try:
@@ -478,14 +508,8 @@ class MessageDispatcher:
                     full = isinstance(exc, OutboxFullError)
                     code = OutboxFullError.code if full else UndeliverableError.code
                     self._replies.route_response(
-                        Message(
-                            message.type,
-                            None,
-                            id=message.id,
-                            destination=message.source,
-                            process=process,
-                            is_response=True,
-                            error=format_error(code, str(exc)),
+                        response_to(
+                            message, None, process=process, error=format_error(code, str(exc))
                         )
                     )
 
@@ -499,16 +523,26 @@ class MessageDispatcher:
         * nobody can receive it: ``undeliverable``, with the original content, at once;
         * ``response_required=True`` and no reply within ``reply_timeout`` (default: the
           dispatcher's): ``timeout``;
-        * the handler raised and ``response_required=True``: ``handler_error``.
+        * the handler raised and ``response_required=True``: ``handler_error``;
+        * ``response_required=True`` and the receiving process died first:
+          ``peer_lost``;
+        * a group copy could not go to one of the processes (its link is full:
+          ``outbox_full``; its link is gone: ``undeliverable``).
 
         Args:
             message: The message; ``id`` and ``process`` are assigned when None.
             reply_timeout: Seconds to wait for a reply when ``response_required`` is set.
 
         Raises:
-            InvalidMessageError: a field is invalid.
+            InvalidMessageError: a field is invalid, or the content cannot cross to the
+                other process (not JSON-compatible).
+            MessageTooLargeError: it goes to another process and its encoded size exceeds
+                ``max_message_size``.
             UndeliverableError: nobody can receive it and there is no registered source
-                listener to return it to.
+                listener to return it to; or its destination is in another process and
+                the link to it is gone.
+            OutboxFullError: its destination is in another process and the link to it
+                holds too much unsent data (back off and retry).
             DispatcherNotRunningError: outside ``async with dispatcher:``.
             DispatchError: ``response_required`` is set and the message's ``id`` is already
                 awaiting replies.
@@ -560,11 +594,19 @@ class MessageDispatcher:
 
         Raises:
             UndeliverableError: at once when nobody can receive it, or the receiver (every
-                subscriber, for a group) declined it.
+                subscriber, for a group) declined it, or the link to the receiving
+                process is gone.
             ReplyTimeoutError: no reply in time. A reply arriving later is dropped and
                 counted in ``stats.late_replies``.
             HandlerError: the handler raised (every subscriber's, for a group).
-            InvalidMessageError: a field is invalid.
+            PeerLostError: the receiving process died (or went silent past the heartbeat
+                bound) before answering.
+            OutboxFullError: the link to the receiving process holds too much unsent data
+                (for a group: only if no other subscriber answers).
+            InvalidMessageError: a field is invalid, or the content cannot cross to the
+                other process (not JSON-compatible).
+            MessageTooLargeError: it goes to another process and its encoded size exceeds
+                ``max_message_size``.
             DispatcherNotRunningError: outside ``async with dispatcher:``.
             DispatchError: the message's ``id`` is already awaiting replies, or the
                 dispatcher closed first.
@@ -581,10 +623,16 @@ class MessageDispatcher:
         replies so far. Subscribers that decline the message are not waited for; a
         subscriber whose handler raised contributes a response with ``error`` set.
 
+        A subscriber in a process that died before answering contributes a response
+        with a ``peer_lost`` error; one behind a full link, an ``outbox_full`` one.
+
         Raises:
-            UndeliverableError: at once when nobody can receive it.
-            InvalidMessageError, DispatcherNotRunningError, DispatchError, ValueError: as
-                `request`.
+            UndeliverableError: at once when nobody can receive it; or, for a single
+                destination in another process, when the link to it is gone.
+            OutboxFullError: for a single destination in another process, its link holds
+                too much unsent data.
+            InvalidMessageError, MessageTooLargeError, DispatcherNotRunningError,
+                DispatchError, ValueError: as `request`.
         """
         return await self._await_replies(GATHER, message, timeout)  # type: ignore[no-any-return]
 

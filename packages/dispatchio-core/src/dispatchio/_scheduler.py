@@ -28,7 +28,7 @@ import anyio
 import anyio.lowlevel
 
 from dispatchio._backend import Backend, Future, resume
-from dispatchio._basic import Action, BasicMessageListener
+from dispatchio._basic import Action, find_rule, is_rule_table
 from dispatchio._blocking import Holds
 from dispatchio._errors import (
     DispatchError,
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
     from dispatchio._observers import Observers
     from dispatchio._registry import Registry
 
-_BASIC_HANDLE: Final = BasicMessageListener.handle_message
 _MAX_IDLE_WORKERS: Final = 8
 _LEADER_BATCH: Final = 512  # messages the leader handles before letting other tasks run
 _CoroutineType: Final = types.CoroutineType
@@ -156,7 +155,7 @@ class Scheduler:
             try:
                 result = await resume(coro, yielded)
             except Exception as exc:
-                self.failed(message, exc)
+                self.handler_raised(message, exc)
             else:
                 self.settle(message, result)
             lead = False
@@ -214,30 +213,24 @@ class Scheduler:
         coro: Any = None
         result: Any = None
         try:
-            while True:
-                if type(listener).handle_message is _BASIC_HANDLE:
-                    rule = listener.match(message)
-                    if rule is None:
-                        listener.unmatched_count += 1
-                        result = UNHANDLED
-                        break
-                    action = rule.action
-                    if action is Action.CALLBACK:
-                        result = rule.target(message)
-                        if result.__class__ is _CoroutineType:
-                            coro = result
-                        break
-                    if action is Action.QUEUE:
-                        rule.put(message)
-                        result = DEFERRED
-                        break
-                    if action is Action.LISTENER:
-                        listener = rule.target
-                        continue
-                    coro = rule.target(message)
+            handler, rule = find_rule(listener, message)
+            if rule is None:
+                if is_rule_table(handler):
+                    handler.unmatched_count += 1
+                    result = UNHANDLED
                 else:
-                    coro = listener.handle_message(message)
-                break
+                    coro = handler.handle_message(message)
+            else:
+                action = rule.action
+                if action is Action.CALLBACK:
+                    result = rule.target(message)
+                    if result.__class__ is _CoroutineType:
+                        coro = result
+                elif action is Action.QUEUE:
+                    rule.put(message)  # type: ignore[misc]  # set for every QUEUE rule
+                    result = DEFERRED
+                else:
+                    coro = rule.target(message)
             if coro is not None:
                 try:
                     yielded = coro.send(None)
@@ -246,7 +239,7 @@ class Scheduler:
                 else:
                     return coro, yielded, message
         except Exception as exc:
-            self.failed(message, exc)
+            self.handler_raised(message, exc)
             return None
         self.settle(message, result)
         return None
@@ -262,7 +255,7 @@ class Scheduler:
         members = self.members.get(group)
         if message.process != self.process_id and self.mesh is not None:
             # Tell the sender how many replies to expect from here, before any copy runs.
-            self.mesh.fanned_out(message, len(members or ()))
+            self.mesh.tell_fanout(message, len(members or ()))
             if not members:
                 return
         if not members:
@@ -314,25 +307,16 @@ class Scheduler:
         dest = message.destination
         if dest is None or message.blocking or (self.held_dest and dest in self.held_dest):
             return None
-        listener: Any = self.listeners[dest]
+        listener = self.listeners[dest]
         try:
-            while type(listener).handle_message is _BASIC_HANDLE:
-                rule = listener.match(message)
-                if rule is None or rule.action is Action.QUEUE:
-                    return None
-                if rule.action is Action.ASYNC_CALLBACK:
-                    return None
-                if rule.action is Action.LISTENER:
-                    listener = rule.target
-                    continue
-                if self.observers.observed:
-                    self.observers.delivered(message, self.listeners[dest])
-                result = rule.target(message)
-                break
-            else:
+            rule = find_rule(listener, message)[1]
+            if rule is None or rule.action is not Action.CALLBACK:
                 return None
+            if self.observers.observed:
+                self.observers.delivered(message, listener)
+            result = rule.target(message)
         except Exception as exc:
-            self.failed(message, exc, respond=False)
+            self.handler_raised(message, exc, respond=False)
             raise HandlerError(f"{type(exc).__name__}: {exc}", message=message) from exc
         if result is UNHANDLED:
             self.observers.unmatched(message, listener)
@@ -371,12 +355,12 @@ class Scheduler:
         ):
             self.enqueue(message)
             return
-        listener: Any = self.listeners.get(dest)
-        if listener is None or type(listener).handle_message is not _BASIC_HANDLE:
+        listener = self.listeners.get(dest)
+        if listener is None:
             self.enqueue(message)
             return
         try:
-            rule = listener.match(message)
+            rule = find_rule(listener, message)[1]
         except Exception:
             self.enqueue(message)  # the leader reports the failure in the usual way
             return
@@ -388,7 +372,7 @@ class Scheduler:
         try:
             result = rule.target(message)
         except Exception as exc:
-            self.failed(message, exc)
+            self.handler_raised(message, exc)
             return
         if result.__class__ is _CoroutineType:
             assert self.task_group is not None
@@ -401,7 +385,7 @@ class Scheduler:
         try:
             result = await coro
         except Exception as exc:
-            self.failed(message, exc)
+            self.handler_raised(message, exc)
         else:
             self.settle(message, result)
 
@@ -424,7 +408,7 @@ class Scheduler:
             return
         self.respond(message, result, None)
 
-    def failed(self, message: Message, exc: Exception, *, respond: bool = True) -> None:
+    def handler_raised(self, message: Message, exc: Exception, *, respond: bool = True) -> None:
         """A handler raised ``exc``: count and report it, and answer a waiting sender."""
         listener = self.listeners.get(message.destination)  # type: ignore[arg-type]
         self.observers.handler_failed(message, listener, exc)
