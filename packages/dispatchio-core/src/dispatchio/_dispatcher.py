@@ -224,6 +224,37 @@ class MessageDispatcher:
         """The IDs of the other processes currently connected."""
         return frozenset(()) if self._mesh is None else frozenset(self._mesh.peers)
 
+    def directory(self) -> dict[str, Any]:
+        """Describe every process this one knows, with its listeners and groups.
+
+        Returns a plain dict that `json.dumps` accepts (group IDs are values, never object
+        keys, so int IDs stay ints)::
+
+            {"process": <this process's ID>,
+             "processes": [
+                 {"process": <ID>, "local": <True for this process>,
+                  "urls": [<URLs it listens on>], "listeners": [<listener IDs>],
+                  "groups": [{"group": <group ID>, "members": [<listener IDs>]}]},
+                 ...]}
+
+        This process comes first (listeners and members in registration order), then
+        each connected peer as this process last heard of it, by ID (ints first). A
+        snapshot: later changes do not alter the returned dict.
+        """
+        registry = self._registry
+        local = {
+            "process": self.process_id,
+            "local": True,
+            "urls": list(self.listen_urls),
+            "listeners": list(registry.listeners),
+            "groups": [
+                {"group": group, "members": list(members)}
+                for group, members in registry.groups.items()
+            ],
+        }
+        peers = [] if self._mesh is None else self._mesh.peer_entries()
+        return {"process": self.process_id, "processes": [local, *peers]}
+
     async def wait_for_peer(self, process_id: ListenerId, *, timeout: float = 10.0) -> None:
         """Wait until the process ``process_id`` is connected.
 

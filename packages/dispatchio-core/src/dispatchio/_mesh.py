@@ -52,6 +52,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger("dispatchio.mesh")
 
 
+def id_order(value: ListenerId) -> tuple[bool, ListenerId]:
+    """A sort key for IDs that may mix ints and strs: ints first, each kind in order."""
+    return isinstance(value, str), value
+
+
 class _Peer:
     """What this process knows of another one."""
 
@@ -227,6 +232,29 @@ class Mesh:
         self.remote_groups = {g: tuple(ps) for g, ps in groups.items()}
         self.changed.set()
         self.changed = anyio.Event()
+
+    def peer_entries(self) -> list[dict[str, Any]]:
+        """The directory entry of every connected peer (see `MessageDispatcher.directory`)."""
+        entries = []
+        for process in sorted(self.peers, key=id_order):
+            peer = self.peers[process]
+            known = self.members.get(process)
+            urls = known[1] if known is not None and known[1] else peer.hello.urls
+            groups = [
+                {"group": group, "members": sorted(members, key=id_order)}
+                for group, members in sorted(peer.groups.items(), key=lambda g: id_order(g[0]))
+                if members
+            ]
+            entries.append(
+                {
+                    "process": process,
+                    "local": False,
+                    "urls": list(urls),
+                    "listeners": sorted(peer.listeners, key=id_order),
+                    "groups": groups,
+                }
+            )
+        return entries
 
     def remote_subscriber_count(self, group: ListenerId) -> int:
         return sum(len(peer.groups.get(group, ())) for peer in self.peers.values())
