@@ -53,6 +53,7 @@ logger = logging.getLogger("dispatchio")
 
 _INLINE_STREAK: Final = 64  # requests answered inline before a checkpoint
 _REMOTE_STREAK: Final = 64  # sends to other processes before a checkpoint
+_LOGGED_HANDLERS: Final = 10  # cancelled handlers named in the shutdown warning
 
 
 class MessageDispatcher:
@@ -88,6 +89,10 @@ class MessageDispatcher:
         heartbeat_interval, heartbeat_tolerance: A peer silent for interval x tolerance
             seconds is declared dead, and replies it owes fail with `PeerLostError`.
         max_message_size: Largest encoded message sent to another process, in bytes.
+        shutdown_grace: Seconds that leaving ``async with`` waits for the messages
+            already accepted to be handled and for running handlers to finish; those
+            still running then are cancelled, logged and counted in
+            ``stats.cancelled_handlers``. ``math.inf`` waits for ever.
 
     Raises:
         TypeError: ``process_id`` is not an int or a str; ``listen``/``connect`` is one
@@ -109,6 +114,7 @@ class MessageDispatcher:
         heartbeat_interval: float = 1.0,
         heartbeat_tolerance: int = 3,
         max_message_size: int = 1 << 20,
+        shutdown_grace: float = 5.0,
     ) -> None:
         if process_id is None:
             process_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -120,6 +126,8 @@ class MessageDispatcher:
             raise TypeError("listen= and connect= take a list of URLs, not one string")
         if not heartbeat_interval > 0 or heartbeat_tolerance < 1:
             raise ValueError("heartbeat_interval must be > 0 and heartbeat_tolerance >= 1")
+        if not shutdown_grace >= 0:  # also refuses NaN
+            raise ValueError(f"shutdown_grace must be >= 0 seconds, got {shutdown_grace!r}")
         self._mesh_config: dict[str, Any] | None = None
         if listen or connect or transports:
             self._mesh_config = {
@@ -134,6 +142,7 @@ class MessageDispatcher:
         self._mesh: Mesh | None = None
         self.process_id: ListenerId = process_id
         self.reply_timeout = reply_timeout
+        self.shutdown_grace = shutdown_grace
         # 64 random bits, then a counter: unique across processes without coordination.
         self._ids = iterator_of_ids()
         if plugins is None:
@@ -430,31 +439,49 @@ class MessageDispatcher:
     ) -> bool | None:
         """Stop: deliver what was accepted, say goodbye to peers, cancel the workers.
 
-        Leaving normally first drains: the leader keeps starting queued messages until
-        the queue is empty, for at most ``reply_timeout`` seconds. (Leaving with an
-        exception skips the drain.) Then the transports close (each flushes what it
-        holds, bounded by its ``close_timeout``), every sender still waiting for a reply
-        (`request`, `gather`) gets `DispatchError`, letters still awaiting a reply are
-        forgotten, messages never started are counted in ``stats.discarded`` and
-        logged, and the remaining tasks, handlers mid-await included, are cancelled.
-        The caller's exception, if any, propagates unchanged.
+        Leaving normally first drains, for at most ``shutdown_grace`` seconds: queued
+        messages are delivered and running handlers (those mid-await included) may
+        finish, and whatever they send meanwhile is delivered too; sends and replies
+        still work. Leaving with an exception skips the drain. Then the transports close
+        (each flushes what it holds, bounded by its ``close_timeout``), every sender
+        still waiting for a reply (`request`, `gather`) gets `DispatchError`, letters
+        still awaiting a reply are forgotten, messages never started are counted in
+        ``stats.discarded``, handlers still running are cancelled and counted in
+        ``stats.cancelled_handlers`` (both logged as warnings), and the remaining tasks
+        end. The caller's exception, if any, propagates unchanged.
         """
         task_group = self._task_group
         assert task_group is not None
         try:
             if exc_type is None:
-                await self._scheduler.drain(self.reply_timeout)
+                await self._scheduler.drain(self.shutdown_grace)
             if self._mesh is not None:
                 await self._mesh.stop()
         finally:
             self._mesh = self._scheduler.mesh = self._registry.on_change = None
             self._closing = True
             # Nothing may wake a worker that is about to be cancelled.
-            discarded = self._scheduler.close()
+            discarded, running = self._scheduler.close()
             self._replies.close()
             if discarded:
                 self.stats.discarded += discarded
                 logger.warning("dispatcher closed with %d message(s) never delivered", discarded)
+            if running:
+                self.stats.cancelled_handlers += len(running)
+                when = (
+                    f"after the {self.shutdown_grace:g} s shutdown grace"
+                    if exc_type is None
+                    else "at once (the async with body raised)"
+                )
+                logger.warning(
+                    "dispatcher closed: cancelled %d running handler(s) %s: %s",
+                    len(running),
+                    when,
+                    ", ".join(
+                        f"{m.type!r} for {m.destination!r}" for m in running[:_LOGGED_HANDLERS]
+                    )
+                    + (", ..." if len(running) > _LOGGED_HANDLERS else ""),
+                )
             task_group.cancel_scope.cancel()
             try:
                 # The caller's exception is not the task group's business: it propagates

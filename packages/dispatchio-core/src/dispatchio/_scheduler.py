@@ -66,6 +66,7 @@ class Scheduler:
         "process_id",
         "queue",
         "replies",
+        "running",
         "task_group",
         "wake",
     )
@@ -86,6 +87,9 @@ class Scheduler:
         self.wake: Future | None = None  # the parked leader's future
         self.idle: list[Future] = []  # parked followers
         self.drained: Future | None = None  # resolved when the leader runs out of work
+        # Handlers that suspended and have not finished (coroutine -> its message), so
+        # shutdown can wait for them and name the ones it cancels.
+        self.running: dict[Any, Message] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -96,19 +100,34 @@ class Scheduler:
         task_group.start_soon(self.worker, True, name="dispatchio worker")
 
     async def drain(self, timeout: float) -> None:
-        """Let the leader deliver everything already accepted (at most ``timeout`` s)."""
+        """Deliver everything already accepted and let running handlers finish.
+
+        Returns when the queue is empty, the leader idle and no handler runs (a handler
+        finishing may queue more: that is delivered too), or after ``timeout`` seconds.
+        """
         backend = self.backend
         assert backend is not None
         with anyio.move_on_after(timeout):
-            while self.queue or self.wake is None:
+            while self.queue or self.wake is None or self.running:
                 waiter = self.drained = backend.new_future()
                 await waiter
 
-    def close(self) -> int:
-        """Stop waking workers (they are about to be cancelled); return the undelivered count."""
+    def _drain_step(self) -> None:
+        drained = self.drained
+        if drained is not None:
+            self.drained = None
+            if not drained.done():
+                drained.set_result(None)
+
+    def close(self) -> tuple[int, list[Message]]:
+        """Stop waking workers (they are about to be cancelled).
+
+        Returns how many messages were never started, and the messages of the handlers
+        still running (about to be cancelled).
+        """
         self.wake = self.drained = None
         self.idle.clear()
-        return len(self.queue) + self.holds.held_count()
+        return len(self.queue) + self.holds.held_count(), list(self.running.values())
 
     def stopped(self) -> None:
         """The workers are gone: forget whatever they left behind."""
@@ -117,6 +136,7 @@ class Scheduler:
         self.queue.clear()
         self.holds.clear()
         self.idle.clear()
+        self.running.clear()
         self.wake = None
 
     # ------------------------------------------------------------------ the queue
@@ -152,12 +172,17 @@ class Scheduler:
             captured = await self._lead()
             # A handler suspended: this worker stays with it; another leads meanwhile.
             coro, yielded, message = captured
+            running = self.running
+            running[coro] = message
             try:
                 result = await resume(coro, yielded)
             except Exception as exc:
                 self.handler_raised(message, exc)
             else:
                 self.settle(message, result)
+            del running[coro]
+            if not running and self.drained is not None:
+                self._drain_step()
             lead = False
 
     async def _lead(self) -> tuple[Any, Any, Message]:
@@ -176,11 +201,8 @@ class Scheduler:
                 await anyio.lowlevel.checkpoint()
                 continue
             wake = self.wake = backend.new_future()
-            drained = self.drained
-            if drained is not None:
-                self.drained = None
-                if not drained.done():
-                    drained.set_result(None)
+            if self.drained is not None:
+                self._drain_step()
             await wake
 
     def _hand_off(self) -> None:
@@ -324,6 +346,7 @@ class Scheduler:
         deferred: bool = result is DEFERRED
         if result.__class__ is _CoroutineType:
             assert self.task_group is not None
+            self.running[result] = message
             self.task_group.start_soon(self._await_handler, message, result)
             deferred = True
         if deferred:
@@ -376,6 +399,7 @@ class Scheduler:
             return
         if result.__class__ is _CoroutineType:
             assert self.task_group is not None
+            self.running[result] = message
             self.task_group.start_soon(self._await_handler, message, result)
             return
         self.settle(message, result)
@@ -388,6 +412,10 @@ class Scheduler:
             self.handler_raised(message, exc)
         else:
             self.settle(message, result)
+        running = self.running
+        del running[coro]
+        if not running and self.drained is not None:
+            self._drain_step()
 
     # ------------------------------------------------------------------ outcomes
 
