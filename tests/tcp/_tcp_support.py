@@ -14,12 +14,12 @@ import anyio
 import anyio.abc
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from dispatchio import ListenerId
+from dispatchio import ListenerId, MessageDispatcher
 from dispatchio.transport import PeerHello
 from dispatchio_tcp import TcpOptions, TcpTransport
 from dispatchio_tcp._framing import encode_header
 from dispatchio_tcp._handshake import PREFIX, Hello, decode_body, decode_prefix, encode_hello
-from dispatchio_tcp._transport import parse_url
+from dispatchio_tcp._options import parse_url
 
 _incarnations = itertools.count(1)
 
@@ -33,6 +33,11 @@ class Recorder:
         self.frames: dict[ListenerId, list[bytes]] = {}
         self.up: dict[ListenerId, PeerHello] = {}
         self._changed = anyio.Event()
+
+    @property
+    def dispatcher(self) -> MessageDispatcher:
+        """TCP never asks: it serves dispatchers only."""
+        raise AttributeError("a Recorder runs no dispatcher")
 
     def _notify(self) -> None:
         self._changed.set()

@@ -13,7 +13,7 @@ from dispatchio import TransportConfigError
 from dispatchio._plugins import make_plugin_manager
 from dispatchio.transport import resolve_transport
 from dispatchio_tcp import TcpOptions, TcpTransport
-from dispatchio_tcp._transport import parse_url
+from dispatchio_tcp._options import parse_url
 
 
 def test_public_names_are_pinned_and_sorted() -> None:
