@@ -10,8 +10,7 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from dispatchio import ListenerId
-from dispatchio._errors import MessageTooLargeError, TransportError
+from dispatchio import ListenerId, MessageTooLargeError, TransportError
 from dispatchio.transport import PeerHello, Transport, TransportHandler
 
 # URL -> the transport listening there. Tests use unique URLs (mem://<test-specific name>).
