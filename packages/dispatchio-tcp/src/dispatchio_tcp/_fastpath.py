@@ -221,6 +221,11 @@ class FastPath(asyncio.BufferedProtocol):
         self.start = self.end = 0
         self.pending.clear()
         self.held = 0
+        if not self.transport.is_closing():
+            self.transport.pause_reading()  # so asyncio asks for no buffer any more
+        # A slice asyncio is filling right now keeps the old ring alive until it returns.
+        self.ring = bytearray()
+        self.view = memoryview(self.ring)
 
 
 def adopt(

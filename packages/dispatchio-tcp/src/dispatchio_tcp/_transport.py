@@ -291,6 +291,22 @@ class TcpTransport(Transport):
             # The writer waits only once it has found the outbox empty.
             link.wake.set()
 
+    def disconnect(self, process: ListenerId, reason: str) -> None:
+        """Close the link to ``process`` now, unflushed (see `Transport.disconnect`).
+
+        The link leaves the link table at once (so `send` refuses and a new link from
+        that process is accepted), its outbox and receive buffers are dropped, and on
+        the asyncio fast path the socket is aborted right here; on the stream path the
+        link's task closes it at its next turn. A dial loop to that process redials.
+        """
+        link = self._links.pop(process, None)
+        if link is None:
+            return
+        logger.info("closed the link to process %r: %s", process, reason)
+        link.abort(f"disconnected: {reason}")
+        if link.fast is not None:
+            link.fast.transport.abort()
+
     async def aclose(self) -> None:
         """Flush what was accepted (up to ``close_timeout``), close every link, stop."""
         if self._closing:
