@@ -10,8 +10,10 @@ module decides what the frames mean, so every transport behaves the same:
   its URLs), and unknown members are dialed, so joining one member reaches all.
 * Liveness: one task sends a HEARTBEAT to every peer it sent nothing to for an interval
   and declares dead any peer silent for ``interval * tolerance``. A lost link, a GOODBYE
-  or a new incarnation of the same process ID also ends a peer at once. Every reply
-  still owed by a dead peer comes back as ``peer_lost``.
+  or a new incarnation of the same process ID also ends a peer at once. When the mesh
+  itself ends a peer (detector, GOODBYE) the transport closes its link
+  (`Transport.disconnect`), so a paused process that resumes comes back through a new
+  link. Every reply still owed by a dead peer comes back as ``peer_lost``.
 * Group sends go once per process; the receiver answers FANOUT with how many copies it
   made, so the sender's count of expected replies is exact even with a stale directory.
 """
@@ -339,6 +341,20 @@ class Mesh:
                 self._send(other, news, quiet=True)
         self._reindex()
 
+    def _declare_dead(self, process: ListenerId, reason: str) -> None:
+        """End a peer whose link the transport may still hold, and have the link closed.
+
+        Without the disconnect a peer that was only paused (SIGSTOP) would come back on
+        the old link, whose frames `_frame` ignores, and never be served again; closed,
+        it comes back through a new link, a handshake and peer_up, as after a restart.
+        Not for a link the transport reported down, nor for a restart: there the
+        transport holds the new link already.
+        """
+        peer = self.peers.get(process)
+        self._peer_dead(process, reason)
+        if peer is not None:
+            peer.transport.disconnect(process, reason)
+
     def _peer_dead(self, process: ListenerId, reason: str) -> None:
         peer = self.peers.pop(process, None)
         if peer is None:
@@ -380,7 +396,7 @@ class Mesh:
             elif kind == _wire.MEMBERS:
                 self._learn_members(fields[1])
             elif kind == _wire.GOODBYE:
-                self._peer_dead(
+                self._declare_dead(
                     process, f"it said goodbye ({fields[1] if len(fields) > 1 else ''})"
                 )
         except (_wire.WireError, IndexError, TypeError, ValueError) as exc:
@@ -488,6 +504,6 @@ class Mesh:
             now = self.clock()
             for process, peer in list(self.peers.items()):
                 if now - peer.last_heard > limit:
-                    self._peer_dead(process, f"no frame for {limit:g} s")
+                    self._declare_dead(process, f"no frame for {limit:g} s")
                 elif now - peer.last_sent >= interval / 2:
                     self._send(process, _wire.HEARTBEAT_FRAME, quiet=True)
