@@ -13,6 +13,8 @@ from tests.http._hostile import send_hostile_http
 #: A short header timeout, so the suite's slowloris is dropped within its linger time.
 HEADER_TIMEOUT = 1.0
 MAX_FRAME_SIZE = 1 << 20
+#: Seconds beyond the header timeout that the slowloris is given to be dropped.
+LINGER = 1.0
 
 
 class TestHttpConformance(TransportConformance):
@@ -30,9 +32,7 @@ class TestHttpConformance(TransportConformance):
     def transport_options(self) -> Mapping[str, Mapping[str, Any]]:
         return {"http": {"header_timeout": HEADER_TIMEOUT}}
 
-    async def send_garbage(self, url: str) -> None:
+    async def send_hostile_input(self, url: str) -> None:
         """Hostile HTTP: random bytes and bodies, a terabyte Content-Length, a body cut
         off half way, a chunked body over the cap, a slowloris, and garbage on peer links."""
-        await send_hostile_http(
-            url, max_frame_size=MAX_FRAME_SIZE, linger=HEADER_TIMEOUT + self.garbage_linger
-        )
+        await send_hostile_http(url, max_frame_size=MAX_FRAME_SIZE, linger=HEADER_TIMEOUT + LINGER)

@@ -177,10 +177,19 @@ class _Link:
     reason: str = ""
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    #: The connection under the WebSocket, to abort it (None: unknown, close it instead).
+    socket: asyncio.Transport | None = None
 
     def abort(self, reason: str) -> None:
         self.reason = self.reason or reason
         self.scope.cancel()
+
+    def drop_now(self) -> None:
+        """Close the connection at once, whatever is still buffered (see disconnect)."""
+        self.outbox.clear()
+        self.outbox_bytes = 0
+        if self.socket is not None and not self.socket.is_closing():
+            self.socket.abort()
 
 
 class HttpTransport(Transport):
@@ -347,6 +356,20 @@ class HttpTransport(Transport):
         if not held:
             link.wake.set()  # the writer waits only once it found the outbox empty
 
+    def disconnect(self, process: ListenerId, reason: str) -> None:
+        """Close the link to ``process`` now, unflushed (see `Transport.disconnect`).
+
+        The link leaves the link table at once (so `send` refuses and a new link from
+        that process is accepted), its outbox is dropped and its connection aborted
+        here; the link's task ends at its next turn. A dial loop to that process redials.
+        """
+        link = self._links.pop(process, None)
+        if link is None:
+            return
+        logger.info("closed the link to process %r: %s", process, reason)
+        link.abort(f"disconnected: {reason}")
+        link.drop_now()
+
     async def aclose(self) -> None:
         """Flush what was accepted (up to ``close_timeout``), close every link, stop."""
         if self._closing:
@@ -421,7 +444,7 @@ class HttpTransport(Transport):
         if not ws.can_prepare(request).ok:
             return _refuse(426, "upgrade", "a peer link is a WebSocket upgrade")
         hello = PeerHello(theirs.process, theirs.incarnation, theirs.urls)
-        link = _Link(hello, ws)
+        link = _Link(hello, ws, socket=request.transport)
         arbiter = str(local.process) < str(theirs.process)
         if arbiter:
             existing = self._links.get(theirs.process)
@@ -569,7 +592,11 @@ class HttpTransport(Transport):
                 raise HandshakeError(f"process {theirs.process!r} at {url} failed authentication")
             if str(theirs.process) == str(local.process):
                 raise _SelfDial(f"{url} is this process itself")
-            link = _Link(PeerHello(theirs.process, theirs.incarnation, theirs.urls), ws)
+            link = _Link(
+                PeerHello(theirs.process, theirs.incarnation, theirs.urls),
+                ws,
+                socket=_client_transport(ws),
+            )
             if str(local.process) < str(theirs.process):
                 # This side arbitrates: the link already there wins, unless the peer
                 # restarted (a new incarnation), so there is never more than one.
@@ -717,6 +744,17 @@ class HttpsTransport(HttpTransport):
     """`HttpTransport` over TLS, for ``https://`` URLs (``ssl_context`` to listen)."""
 
     scheme: ClassVar[str] = "https"
+
+
+def _client_transport(ws: aiohttp.ClientWebSocketResponse[bool]) -> asyncio.Transport | None:
+    """The connection under a client WebSocket, if aiohttp's layout is the expected one.
+
+    aiohttp gives no public handle on it; without one, `disconnect` closes the
+    WebSocket instead (its buffers then go when the peer reads them or the OS gives up).
+    """
+    connection = getattr(getattr(ws, "_response", None), "connection", None)
+    transport = getattr(connection, "transport", None)
+    return transport if isinstance(transport, asyncio.Transport) else None
 
 
 def _require_asyncio(scheme: str) -> None:
