@@ -131,6 +131,12 @@ def test_connect_urls_default_to_the_scheme_port() -> None:
     assert parse_url("https://example.org/x/", listening=False).prefix == "/x"
 
 
+@pytest.mark.parametrize("token", ["with space", "caf\u00e9", "tab\there"])
+def test_a_token_that_cannot_go_in_a_header_is_refused(token: str) -> None:
+    with pytest.raises(TransportConfigError, match="visible ASCII"):
+        HttpTransport(token=token)
+
+
 @pytest.mark.parametrize("origin", ["*", "https://app.example/", "app.example"])
 def test_cors_origins_must_be_origins(origin: str) -> None:
     with pytest.raises(TransportConfigError, match="cors_origins entry"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ssl
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from dispatchio.transport import TransportOptions
 
@@ -78,6 +78,14 @@ class HttpOptions(TransportOptions):
     reconnect_max: float = Field(
         default=2.0, gt=0, description="Longest delay, in seconds, between two dial attempts."
     )
+
+    @field_validator("token")
+    @classmethod
+    def _printable(cls, token: str | None) -> str | None:
+        # It goes in a header: visible ASCII only (RFC 6750's token charset is narrower).
+        if token is not None and not all("!" <= char <= "~" for char in token):
+            raise ValueError("the token may hold only visible ASCII characters, no spaces")
+        return token
 
     @property
     def body_limit(self) -> int:
