@@ -198,6 +198,24 @@ async def test_an_idle_connection_is_closed_after_the_header_timeout() -> None:
     assert elapsed >= 0.3
 
 
+async def test_a_keep_alive_connection_trickling_its_next_head_is_dropped_too() -> None:
+    timeout = 0.3
+    with anyio.fail_after(5):
+        async with (
+            echo_server(header_timeout=timeout) as url,
+            await _hostile.connect(url) as stream,
+        ):
+            await stream.send(
+                b"POST /p/echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n\r\nok"
+            )
+            first = await stream.receive()
+            start = anyio.current_time()
+            status, _ = await _hostile.trickle(stream, b"GET /p/v1/health HTTP/1.1\r\n")
+            elapsed = anyio.current_time() - start
+    assert first.startswith(b"HTTP/1.1 200")
+    assert (status, elapsed >= timeout) == (0, True)
+
+
 # --------------------------------------------------------------------- origins and CORS
 
 ALLOWED = "https://app.example"
