@@ -634,3 +634,32 @@ async def test_status_page_shows_process_listeners_and_counters_escaped(
     assert "&lt;script&gt;x" in page
     assert "<script>x" not in page
     assert "http://" not in page.replace("http://127.0.0.1", "")  # nothing from elsewhere
+
+
+async def test_group_only_stream_gets_a_generated_listener_id(
+    base: str, client: aiohttp.ClientSession, dispatcher: MessageDispatcher
+) -> None:
+    with anyio.fail_after(PROMPT):
+        async with client.get(f"{base}/v1/events?group=news&group=news") as stream:
+            ready = (await next_event(stream)).json()
+            assert ready["groups"] == ["news"]
+            assert ready["listener"].startswith("http-")
+            assert dispatcher.subscribers("news") == [ready["listener"]]
+            replies = await dispatcher.gather(Message("headline", group="news"), timeout=0.05)
+            assert replies == []  # it got the copy, and did not answer in time
+            event = await next_event(stream)
+            assert event.json()["group"] == "news"
+
+
+async def test_server_shutdown_ends_open_streams(
+    dispatcher: MessageDispatcher, client: aiohttp.ClientSession
+) -> None:
+    with anyio.fail_after(PROMPT):
+        async with serve_gateway(dispatcher) as base:
+            stream = await client.get(f"{base}/v1/events?listener=late")
+            await next_event(stream)
+        # The server closed with the stream open: the client sees its end, the listener is gone.
+        with pytest.raises((EOFError, aiohttp.ClientPayloadError)):
+            await next_event(stream)
+        stream.release()
+    assert "late" not in dispatcher.listeners

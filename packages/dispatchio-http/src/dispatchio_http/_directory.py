@@ -28,9 +28,8 @@ def _directory_fallback(dispatcher: MessageDispatcher) -> dict[str, Any]:
     mesh: Any = getattr(dispatcher, "_mesh", None)
     me = dispatcher.process_id
     groups: dict[ListenerId, list[ListenerId]] = {}
-    local_groups: dict[ListenerId, Any] = getattr(dispatcher, "_groups", {})
-    for group, members in local_groups.items():
-        groups[group] = list(members)
+    for group in list(getattr(dispatcher, "_members", {})):
+        groups[group] = dispatcher.subscribers(group)
     processes = [
         {
             "process": me,

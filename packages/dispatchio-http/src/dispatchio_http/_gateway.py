@@ -179,7 +179,7 @@ class Gateway:
             replies = await dispatcher.gather(message, timeout=wait)
             return _json(200, [message_json(r) for r in replies])
         except DispatchError as exc:
-            raise delivery_problem(exc) from exc
+            raise delivery_problem(exc, running=dispatcher.running) from exc
 
     async def post_reply(self, request: web.Request) -> web.Response:
         """POST /v1/messages/{id}/reply: answer a message delivered on an event stream."""
@@ -229,7 +229,7 @@ class Gateway:
         try:
             await self.dispatcher.reply(message, data.get("content"))
         except DispatchError as exc:
-            raise delivery_problem(exc) from exc
+            raise delivery_problem(exc, running=self.dispatcher.running) from exc
         return web.Response(status=204)
 
     async def events(self, request: web.Request) -> web.StreamResponse:
@@ -395,8 +395,12 @@ def _nobody(destination: Any, group: Any) -> str:
     return f"group {group!r} has no subscribers in any process"
 
 
-def delivery_problem(exc: DispatchError) -> HttpProblem:
-    """The problem (status and code) for an error the dispatcher raised."""
+def delivery_problem(exc: DispatchError, *, running: bool = True) -> HttpProblem:
+    """The problem (status and code) for an error the dispatcher raised.
+
+    ``running``: whether the dispatcher still runs (a request it fails while closing is
+    ``503 not_running``, not a conflict).
+    """
     if isinstance(exc, UndeliverableError):
         return HttpProblem(404, exc.code, str(exc))
     if isinstance(exc, ReplyTimeoutError):
@@ -409,7 +413,7 @@ def delivery_problem(exc: DispatchError) -> HttpProblem:
         return HttpProblem(413, "too_large", str(exc))
     if isinstance(exc, InvalidMessageError):
         return HttpProblem(422, "invalid_message", str(exc))
-    if isinstance(exc, DispatcherNotRunningError):
+    if isinstance(exc, DispatcherNotRunningError) or not running:
         return HttpProblem(503, "not_running", str(exc), headers={"Retry-After": "1"})
     # The remaining DispatchError the send path raises: an id already awaiting replies.
     return HttpProblem(409, "conflict", str(exc))

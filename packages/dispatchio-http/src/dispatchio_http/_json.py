@@ -45,7 +45,6 @@ MESSAGE_FIELDS: Final = (
 _ID_FIELDS: Final = ("id", "source", "destination", "group")
 _BOOL_FIELDS: Final = ("response_required", "blocking")
 _ALLOWED: Final = frozenset(MESSAGE_FIELDS)
-_CHUNK: Final = 1 << 16
 
 
 def id_key(value: object) -> str:
