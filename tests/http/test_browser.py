@@ -95,6 +95,7 @@ async def test_page_answers_a_python_request_and_the_status_page_shows_it(
                 await page.click("#send-answer")
                 # ... and the typed answer is the reply the Python listener receives.
                 assert await lines.expect("REPLY ") == "Ada"
+                await page.locator("#answer-form").wait_for(state="hidden")  # answered once
                 # fetch() the other way: the page asks the bot and shows its answer.
                 await page.fill("#chat", "hello")
                 await page.click("#send-chat")
