@@ -663,3 +663,25 @@ async def test_server_shutdown_ends_open_streams(
             await next_event(stream)
         stream.release()
     assert "late" not in dispatcher.listeners
+
+
+async def test_content_is_passed_through_unchanged(
+    base: str, client: aiohttp.ClientSession
+) -> None:
+    content = {"big": (1 << 60) + 1, "nested": [{"x": None}, 1.5, "s"]}
+    body = {"type": "hi", "destination": "echo", "content": content}
+    status, _, data = await _post(client, f"{base}/v1/messages?wait=2", body)
+    assert status == 200
+    assert data["content"] == {"echo": content}  # IDs are made safe, never content
+
+
+async def test_directory_writes_unsafe_int_ids_as_strings(
+    base: str, client: aiohttp.ClientSession, dispatcher: MessageDispatcher
+) -> None:
+    dispatcher.register(BasicMessageListener((1 << 60) + 1))
+    dispatcher.register(BasicMessageListener(7))
+    with anyio.fail_after(PROMPT):
+        async with client.get(f"{base}/v1/directory") as response:
+            (me,) = (await response.json())["processes"]
+    assert str((1 << 60) + 1) in me["listeners"]
+    assert 7 in me["listeners"]  # a safe int stays an int

@@ -319,11 +319,11 @@ class Gateway:
 
     async def get_directory(self, request: web.Request) -> web.Response:
         """GET /v1/directory: every process, listener and group the mesh knows."""
-        return _json(200, directory(self.dispatcher))
+        return _json(200, _safe_ids(directory(self.dispatcher)))
 
     async def get_status(self, request: web.Request) -> web.Response:
         """GET /v1/status: what the status page shows, as JSON."""
-        return _json(200, self.status())
+        return _json(200, _safe_ids(self.status()))
 
     def status(self) -> dict[str, Any]:
         """This process, its peers, listeners, groups and counters."""
@@ -371,14 +371,12 @@ class Gateway:
 
 
 def _json(status: int, data: Any) -> web.Response:
-    return web.Response(
-        status=status, body=pydantic_core.to_json(_safe_ids(data)), content_type=_JSON
-    )
+    return web.Response(status=status, body=pydantic_core.to_json(data), content_type=_JSON)
 
 
 def _safe_ids(data: Any) -> Any:
-    # Message bodies are already safe (message_json); directories and status may hold
-    # int IDs beyond 2**53, which a browser would round.
+    # For documents made of IDs only (directory, status), which may hold int IDs beyond
+    # 2**53 that a browser would round. Never for messages: content is the user's data.
     cls = data.__class__
     if cls is int:
         return data if -JS_SAFE <= data <= JS_SAFE else str(data)
