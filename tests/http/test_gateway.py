@@ -214,7 +214,7 @@ async def test_wrong_content_type_is_415(base: str, client: aiohttp.ClientSessio
         ({"type": "x", "destination": "echo", "group": "pair"}, "group"),
         ({"type": "x", "destination": 1.5}, "destination"),
         ({"type": "x", "destination": True}, "destination"),
-        ({"type": "x", "destination": "echo", "id": 1 << 64}, "id"),
+        ({"type": "x", "destination": "echo", "id": 1 << 127}, "id"),
         ({"type": "x", "destination": "echo", "is_response": True}, "is_response"),
         ([1, 2], "message"),
     ],

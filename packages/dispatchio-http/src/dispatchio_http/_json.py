@@ -1,11 +1,12 @@
 """Messages as the gateway's JSON: parsing requests, rendering messages for browsers.
 
-IDs and browsers: a JavaScript number is exact only up to 2**53 - 1, and message IDs are
-64-bit integers. So the gateway always writes a message's ``id`` as a string (an int ID
-in decimal), in JSON bodies and in the SSE ``id:`` field, and writes any other ID field
-(``source``, ``destination``, ``group``, ``process``) as a decimal string when it is an
-int beyond that range. Clients send IDs back as strings or ints; the reply path looks a
-message up by its ID's decimal string, so both work.
+IDs and browsers: a JavaScript number is exact only up to 2**53 - 1, and the message IDs
+the core assigns are wider (64 random bits, then a 32-bit counter). So the gateway always
+writes a message's ``id`` as a string (an int ID in decimal), in JSON bodies and in the
+SSE ``id:`` field, and writes any other ID field (``source``, ``destination``, ``group``,
+``process``) as a decimal string when it is an int beyond that range. Clients send IDs
+back as strings or ints; the reply path looks a message up by its ID's decimal string,
+so both work.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ __all__ = [
 
 #: JavaScript's Number.MAX_SAFE_INTEGER.
 JS_SAFE: Final = (1 << 53) - 1
-_INT64: Final = 1 << 63
+#: Client-chosen int IDs must fit in 128 bits (the core assigns 96-bit ones).
+_INT_LIMIT: Final = 1 << 127
 #: The fields a gateway client may set on a message it sends.
 MESSAGE_FIELDS: Final = (
     "type",
@@ -123,8 +125,8 @@ def _check_id(field: str, value: Any) -> None:
     if value.__class__ is str:
         return
     if value.__class__ is int:
-        if not -_INT64 <= value < _INT64:
-            raise _invalid(field, "an int ID must fit in 64 bits (send a string instead)")
+        if not -_INT_LIMIT <= value < _INT_LIMIT:
+            raise _invalid(field, "an int ID must fit in 128 bits (send a string instead)")
         return
     raise _invalid(field, f"must be a string or an integer, got {type(value).__name__}")
 

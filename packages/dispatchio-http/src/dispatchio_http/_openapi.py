@@ -9,9 +9,9 @@ __all__ = ["openapi_document"]
 _ID = {
     "oneOf": [
         {"type": "string"},
-        {"type": "integer", "minimum": -(1 << 63), "maximum": (1 << 63) - 1},
+        {"type": "integer", "minimum": -(1 << 127), "maximum": (1 << 127) - 1},
     ],
-    "description": "A listener, group or message ID: a string or a 64-bit integer.",
+    "description": "A listener, group or message ID: a string or an integer (128 bits at most).",
 }
 _OUT_ID = {
     "type": ["string", "integer", "null"],
