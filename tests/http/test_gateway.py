@@ -685,3 +685,29 @@ async def test_directory_writes_unsafe_int_ids_as_strings(
             (me,) = (await response.json())["processes"]
     assert str((1 << 60) + 1) in me["listeners"]
     assert 7 in me["listeners"]  # a safe int stays an int
+
+
+async def test_gateways_of_two_urls_share_streams_and_caps(
+    dispatcher: MessageDispatcher, client: aiohttp.ClientSession
+) -> None:
+    async with (
+        serve_gateway(dispatcher, max_streams=1) as one,
+        serve_gateway(dispatcher, max_streams=1) as two,
+    ):
+        with anyio.fail_after(PROMPT):
+            async with client.get(f"{one}/v1/events?listener=multi") as stream:
+                await next_event(stream)
+                async with client.get(f"{two}/v1/events?listener=other") as refused:
+                    assert refused.status == 429  # the cap counts both URLs' streams
+                async with anyio.create_task_group() as tg:
+                    answers: list[Message] = []
+
+                    async def ask() -> None:
+                        request = Message("q", destination="multi")
+                        answers.append(await dispatcher.request(request, timeout=PROMPT))
+
+                    tg.start_soon(ask)
+                    event = await next_event(stream)
+                    url = f"{two}/v1/messages/{event.id}/reply"  # answered through the other URL
+                    assert (await _post(client, url, {"content": "via two"}))[0] == 204
+        assert answers[0].content == "via two"

@@ -13,6 +13,7 @@ import functools
 import logging
 import secrets
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -84,21 +85,42 @@ def install_gateway(
     gateway.add_routes(app)
 
 
+class _Shared:
+    """What the gateways of one dispatcher share, whichever of its URLs serves them.
+
+    A transport listening on several URLs installs one gateway per URL; the caps count
+    across all of them, and a message delivered on a stream of one URL can be answered
+    through another.
+    """
+
+    def __init__(self) -> None:
+        self.streams: dict[ListenerId, StreamListener] = {}
+        #: Messages delivered on streams and not yet answered: ID key -> listener -> stream.
+        self.held: dict[str, dict[ListenerId, StreamListener]] = {}
+        self.active = 0
+        self.started = time.time()
+        self.counters = {"requests": 0, "refused_busy": 0, "streams_opened": 0}
+
+
+_SHARED: weakref.WeakKeyDictionary[MessageDispatcher, _Shared] = weakref.WeakKeyDictionary()
+
+
 class Gateway:
-    """The state behind the routes: open streams, answerable messages, the request cap."""
+    """The routes of one URL: open streams, answerable messages, the request cap."""
 
     def __init__(self, dispatcher: MessageDispatcher, options: HttpOptions, prefix: str) -> None:
         self.dispatcher = dispatcher
         self.options = options
         self.prefix = prefix
         self.limit = options.body_limit
-        self.streams: dict[ListenerId, StreamListener] = {}
-        #: Messages delivered on streams and not yet answered: ID key -> listener -> stream.
-        self.held: dict[str, dict[ListenerId, StreamListener]] = {}
-        self.active = 0
+        shared = self.shared = _SHARED.setdefault(dispatcher, _Shared())
+        self.streams = shared.streams
+        self.held = shared.held
+        self.counters = shared.counters
+        self.started = shared.started
+        #: The streams this URL serves (its shutdown ends them).
+        self.mine: set[ListenerId] = set()
         self.closing = False
-        self.started = time.time()
-        self.counters = {"requests": 0, "refused_busy": 0, "streams_opened": 0}
         self._openapi = pydantic_core.to_json(openapi_document(prefix))
 
     def add_routes(self, app: web.Application) -> None:
@@ -121,37 +143,37 @@ class Gateway:
 
         @functools.wraps(handler)
         async def guarded(request: web.Request) -> web.StreamResponse:
-            if self.active >= self.options.max_concurrent_requests:
+            if self.shared.active >= self.options.max_concurrent_requests:
                 self.counters["refused_busy"] += 1
                 return problem_response(
                     503,
                     "busy",
-                    f"{self.active} requests are being handled; try again shortly",
+                    f"{self.shared.active} requests are being handled; try again shortly",
                     headers={"Retry-After": "1"},
                 )
-            self.active += 1
+            self.shared.active += 1
             self.counters["requests"] += 1
             try:
                 return await handler(request)
             except HttpProblem as problem:
                 return problem.response()
             finally:
-                self.active -= 1
+                self.shared.active -= 1
 
         return guarded
 
     async def _shutdown(self, app: web.Application) -> None:
         self.closing = True
-        for stream in list(self.streams.values()):
-            stream.wake.set()
+        for lid in self.mine:
+            self.streams[lid].wake.set()
 
     def _hold(self, key: str, stream: StreamListener) -> None:
-        self.held.setdefault(key, {})[stream.id] = stream  # type: ignore[index]
+        self.held.setdefault(key, {})[stream.lid] = stream
 
     def _release(self, key: str, stream: StreamListener) -> None:
         streams = self.held.get(key)
         if streams is not None:
-            streams.pop(stream.id, None)  # type: ignore[arg-type]
+            streams.pop(stream.lid, None)
             if not streams:
                 del self.held[key]
 
@@ -270,6 +292,7 @@ class Gateway:
         except DuplicateListenerError as exc:
             raise HttpProblem(409, "listener_taken", str(exc)) from exc
         self.streams[lid] = stream
+        self.mine.add(lid)
         self.counters["streams_opened"] += 1
         response = web.StreamResponse(
             headers={
@@ -289,6 +312,7 @@ class Gateway:
             pass  # the client went away mid-write
         finally:
             del self.streams[lid]
+            self.mine.discard(lid)
             await stream.close()
             with contextlib.suppress(KeyError):
                 dispatcher.unregister(lid)
@@ -338,7 +362,7 @@ class Gateway:
             "gateway": {
                 "open_streams": len(self.streams),
                 "max_streams": self.options.max_streams,
-                "requests_in_flight": self.active - 1,  # not counting this one
+                "requests_in_flight": self.shared.active - 1,  # not counting this one
                 "max_concurrent_requests": self.options.max_concurrent_requests,
                 "awaiting_replies": sum(len(s.answerable) for s in self.streams.values()),
                 **self.counters,

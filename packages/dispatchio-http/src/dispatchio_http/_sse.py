@@ -65,6 +65,7 @@ class StreamListener(MessageListener):
         on_released: Callable[[str, StreamListener], None],
     ) -> None:
         self.id = listener_id
+        self.lid: ListenerId = listener_id  # the same, never None
         self.dispatcher = dispatcher
         self.outgoing: collections.deque[Message] = collections.deque()
         self.wake = anyio.Event()
