@@ -16,6 +16,7 @@ from dispatchio import (
     BasicMessageListener,
     Message,
     MessageDispatcher,
+    SyncSendError,
     UndeliverableError,
 )
 
@@ -711,3 +712,13 @@ async def test_gateways_of_two_urls_share_streams_and_caps(
                     url = f"{two}/v1/messages/{event.id}/reply"  # answered through the other URL
                     assert (await _post(client, url, {"content": "via two"}))[0] == 204
         assert answers[0].content == "via two"
+
+
+async def test_send_sync_to_a_stream_listener_raises(
+    base: str, client: aiohttp.ClientSession, dispatcher: MessageDispatcher
+) -> None:
+    with anyio.fail_after(PROMPT):
+        async with client.get(f"{base}/v1/events?listener=async-only") as stream:
+            await next_event(stream)
+            with pytest.raises(SyncSendError):
+                dispatcher.send_sync(Message("q", destination="async-only"))
