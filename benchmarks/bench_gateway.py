@@ -18,37 +18,50 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, cast
 
 from _harness import Config, Row, render_rows
-from bench_tcp import RoundTrips, async_round_trips, pinned
+from bench_tcp import RoundTrips, _cpus, async_round_trips, pinned
 
 HERE = Path(__file__).resolve()
 NUMBER = 3000
 TARGET = 0.7
 
 
+@dataclass(frozen=True)
+class Server:
+    port: int
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used (Linux only; else NaN)."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return math.nan
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
-def _server(kind: str) -> Iterator[int]:
+def _server(kind: str) -> Iterator[Server]:
     proc = subprocess.Popen(
         [sys.executable, str(HERE), "--serve", kind], stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
-    usable = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     try:
-        if os.environ.get("BENCH_TCP_PIN", "1") != "0" and len(usable) >= 2:
-            all_cpus = sorted(os.sched_getaffinity(proc.pid))
-            others = [c for c in all_cpus if c not in os.sched_getaffinity(0)]
-            if others:
-                os.sched_setaffinity(proc.pid, {others[0]})
+        cpus = _cpus()  # the same placement as the TCP section: the server on the other CPU
+        if cpus is not None:
+            os.sched_setaffinity(proc.pid, {cpus[1]})
         line = cast("IO[bytes]", proc.stdout).readline()
         if not line:
             raise RuntimeError(f"the {kind} server exited with code {proc.wait(10)}")
-        yield int(line)
+        yield Server(int(line), proc.pid)
     finally:
         with contextlib.suppress(OSError):
             cast("IO[bytes]", proc.stdin).close()  # the stop signal
@@ -77,23 +90,24 @@ async def _client(url: str, body: Callable[[int], object], number: int, cfg: Con
 def measure(cfg: Config, log: Callable[[str], None]) -> list[Row]:
     """Raw aiohttp, then the gateway, each against a server in a child process."""
     number = max(200, int(NUMBER * cfg.async_scale))
+    requests = max(1, number // 4) * cfg.warmup + number * cfg.repeats
     results: dict[str, RoundTrips] = {}
+    cpu: dict[str, float] = {}
+    cases: dict[str, tuple[str, Callable[[int], object]]] = {
+        "raw": ("/echo", lambda i: {"content": i}),
+        "gateway": (
+            "/v1/messages?wait=5",
+            lambda i: {"type": "echo", "destination": "echo", "content": i},
+        ),
+    }
     with pinned():
-        log("raw aiohttp JSON POST")
-        with _server("raw") as port:
-            results["raw"] = asyncio.run(
-                _client(f"http://127.0.0.1:{port}/echo", lambda i: {"content": i}, number, cfg)
-            )
-        log("gateway POST /v1/messages?wait=")
-        with _server("gateway") as port:
-            results["gateway"] = asyncio.run(
-                _client(
-                    f"http://127.0.0.1:{port}/v1/messages?wait=5",
-                    lambda i: {"type": "echo", "destination": "echo", "content": i},
-                    number,
-                    cfg,
-                )
-            )
+        for kind, (path, body) in cases.items():
+            log(f"{kind}: {path}")
+            with _server(kind) as server:
+                url = f"http://127.0.0.1:{server.port}{path}"
+                before = server.cpu_seconds()
+                results[kind] = asyncio.run(_client(url, body, number, cfg))
+                cpu[kind] = (server.cpu_seconds() - before) * 1e6 / requests
     raw, gateway = results["raw"], results["gateway"]
     return [
         Row(
@@ -106,12 +120,13 @@ def measure(cfg: Config, log: Callable[[str], None]) -> list[Row]:
             target=TARGET,
             spread=gateway.rate.spread,
         ),
+        Row("  the same, p50", gateway.p50.median, "µs", "raw aiohttp p50", raw.p50.median),
         Row(
-            "  the same, p50",
-            gateway.p50.median,
+            "  server CPU per request",
+            None if math.isnan(cpu["gateway"]) else cpu["gateway"],
             "µs",
-            "raw aiohttp p50",
-            raw.p50.median,
+            "raw aiohttp server",
+            None if math.isnan(cpu["raw"]) else cpu["raw"],
         ),
     ]
 

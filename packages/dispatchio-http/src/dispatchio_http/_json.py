@@ -11,6 +11,7 @@ so both work.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any, Final
 
@@ -87,32 +88,46 @@ async def read_json(request: web.Request, limit: int) -> Any:
         HttpProblem: 415 not ``application/json``; 413 larger than ``limit``; 400 not
             JSON (including nesting deeper than the parser allows, and NaN/Infinity).
     """
-    if request.content_type != "application/json":
+    # The exact header is the common case; aiohttp's parser handles parameters.
+    if (
+        request.headers.get("Content-Type") != "application/json"
+        and request.content_type != "application/json"
+    ):
         raise HttpProblem(
             415,
             "unsupported_media_type",
             f"send Content-Type: application/json, not {request.content_type!r}",
         )
     length = request.content_length
-    if length is not None and length > limit:
-        raise HttpProblem(413, "too_large", f"the body of {length} bytes exceeds {limit}")
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await request.content.readany()
-        if not chunk:
-            break
-        size += len(chunk)
-        if size > limit:
-            raise HttpProblem(413, "too_large", f"the body exceeds {limit} bytes")
-        chunks.append(chunk)
-    body = b"".join(chunks)
+    if length is not None:
+        if length > limit:
+            raise HttpProblem(413, "too_large", f"the body of {length} bytes exceeds {limit}")
+        try:
+            body = await request.content.readexactly(length)
+        except asyncio.IncompleteReadError as exc:
+            raise HttpProblem(400, "not_json", "the body ended before Content-Length") from exc
+    else:
+        body = await _read_capped(request, limit)
     if not body:
         raise HttpProblem(400, "not_json", "the body is empty; send a JSON document")
     try:
         return pydantic_core.from_json(body, allow_inf_nan=False)
     except ValueError as exc:
         raise HttpProblem(400, "not_json", f"the body is not valid JSON: {exc}") from exc
+
+
+async def _read_capped(request: web.Request, limit: int) -> bytes:
+    """A body of unknown length (chunked), read only up to ``limit``."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.readany()
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            raise HttpProblem(413, "too_large", f"the body exceeds {limit} bytes")
+        chunks.append(chunk)
 
 
 def _invalid(field: str, detail: str) -> HttpProblem:
@@ -139,9 +154,8 @@ def parse_message(data: Any) -> Message:
     """
     if not isinstance(data, dict):
         raise _invalid("message", f"the body must be a JSON object, got {type(data).__name__}")
-    unknown = data.keys() - _ALLOWED
-    if unknown:
-        field = sorted(unknown)[0]
+    if not _ALLOWED.issuperset(data):
+        field = sorted(data.keys() - _ALLOWED)[0]
         raise _invalid(
             field, f"not a field a client may set (allowed: {', '.join(MESSAGE_FIELDS)})"
         )
@@ -149,7 +163,9 @@ def parse_message(data: Any) -> Message:
     if kind.__class__ is not str or not kind:
         raise _invalid("type", "required, a non-empty string")
     for field in _ID_FIELDS:
-        _check_id(field, data.get(field))
+        value = data.get(field)
+        if value is not None and value.__class__ is not str:
+            _check_id(field, value)
     for field in _BOOL_FIELDS:
         value = data.get(field, False)
         if value is not True and value is not False:
