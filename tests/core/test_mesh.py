@@ -11,6 +11,7 @@ import pytest
 
 from dispatchio import (
     BasicMessageListener,
+    HandlerError,
     InvalidMessageError,
     Message,
     MessageDispatcher,
@@ -145,6 +146,44 @@ async def test_content_that_cannot_cross_is_rejected_at_send_time_naming_the_fie
 
 
 @pytest.mark.anyio
+async def test_a_tuple_in_content_is_rejected_at_send_time_naming_its_path() -> None:
+    # JSON has no tuple: it would arrive as a list, unequal to what was sent.
+    with anyio.fail_after(5):
+        async with mesh(2) as (a, b):
+            echo(b, "bob")
+            await a.wait_for_listener("bob", timeout=5)
+            with pytest.raises(InvalidMessageError, match=r"Message\.content\['pos'\] is a tuple"):
+                await a.send(Message("ping", {"pos": (1, 2)}, destination="bob"))
+            reply = await a.request(Message("ping", {"pos": [1, 2]}, destination="bob"))
+    assert reply.content == "bob:{'pos': [1, 2]}"
+
+
+@pytest.mark.anyio
+async def test_a_tuple_in_content_stays_a_tuple_in_one_process(
+    dispatcher: MessageDispatcher,
+) -> None:
+    listener = BasicMessageListener("here")
+    listener.add_rule(callback=lambda m: m.content)
+    dispatcher.register(listener)
+    with anyio.fail_after(5):
+        async with dispatcher:
+            reply = await dispatcher.request(Message("ping", (1, 2), destination="here"))
+    assert reply.content == (1, 2)
+
+
+@pytest.mark.anyio
+async def test_a_reply_holding_a_tuple_comes_back_as_a_handler_error_naming_it() -> None:
+    with anyio.fail_after(5):
+        async with mesh(2) as (a, b):
+            pair = BasicMessageListener("pair")
+            pair.add_rule(callback=lambda m: (1, 2))
+            b.register(pair)
+            await a.wait_for_listener("pair", timeout=5)
+            with pytest.raises(HandlerError, match=r"cannot be sent.*is a tuple"):
+                await a.request(Message("ping", destination="pair"))
+
+
+@pytest.mark.anyio
 async def test_message_over_the_size_limit_is_rejected_on_the_sender_side() -> None:
     with anyio.fail_after(5):
         async with mesh(2, max_message_size=2000) as (a, b):
@@ -197,3 +236,46 @@ async def test_unregister_is_seen_by_other_processes() -> None:
                 await a._mesh.changed.wait()  # type: ignore[union-attr]  # the delta, not a clock
             with pytest.raises(UndeliverableError):
                 await a.request(Message("ping", destination="bob"))
+
+
+# ---------------------------------------------------------------- waiting, and what it says
+
+
+@pytest.mark.anyio
+async def test_wait_for_listener_timeout_names_the_listener_urls_and_what_is_connected() -> None:
+    with anyio.fail_after(5):
+        async with mesh(2) as (a, b):
+            echo(a, "alice")
+            await b.wait_for_listener("alice", timeout=5)
+            with pytest.raises(TimeoutError) as caught:
+                await b.wait_for_listener("greeter", timeout=0.05)
+    text = str(caught.value)
+    assert text.startswith(
+        "no process has a listener 'greeter' within 0.05 s; connect= URLs: mem://"
+    )
+    assert "connected processes: 'p0'" in text
+    assert "listeners in other processes: 'alice'" in text
+
+
+@pytest.mark.anyio
+async def test_wait_for_peer_and_subscribers_timeouts_say_what_is_missing() -> None:
+    with anyio.fail_after(5):
+        async with mesh(2) as (a, _):
+            with pytest.raises(TimeoutError, match=r"^process 'p9' did not connect within 0\.05 s"):
+                await a.wait_for_peer("p9", timeout=0.05)
+            echo(a, "a1", "g")
+            with pytest.raises(
+                TimeoutError,
+                match=r"^group 'g' did not reach 2 subscriber\(s\) \(it has 1\) within 0\.05 s; ",
+            ):
+                await a.wait_for_subscribers("g", 2, timeout=0.05)
+
+
+@pytest.mark.anyio
+async def test_wait_for_listener_without_a_transport_says_only_local_listeners_count(
+    dispatcher: MessageDispatcher,
+) -> None:
+    with anyio.fail_after(5):
+        async with dispatcher:
+            with pytest.raises(TimeoutError, match=r"no transport .* only its own listeners count"):
+                await dispatcher.wait_for_listener("greeter", timeout=0.05)

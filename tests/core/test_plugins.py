@@ -264,8 +264,8 @@ def test_importing_dispatchio_builds_no_plugin_manager() -> None:
     assert result.stdout.strip() == "True"
 
 
-def test_default_plugin_manager_is_built_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dispatchio._plugins, "_default", None)  # built here, forgotten after
+@pytest.mark.usefixtures("fresh_defaults")
+def test_default_plugin_manager_is_built_once() -> None:
     first = default_plugin_manager()
     assert isinstance(first, PluginManager)
     assert default_plugin_manager() is first

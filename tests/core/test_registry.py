@@ -14,6 +14,7 @@ from dispatchio import (
     MessageListener,
     PluginManager,
     UndeliverableError,
+    default_plugin_manager,
     get_dispatcher,
 )
 
@@ -198,8 +199,12 @@ def test_unsubscribe_not_subscribed_raises_key_error(dispatcher: MessageDispatch
 # ---------------------------------------------------------------- constructor and default
 
 
+@pytest.mark.usefixtures("fresh_defaults")
 def test_get_dispatcher_returns_the_same_instance_twice() -> None:
-    assert get_dispatcher() is get_dispatcher()
+    first = get_dispatcher()
+    assert get_dispatcher() is first
+    assert first.plugins is default_plugin_manager()
+    assert first.plugins.list_name_plugin() == []  # the empty site_dir: no plugin loaded
 
 
 def test_process_id_true_raises_type_error(plugins: PluginManager) -> None:
@@ -213,6 +218,35 @@ def test_reply_timeout_not_positive_raises_value_error(
 ) -> None:
     with pytest.raises(ValueError, match="reply_timeout"):
         MessageDispatcher(reply_timeout=timeout, plugins=plugins)
+
+
+NUMERIC = ["reply_timeout", "heartbeat_interval", "heartbeat_tolerance", "max_message_size"]
+
+
+@pytest.mark.parametrize("name", NUMERIC)
+@pytest.mark.parametrize("value", ["1", True, None], ids=["str", "bool", "none"])
+def test_numeric_argument_of_another_type_raises_type_error_naming_it(
+    plugins: PluginManager, name: str, value: object
+) -> None:
+    kind = r"(a number \(int or float\)|an int)"
+    with pytest.raises(TypeError, match=rf"^{name} must be {kind}, got {value!r}$"):
+        MessageDispatcher(plugins=plugins, **{name: value})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["heartbeat_tolerance", "max_message_size"])
+def test_count_argument_that_is_a_float_raises_type_error_naming_it(
+    plugins: PluginManager, name: str
+) -> None:
+    with pytest.raises(TypeError, match=f"^{name} must be an int, got 2.5$"):
+        MessageDispatcher(plugins=plugins, **{name: 2.5})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", NUMERIC)
+def test_numeric_argument_not_positive_raises_value_error_naming_it(
+    plugins: PluginManager, name: str
+) -> None:
+    with pytest.raises(ValueError, match=f"^{name} must be > 0, got 0$"):
+        MessageDispatcher(plugins=plugins, **{name: 0})  # type: ignore[arg-type]
 
 
 def test_default_process_id_is_a_str_unique_per_dispatcher(plugins: PluginManager) -> None:

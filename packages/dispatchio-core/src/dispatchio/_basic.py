@@ -157,6 +157,20 @@ def _compile_test(
     return lambda m: all(check(m) for check in checks)
 
 
+def _check_content_criteria(content: object) -> None:
+    if not isinstance(content, Mapping):
+        raise TypeError(
+            "content= takes a mapping of dotted paths inside the message content to the"
+            f" values they must have, e.g. {{'card.suit': 'hearts'}}; got {content!r}"
+            " (to match the whole content, use where=lambda m: m.content == ...)"
+        )
+    for path in content:
+        if not isinstance(path, str) or not path:
+            raise TypeError(
+                f"content= paths are non-empty strings such as 'card.suit', got {path!r}"
+            )
+
+
 def _lookup(obj: Any, path: list[str]) -> Any:
     """Follow a dotted path through mapping keys or attributes; `_ABSENT` when it breaks."""
     for key in path:
@@ -240,8 +254,11 @@ class BasicMessageListener(MessageListener):
 
         Raises:
             ValueError: not exactly one of ``callback``, ``queue`` and ``listener``.
-            TypeError: the action is not of a usable kind.
+            TypeError: the action is not of a usable kind, or ``content`` is not a mapping
+                of dotted paths (non-empty str) to values.
         """
+        if content is not None:
+            _check_content_criteria(content)
         actions = [a for a in (callback, queue, listener) if a is not None]
         if len(actions) != 1:
             raise ValueError("add_rule() needs exactly one of callback=, queue= or listener=")

@@ -24,8 +24,10 @@ import anyio.lowlevel
 
 from dispatchio._backend import Backend, current_backend
 from dispatchio._errors import (
+    DeliveryError,
     DispatcherNotRunningError,
     DispatchError,
+    InvalidMessageError,
     OutboxFullError,
     SyncSendError,
     TransportError,
@@ -85,6 +87,12 @@ class MessageDispatcher:
         heartbeat_interval, heartbeat_tolerance: A peer silent for interval x tolerance
             seconds is declared dead, and replies it owes fail with `PeerLostError`.
         max_message_size: Largest encoded message sent to another process, in bytes.
+
+    Raises:
+        TypeError: an argument of the wrong type, named (``reply_timeout="1"``, a bool
+            for a number, one URL string for ``listen`` or ``connect``).
+        ValueError: ``reply_timeout``, ``heartbeat_interval``, ``heartbeat_tolerance`` or
+            ``max_message_size`` is not > 0.
     """
 
     def __init__(
@@ -105,12 +113,12 @@ class MessageDispatcher:
             process_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         if not (isinstance(process_id, (int, str)) and not isinstance(process_id, bool)):
             raise TypeError(f"process_id must be an int or a str, got {process_id!r}")
-        if not reply_timeout > 0:  # also refuses NaN
-            raise ValueError(f"reply_timeout must be > 0, got {reply_timeout!r}")
+        _check_positive("reply_timeout", reply_timeout)
         if isinstance(listen, str) or isinstance(connect, str):
             raise TypeError("listen= and connect= take a list of URLs, not one string")
-        if not heartbeat_interval > 0 or heartbeat_tolerance < 1:
-            raise ValueError("heartbeat_interval must be > 0 and heartbeat_tolerance >= 1")
+        _check_positive("heartbeat_interval", heartbeat_interval)
+        _check_positive("heartbeat_tolerance", heartbeat_tolerance, integer=True)
+        _check_positive("max_message_size", max_message_size, integer=True)
         self._mesh_config: dict[str, Any] | None = None
         if listen or connect or transports:
             self._mesh_config = {
@@ -219,16 +227,23 @@ class MessageDispatcher:
         """Wait until the process ``process_id`` is connected.
 
         Raises:
-            TimeoutError: not within ``timeout`` seconds.
+            TimeoutError: not within ``timeout`` seconds; the message names the process,
+                the ``connect=`` URLs and the processes that are connected.
             DispatcherNotRunningError: outside ``async with dispatcher:``.
         """
-        await self._wait_until(lambda mesh: mesh is not None and process_id in mesh.peers, timeout)
+        await self._wait_until(
+            lambda mesh: mesh is not None and process_id in mesh.peers,
+            timeout,
+            f"process {process_id!r} did not connect",
+        )
 
     async def wait_for_listener(self, listener_id: ListenerId, *, timeout: float = 10.0) -> None:
         """Wait until some process (this one included) has a listener ``listener_id``.
 
         Raises:
-            TimeoutError: not within ``timeout`` seconds.
+            TimeoutError: not within ``timeout`` seconds; the message names the listener,
+                the ``connect=`` URLs, the processes that are connected and the listeners
+                they have.
             DispatcherNotRunningError: outside ``async with dispatcher:``.
         """
         await self._wait_until(
@@ -237,6 +252,8 @@ class MessageDispatcher:
                 or (mesh is not None and listener_id in mesh.remote_listener)
             ),
             timeout,
+            f"no process has a listener {listener_id!r}",
+            listeners=True,
         )
 
     async def wait_for_subscribers(
@@ -245,27 +262,70 @@ class MessageDispatcher:
         """Wait until ``group`` has at least ``count`` subscribers across all processes.
 
         Raises:
-            TimeoutError: not within ``timeout`` seconds.
+            TimeoutError: not within ``timeout`` seconds; the message names the group, the
+                ``connect=`` URLs and the processes that are connected.
             DispatcherNotRunningError: outside ``async with dispatcher:``.
         """
         groups = self._registry.groups
+
+        def subscribers(mesh: Mesh | None) -> int:
+            here = len(groups.get(group, ()))
+            return here + (0 if mesh is None else mesh.remote_subscriber_count(group))
+
         await self._wait_until(
-            lambda mesh: (
-                len(groups.get(group, ()))
-                + (0 if mesh is None else mesh.remote_subscriber_count(group))
-                >= count
-            ),
+            lambda mesh: subscribers(mesh) >= count,
             timeout,
+            f"group {group!r} did not reach {count} subscriber(s)",
+            progress=lambda: f" (it has {subscribers(self._mesh)})",
         )
 
-    async def _wait_until(self, condition: Callable[[Mesh | None], bool], timeout: float) -> None:
+    async def _wait_until(
+        self,
+        condition: Callable[[Mesh | None], bool],
+        timeout: float,
+        what: str,
+        *,
+        listeners: bool = False,
+        progress: Callable[[], str] = str,
+    ) -> None:
         self._require_running()
-        with anyio.fail_after(timeout):
-            while not condition(self._mesh):
-                if self._mesh is None:
-                    await anyio.sleep(timeout)  # nothing remote can change it: time out
-                else:
-                    await self._mesh.changed.wait()
+        try:
+            with anyio.fail_after(timeout):
+                while not condition(self._mesh):
+                    if self._mesh is None:
+                        await anyio.sleep(timeout)  # nothing remote can change it: time out
+                    else:
+                        await self._mesh.changed.wait()
+        except TimeoutError:
+            raise TimeoutError(
+                f"{what}{progress()} within {timeout:g} s; {self._whereabouts(listeners)}"
+            ) from None
+
+    def _whereabouts(self, listeners: bool) -> str:
+        """What this dispatcher can see of other processes, for a timeout's message.
+
+        The core does not learn why a transport's dials fail (the transport retries them
+        on its own), so the message points at the transport's log for that.
+        """
+        mesh = self._mesh
+        if mesh is None:
+            return (
+                "this dispatcher has no transport (no listen=, connect= or transports=),"
+                " so only its own listeners count"
+            )
+        tried = ", ".join(mesh.connect) or "none"
+        peers = ", ".join(sorted(map(repr, mesh.peers))) or "none"
+        text = f"connect= URLs: {tried}; connected processes: {peers}"
+        if listeners and mesh.peers:
+            known = sorted(map(repr, mesh.remote_listener))
+            shown = ", ".join(known[:10]) + (", ..." if len(known) > 10 else "")
+            text += f"; listeners in other processes: {shown or 'none'}"
+        if mesh.connect and not mesh.peers:
+            text += (
+                " (is a process listening there? the transport logs why each attempt to"
+                " connect failed, at DEBUG level)"
+            )
+        return text
 
     @property
     def running(self) -> bool:
@@ -287,7 +347,8 @@ class MessageDispatcher:
             declined the message (no rule matched).
 
         Raises:
-            InvalidMessageError: a field is invalid.
+            InvalidMessageError: a field is invalid, or the message has neither a
+                destination nor a group.
             UndeliverableError: no such destination, an empty group, or the destination
                 declined the message.
             SyncSendError: the handler is an async callback, or lives in another process.
@@ -307,7 +368,7 @@ class MessageDispatcher:
                         f"listener {message.destination!r} is in another process; send_sync"
                         " reaches only this process (use send() or request())"
                     )
-                raise nobody(message)
+                raise _unaddressed(message)
             if observers.observed:
                 observers.delivered(message, listener)
             result = listener.handle_message_sync(message)
@@ -506,22 +567,25 @@ class MessageDispatcher:
             reply_timeout: Seconds to wait for a reply when ``response_required`` is set.
 
         Raises:
-            InvalidMessageError: a field is invalid.
+            InvalidMessageError: a field is invalid, the message has neither a destination
+                nor a group, or (for another process) its content is not JSON data.
             UndeliverableError: nobody can receive it and there is no registered source
                 listener to return it to.
             DispatcherNotRunningError: outside ``async with dispatcher:``.
             DispatchError: ``response_required`` is set and the message's ``id`` is already
                 awaiting replies.
             ValueError: ``reply_timeout`` is not > 0 (``math.inf`` waits forever).
+            TypeError: ``reply_timeout`` is not a number.
         """
         backend = self._require_running()
-        _check_timeout(reply_timeout)
+        _check_timeout(reply_timeout, "reply_timeout")
         self._stamp(message)
         local, remote = self._route(message)
         if not local and not remote:
-            if message.source not in self._listeners:
-                raise nobody(message)
-            self._replies.return_letter(message, nobody(message))
+            error = _unaddressed(message)
+            if message.source not in self._listeners or not isinstance(error, DeliveryError):
+                raise error
+            self._replies.return_letter(message, error)
             return
         frame = self._mesh.encode(message) if remote else b""  # type: ignore[union-attr]
         if message.response_required:
@@ -564,11 +628,13 @@ class MessageDispatcher:
             ReplyTimeoutError: no reply in time. A reply arriving later is dropped and
                 counted in ``stats.late_replies``.
             HandlerError: the handler raised (every subscriber's, for a group).
-            InvalidMessageError: a field is invalid.
+            InvalidMessageError: a field is invalid, the message has neither a destination
+                nor a group, or (for another process) its content is not JSON data.
             DispatcherNotRunningError: outside ``async with dispatcher:``.
             DispatchError: the message's ``id`` is already awaiting replies, or the
                 dispatcher closed first.
             ValueError: ``timeout`` is not > 0 (``math.inf`` waits forever).
+            TypeError: ``timeout`` is not a number.
 
         Cancelling the caller stops the wait; a reply arriving afterwards is dropped.
         """
@@ -583,19 +649,19 @@ class MessageDispatcher:
 
         Raises:
             UndeliverableError: at once when nobody can receive it.
-            InvalidMessageError, DispatcherNotRunningError, DispatchError, ValueError: as
-                `request`.
+            InvalidMessageError, DispatcherNotRunningError, DispatchError, ValueError,
+                TypeError: as `request`.
         """
         return await self._await_replies(GATHER, message, timeout)  # type: ignore[no-any-return]
 
     async def _await_replies(self, kind: int, message: Message, timeout: float | None) -> Any:
         backend = self._require_running()
-        _check_timeout(timeout)
+        _check_timeout(timeout, "timeout")
         message.response_required = True
         self._stamp(message)
         local, remote = self._route(message)
         if not local and not remote:
-            raise nobody(message)
+            raise _unaddressed(message)
         frame = self._mesh.encode(message) if remote else b""  # type: ignore[union-attr]
         message_id = message.id
         assert message_id is not None
@@ -649,9 +715,41 @@ class MessageDispatcher:
         )
 
 
-def _check_timeout(timeout: float | None) -> None:
-    if timeout is not None and not timeout > 0:  # also refuses NaN, which breaks the timer heap
-        raise ValueError(f"a reply timeout must be > 0 seconds (or math.inf), got {timeout!r}")
+def _check_positive(name: str, value: object, *, integer: bool = False) -> None:
+    """Refuse a constructor argument that is not a positive number, naming it.
+
+    Raises:
+        TypeError: not an int (or, unless ``integer``, a float); bools are refused too.
+        ValueError: not > 0 (NaN included).
+    """
+    kinds: tuple[type, ...] = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        kind = "an int" if integer else "a number (int or float)"
+        raise TypeError(f"{name} must be {kind}, got {value!r}")
+    if not value > 0:  # type: ignore[operator]  # also refuses NaN
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+
+
+def _check_timeout(timeout: float | None, name: str) -> None:
+    if timeout is not None:
+        try:
+            positive = timeout > 0
+        except TypeError:  # comparing costs nothing more here than testing the type first
+            raise TypeError(
+                f"{name} must be a number of seconds (int or float), got {timeout!r}"
+            ) from None
+        if not positive:  # also refuses NaN, which breaks the timer heap
+            raise ValueError(f"{name} must be > 0 seconds (or math.inf), got {timeout!r}")
+
+
+def _unaddressed(message: Message) -> DispatchError:
+    """The error for an outgoing message nobody can take: it may have no address at all."""
+    if message.destination is None and message.group is None:
+        return InvalidMessageError(
+            f"Message({message.type!r}) has neither a destination nor a group: set"
+            " destination= (a listener ID) or group= (a group ID)"
+        )
+    return nobody(message)
 
 
 def iterator_of_ids() -> Iterator[int]:

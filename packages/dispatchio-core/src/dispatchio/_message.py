@@ -73,7 +73,8 @@ class Message:
         blocking: Hold every later message to the same destination (or group) until this
             one has been handled.
         error: None, or ``"<code>: <detail>"`` for a failure that came back to the
-            sender; the codes are ``undeliverable``, ``timeout`` and ``handler_error``.
+            sender; the codes are ``undeliverable``, ``timeout``, ``handler_error``,
+            ``peer_lost`` and ``outbox_full`` (see `dispatchio.DeliveryError`).
 
     Raises:
         InvalidMessageError: not here, but when a message with a bad field is sent
