@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -14,6 +17,7 @@ from dispatchio import (
     DispatchError,
     Message,
     MessageDispatcher,
+    PluginManager,
     UndeliverableError,
 )
 from tests.core._helpers import Streams, listener
@@ -293,3 +297,112 @@ async def test_send_from_outside_after_enclosing_scope_is_cancelled_does_not_rai
             await dispatcher.send(Message("bye", destination="app"))
             sent.set()
         assert sent.is_set()
+
+
+# ---------------------------------------------------------------- shutdown grace
+
+
+async def _work(steps: int = 50) -> None:
+    """Work that suspends (``steps`` trips through the event loop) and then ends."""
+    for _ in range(steps):
+        await anyio.lowlevel.checkpoint()
+
+
+@pytest.mark.anyio
+async def test_exit_lets_a_handler_mid_await_finish_and_deliver_what_it_sends(
+    dispatcher: MessageDispatcher,
+) -> None:
+    started = anyio.Event()
+    saved: list[str] = []
+    confirmed: list[str] = []
+
+    async def save(message: Message) -> None:
+        started.set()
+        await _work()
+        saved.append(message.content)
+        await dispatcher.send(Message("saved", message.content, destination="log"))
+
+    listener(dispatcher, "game", callback=save)
+    listener(dispatcher, "log", callback=lambda m: confirmed.append(m.content))
+    with anyio.fail_after(5):
+        async with dispatcher:
+            await dispatcher.send(Message("save", "slot 1", destination="game"))
+            await started.wait()  # the handler is now mid-await
+    assert (saved, confirmed) == (["slot 1"], ["slot 1"])
+    assert dispatcher.stats.cancelled_handlers == 0
+
+
+@pytest.mark.anyio
+async def test_exit_lets_a_request_waiting_on_a_running_handler_get_its_reply(
+    dispatcher: MessageDispatcher,
+) -> None:
+    started = anyio.Event()
+
+    async def answer(message: Message) -> str:
+        started.set()
+        await _work()
+        return f"done {message.content}"
+
+    # A plain callback returning a coroutine: the request is answered from a task of its own.
+    listener(dispatcher, "b", callback=lambda m: answer(m))
+    replies: list[Any] = []
+
+    async def requester() -> None:
+        replies.append((await dispatcher.request(Message("ask", 1, destination="b"))).content)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg, dispatcher:
+            tg.start_soon(requester)
+            await started.wait()
+    assert replies == ["done 1"]
+    assert dispatcher.stats.cancelled_handlers == 0
+
+
+def _stuck_handler(started: anyio.Event) -> Callable[[Message], Awaitable[None]]:
+    async def stuck(message: Message) -> None:
+        started.set()
+        await anyio.Event().wait()  # never set
+
+    return stuck
+
+
+@pytest.mark.anyio
+async def test_handler_still_running_after_the_grace_is_cancelled_counted_and_logged(
+    plugins: PluginManager, caplog: pytest.LogCaptureFixture
+) -> None:
+    dispatcher = MessageDispatcher("p", plugins=plugins, shutdown_grace=0.05)
+    started = anyio.Event()
+    listener(dispatcher, "game", callback=_stuck_handler(started))
+    with anyio.fail_after(5), caplog.at_level(logging.WARNING, logger="dispatchio"):
+        async with dispatcher:
+            await dispatcher.send(Message("save", destination="game"))
+            await started.wait()
+    assert dispatcher.stats.cancelled_handlers == 1
+    [record] = [r for r in caplog.records if "cancelled" in r.getMessage()]
+    assert "after the 0.05 s shutdown grace" in record.getMessage()
+    assert "'save' for 'game'" in record.getMessage()
+
+
+@pytest.mark.anyio
+async def test_exit_with_an_exception_cancels_running_handlers_without_waiting(
+    plugins: PluginManager,
+) -> None:
+    dispatcher = MessageDispatcher("p", plugins=plugins, shutdown_grace=math.inf)
+    started = anyio.Event()
+    listener(dispatcher, "game", callback=_stuck_handler(started))
+
+    async def run() -> None:
+        async with dispatcher:
+            await dispatcher.send(Message("save", destination="game"))
+            await started.wait()
+            raise KeyError("body")
+
+    with anyio.fail_after(5), pytest.raises(KeyError, match="body"):
+        await run()
+    assert dispatcher.stats.cancelled_handlers == 1
+
+
+@pytest.mark.parametrize("grace", [-1.0, math.nan])
+def test_shutdown_grace_must_not_be_negative(plugins: PluginManager, grace: float) -> None:
+    with pytest.raises(ValueError, match="shutdown_grace"):
+        MessageDispatcher("p", plugins=plugins, shutdown_grace=grace)

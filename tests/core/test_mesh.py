@@ -13,6 +13,7 @@ from dispatchio import (
     BasicMessageListener,
     HandlerError,
     InvalidMessageError,
+    ListenerId,
     Message,
     MessageDispatcher,
     SyncSendError,
@@ -56,7 +57,7 @@ async def mesh(count: int, **options: object) -> AsyncIterator[list[MessageDispa
         yield dispatchers
 
 
-def echo(dispatcher: MessageDispatcher, lid: str, group: str | None = None) -> None:
+def echo(dispatcher: MessageDispatcher, lid: ListenerId, group: ListenerId | None = None) -> None:
     listener = BasicMessageListener(lid)
     listener.add_rule(type="ping", callback=lambda m: f"{lid}:{m.content}")
     dispatcher.register(listener)
@@ -279,3 +280,41 @@ async def test_wait_for_listener_without_a_transport_says_only_local_listeners_c
         async with dispatcher:
             with pytest.raises(TimeoutError, match=r"no transport .* only its own listeners count"):
                 await dispatcher.wait_for_listener("greeter", timeout=0.05)
+
+
+@pytest.mark.anyio
+async def test_directory_lists_every_connected_process_with_its_listeners_and_groups() -> None:
+    import json
+
+    with anyio.fail_after(5):
+        async with mesh(3) as (a, b, c):
+            echo(a, "a1", "g")
+            echo(b, "b2", 5)
+            echo(b, "b1", 5)
+            echo(c, 9)
+            await a.wait_for_listener(9, timeout=5)
+            await a.wait_for_subscribers(5, 2, timeout=5)
+            directory = a.directory()
+            urls = [list(d.listen_urls) for d in (a, b, c)]
+    assert all(urls)
+    assert json.loads(json.dumps(directory)) == directory
+    assert directory == {
+        "process": "p0",
+        "processes": [
+            {
+                "process": "p0",
+                "local": True,
+                "urls": urls[0],
+                "listeners": ["a1"],
+                "groups": [{"group": "g", "members": ["a1"]}],
+            },
+            {
+                "process": "p1",
+                "local": False,
+                "urls": urls[1],
+                "listeners": ["b1", "b2"],
+                "groups": [{"group": 5, "members": ["b1", "b2"]}],
+            },
+            {"process": "p2", "local": False, "urls": urls[2], "listeners": [9], "groups": []},
+        ],
+    }

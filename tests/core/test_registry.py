@@ -259,3 +259,50 @@ def test_default_process_id_is_a_str_unique_per_dispatcher(plugins: PluginManage
 def test_new_dispatcher_is_not_running(dispatcher: MessageDispatcher) -> None:
     assert dispatcher.running is False
     assert dispatcher.listeners == {}
+
+
+# ---------------------------------------------------------------- directory()
+
+
+def test_directory_of_a_lone_dispatcher_lists_its_listeners_and_groups(
+    dispatcher: MessageDispatcher,
+) -> None:
+    import json
+
+    for lid in ("alice", 7, "bob"):
+        dispatcher.register(BasicMessageListener(lid))
+    dispatcher.subscribe(3, 7)
+    dispatcher.subscribe("team", "bob")
+    dispatcher.subscribe("team", "alice")
+    directory = dispatcher.directory()
+    assert directory == {
+        "process": dispatcher.process_id,
+        "processes": [
+            {
+                "process": dispatcher.process_id,
+                "local": True,
+                "urls": [],
+                "listeners": ["alice", 7, "bob"],
+                "groups": [
+                    {"group": 3, "members": [7]},
+                    {"group": "team", "members": ["bob", "alice"]},
+                ],
+            }
+        ],
+    }
+    assert json.loads(json.dumps(directory)) == directory  # int group IDs survive as ints
+
+
+def test_directory_is_a_snapshot_later_changes_do_not_alter(
+    dispatcher: MessageDispatcher,
+) -> None:
+    dispatcher.register(BasicMessageListener("alice"))
+    dispatcher.subscribe("team", "alice")
+    directory = dispatcher.directory()
+    dispatcher.register(BasicMessageListener("bob"))
+    dispatcher.subscribe("team", "bob")
+    local = directory["processes"][0]
+    assert (local["listeners"], local["groups"]) == (
+        ["alice"],
+        [{"group": "team", "members": ["alice"]}],
+    )

@@ -88,11 +88,6 @@ class Rule:
         # one call.
         self.sync_call: Callable[[Message], Any] = self._sync_action()
 
-    def matches(self, message: Message) -> bool:
-        """Return whether this rule's criteria all hold for ``message``."""
-        t = self.type
-        return (t is None or t == message.type) and (self.test is None or self.test(message))
-
     def _sync_action(self) -> Callable[[Message], Any]:
         action = self.action
         if action is Action.CALLBACK:
@@ -348,3 +343,38 @@ class BasicMessageListener(MessageListener):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(id={self.id!r}, rules={len(self._rules)})"
+
+
+_BASIC_HANDLE: Final = BasicMessageListener.handle_message
+
+
+def is_rule_table(listener: MessageListener) -> bool:
+    """Whether ``listener`` handles messages by its rules alone (does not override
+    ``handle_message``), so the dispatcher may act on its rules directly."""
+    return type(listener).handle_message is _BASIC_HANDLE
+
+
+def find_rule(listener: Any, message: Message) -> tuple[Any, Rule | None]:
+    """Walk a chain of rules: from ``listener``, follow matching ``listener=`` rules.
+
+    Returns the listener that handles ``message`` and the rule of its that matched, not
+    a ``listener=`` one. The rule is None when that listener's rules match nothing, or
+    when it is not a rule table (`is_rule_table`): then its ``handle_message`` decides.
+    This is what `BasicMessageListener.handle_message` does, without the coroutines,
+    for the scheduler's fast paths; the match is inlined here (one call per message).
+
+    Raises:
+        Exception: whatever a rule's ``where`` predicate raised.
+    """
+    mtype = message.type
+    while type(listener).handle_message is _BASIC_HANDLE:
+        for rule in listener._rules:
+            t = rule.type
+            if (t is None or t == mtype) and (rule.test is None or rule.test(message)):
+                break
+        else:
+            return listener, None
+        if rule.action is not Action.LISTENER:
+            return listener, rule
+        listener = rule.target
+    return listener, None
