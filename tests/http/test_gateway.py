@@ -722,3 +722,31 @@ async def test_send_sync_to_a_stream_listener_raises(
             await next_event(stream)
             with pytest.raises(SyncSendError):
                 dispatcher.send_sync(Message("q", destination="async-only"))
+
+
+async def test_blocking_message_holds_the_stream_until_its_reply(
+    base: str, client: aiohttp.ClientSession, dispatcher: MessageDispatcher
+) -> None:
+    from dispatchio_http._sse import StreamListener
+
+    marker, seen = anyio.create_memory_object_stream[Message](1)
+    after = BasicMessageListener("after")
+    after.add_rule(queue=marker)
+    dispatcher.register(after)
+    with marker, seen, anyio.fail_after(PROMPT):
+        async with client.get(f"{base}/v1/events?listener=careful") as stream:
+            await next_event(stream)
+            listener = dispatcher.listeners["careful"]
+            assert isinstance(listener, StreamListener)
+            await dispatcher.send(Message("first", destination="careful", blocking=True))
+            await dispatcher.send(Message("second", destination="careful"))
+            await dispatcher.send(Message("marker", destination="after"))
+            first = await next_event(stream)
+            assert first.json()["type"] == "first"
+            await seen.receive()  # handled after "second" was taken from the queue ...
+            assert listener.delivered == 1  # ... which waits behind the unanswered "first"
+            status, _, _ = await _post(client, f"{base}/v1/messages/{first.id}/reply", {})
+            assert status == 204
+            second = await next_event(stream)
+            assert second.json()["type"] == "second"
+            assert listener.delivered == 2

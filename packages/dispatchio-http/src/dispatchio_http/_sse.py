@@ -70,6 +70,8 @@ class StreamListener(MessageListener):
         self.outgoing: collections.deque[Message] = collections.deque()
         self.wake = anyio.Event()
         self.open = True
+        #: Messages handed to this stream so far.
+        self.delivered = 0
         #: Messages the client may still answer, by ID key, oldest first.
         self.answerable: dict[str, Message] = {}
         self._on_held = on_held
@@ -86,6 +88,7 @@ class StreamListener(MessageListener):
                 logger.warning("event stream %r is not keeping up; declined %r", self.id, message)
             return UNHANDLED
         self.outgoing.append(message)
+        self.delivered += 1
         self.wake.set()
         if message.is_response:
             return None
