@@ -72,9 +72,9 @@ async def test_python_process_requests_a_stream_listener_and_gets_its_reply(
             assert answers[0]["source"] == "web"
             # Closed stream: unregistered, so b's next request is undeliverable at once
             # (refused by a, or by b itself once its directory has the change).
+            gone = {"type": "q", "destination": "web"}
             with pytest.raises(ChildError) as caught:
-                message = {"type": "q", "destination": "web"}
-                await child.call("request", message=message, timeout=30)
+                await child.call("request", message=gone, timeout=30)
             assert caught.value.type == "UndeliverableError"
 
 
