@@ -25,10 +25,10 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, Any, cast
 
-from _harness import Config, Row, render_rows
-from bench_tcp import RoundTrips, _cpus, async_round_trips, pinned
+from _harness import Config, Row, event_loop, interleave, paired, render_rows
+from bench_tcp import Latency, _cpus, async_latency, pinned
 
 HERE = Path(__file__).resolve()
 NUMBER = 3000
@@ -72,62 +72,75 @@ def _server(kind: str) -> Iterator[Server]:
             proc.wait()
 
 
-async def _client(url: str, body: Callable[[int], object], number: int, cfg: Config) -> RoundTrips:
+async def _session() -> Any:
     import aiohttp
 
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1))
 
-        async def one(i: int) -> bytes:
-            async with session.post(url, json=body(i)) as response:
-                data = await response.read()
-                if response.status != 200:
-                    raise RuntimeError(f"{url} answered {response.status}: {data[:200]!r}")
-                return data
 
-        return await async_round_trips(one, number, cfg)
+def _round_trip(session: Any, url: str, body: Callable[[int], object]) -> Callable[[int], Any]:
+    async def one(i: int) -> bytes:
+        async with session.post(url, json=body(i)) as response:
+            data: bytes = await response.read()
+            if response.status != 200:
+                raise RuntimeError(f"{url} answered {response.status}: {data[:200]!r}")
+            return data
+
+    return one
 
 
 def measure(cfg: Config, log: Callable[[str], None]) -> list[Row]:
-    """Raw aiohttp, then the gateway, each against a server in a child process."""
+    """Raw aiohttp and the gateway, servers in child processes, measured interleaved."""
     number = max(200, int(NUMBER * cfg.async_scale))
-    requests = max(1, number // 4) * cfg.warmup + number * cfg.repeats
-    results: dict[str, RoundTrips] = {}
-    cpu: dict[str, float] = {}
+    requests = number * (cfg.warmup + cfg.repeats)
     cases: dict[str, tuple[str, Callable[[int], object]]] = {
-        "raw": ("/echo", lambda i: {"content": i}),
         "gateway": (
             "/v1/messages?wait=5",
             lambda i: {"type": "echo", "destination": "echo", "content": i},
         ),
+        "raw": ("/echo", lambda i: {"content": i}),
     }
-    with pinned():
+    with pinned(), contextlib.ExitStack() as stack:
+        portal = stack.enter_context(event_loop("asyncio"))
+        samplers: dict[str, Latency] = {}
+        servers: dict[str, Server] = {}
         for kind, (path, body) in cases.items():
-            log(f"{kind}: {path}")
-            with _server(kind) as server:
-                url = f"http://127.0.0.1:{server.port}{path}"
-                before = server.cpu_seconds()
-                results[kind] = asyncio.run(_client(url, body, number, cfg))
-                cpu[kind] = (server.cpu_seconds() - before) * 1e6 / requests
-    raw, gateway = results["raw"], results["gateway"]
+            log(f"{kind} server: POST {path}")
+            server = servers[kind] = stack.enter_context(_server(kind))
+            session = portal.call(_session)
+            stack.callback(portal.call, session.close)
+            url = f"http://127.0.0.1:{server.port}{path}"
+            samplers[kind] = async_latency(portal, _round_trip(session, url, body), number)
+        before = {kind: server.cpu_seconds() for kind, server in servers.items()}
+        p50 = interleave(samplers, cfg)
+        cpu = {
+            kind: (server.cpu_seconds() - before[kind]) * 1e6 / requests
+            for kind, server in servers.items()
+        }
+    rates = {kind: sampler.rates(cfg.repeats) for kind, sampler in samplers.items()}
+    gateway_cpu = None if math.isnan(cpu["gateway"]) else cpu["gateway"]
+    raw_cpu = None if math.isnan(cpu["raw"]) else cpu["raw"]
     return [
         Row(
-            "gateway POST /v1/messages?wait= (1 connection)",
-            gateway.rate.median,
+            "G1. gateway POST /v1/messages?wait=, 1 connection",
+            rates["gateway"].median,
             "rt/s",
             "raw aiohttp JSON POST",
-            raw.rate.median,
+            rates["raw"].median,
             kind="min",
             target=TARGET,
-            spread=gateway.rate.spread,
+            spread=rates["gateway"].spread,
+            pairs=paired(rates["gateway"], rates["raw"]),
         ),
-        Row("  the same, p50", gateway.p50.median, "µs", "raw aiohttp p50", raw.p50.median),
         Row(
-            "  server CPU per request",
-            None if math.isnan(cpu["gateway"]) else cpu["gateway"],
+            "  the same, p50",
+            p50["gateway"].median,
             "µs",
-            "raw aiohttp server",
-            None if math.isnan(cpu["raw"]) else cpu["raw"],
+            "raw aiohttp p50",
+            p50["raw"].median,
+            pairs=paired(p50["gateway"], p50["raw"]),
         ),
+        Row("  server CPU per request", gateway_cpu, "µs", "raw aiohttp server", raw_cpu),
     ]
 
 
