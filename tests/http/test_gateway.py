@@ -752,3 +752,39 @@ async def test_blocking_message_holds_the_stream_until_its_reply(
             second = await next_event(stream)
             assert second.json()["type"] == "second"
             assert listener.delivered == 2
+
+
+async def test_a_stream_owing_too_many_replies_declines_the_oldest(
+    base: str,
+    client: aiohttp.ClientSession,
+    dispatcher: MessageDispatcher,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import dispatchio_http._sse
+
+    monkeypatch.setattr(dispatchio_http._sse, "BACKLOG", 2)
+    failed = anyio.Event()
+    answers: dict[int, Any] = {}
+
+    async def ask(n: int) -> None:
+        try:
+            reply = await dispatcher.request(Message("q", n, destination="forgetful"), timeout=60)
+            answers[n] = reply.content
+        except UndeliverableError:
+            answers[n] = "declined"
+            failed.set()
+
+    with anyio.fail_after(PROMPT):
+        async with client.get(f"{base}/v1/events?listener=forgetful") as stream:
+            await next_event(stream)
+            async with anyio.create_task_group() as tg:
+                events = []
+                for n in range(3):
+                    tg.start_soon(ask, n)
+                    events.append(await next_event(stream))
+                await failed.wait()
+                assert answers == {0: "declined"}  # the oldest, not the newest
+                for event in events[1:]:
+                    url = f"{base}/v1/messages/{event.id}/reply"
+                    assert (await _post(client, url, {"content": "ok"}))[0] == 204
+    assert answers == {0: "declined", 1: "ok", 2: "ok"}

@@ -36,8 +36,9 @@ __all__ = ["StreamListener", "sse_event"]
 
 logger = logging.getLogger("dispatchio.http.gateway")
 
-#: Messages a stream holds (queued for the client, or waiting for its reply) at most;
-#: beyond that new messages are declined, so a stalled client cannot grow memory.
+#: Messages a stream holds at most, queued for a client that is not reading (beyond that,
+#: new ones are declined) and, apart, waiting for the client's reply (beyond that, the
+#: oldest is declined), so a stalled or forgetful client cannot grow memory.
 BACKLOG: Final = 4096
 
 
@@ -83,9 +84,10 @@ class StreamListener(MessageListener):
         )
 
     async def handle_message(self, message: Message) -> Any:
-        if not self.open or len(self.outgoing) + len(self.answerable) >= BACKLOG:
-            if self.open:
-                logger.warning("event stream %r is not keeping up; declined %r", self.id, message)
+        if not self.open:
+            return UNHANDLED
+        if len(self.outgoing) >= BACKLOG:
+            logger.warning("event stream %r is not reading; declined %r", self.id, message)
             return UNHANDLED
         self.outgoing.append(message)
         self.delivered += 1
@@ -94,8 +96,15 @@ class StreamListener(MessageListener):
             return None
         if message.response_required or message.source is not None or message.blocking:
             key = id_key(message.id)
-            if key in self.answerable:  # an ID reused while the first is unanswered
-                await self._settle(self.answerable.pop(key))
+            previous = self.answerable.pop(key, None)
+            if previous is not None:  # an ID reused while the first is unanswered
+                await self._settle(previous)
+            elif len(self.answerable) >= BACKLOG:
+                # A page that ignores some messages must not end up declining all of
+                # them: the oldest unanswered one goes (its sender has likely given up).
+                oldest = next(iter(self.answerable))
+                await self._settle(self.answerable.pop(oldest))
+                self._on_released(oldest, self)
             self.answerable[key] = message
             self._on_held(key, self)
         if message.response_required or message.blocking:
