@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 import types
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, Protocol
@@ -51,7 +52,10 @@ def current_backend() -> Backend:
     except RuntimeError:
         pass
     else:
-        return Backend("asyncio", loop.create_future, loop.time)
+        # BaseEventLoop.time() is time.monotonic(): call that directly (a Python call
+        # less per deadline); a loop with a clock of its own (uvloop) keeps it.
+        clock = time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
+        return Backend("asyncio", loop.create_future, clock)
     if "trio" in sys.modules:
         import trio
 

@@ -11,7 +11,6 @@ the queue like any message); the mesh and the dispatcher call it too.
 
 from __future__ import annotations
 
-import collections
 import heapq
 import itertools
 import math
@@ -138,26 +137,23 @@ class TimerHeap:
 class Expired:
     """IDs of messages whose wait ended, kept for a while so late replies can be dropped.
 
-    A set for lookups and a deque for first-in-first-out eviction: evicting the oldest
-    key of a dict with ``next(iter(d))`` would rescan every slot deleted before it.
+    Between ``limit / 2`` and ``limit`` of the newest IDs are kept, in one dict (insertion
+    ordered). When it passes ``limit`` it is rebuilt with the newest half: rebuilding,
+    not deleting the oldest keys one by one, because ``next(iter(d))`` after deletions
+    rescans every deleted slot before it. One dict store per ID, no deque.
     """
 
-    __slots__ = ("_ids", "_limit", "_order")
+    __slots__ = ("_ids", "_limit")
 
     def __init__(self, limit: int = 65536) -> None:
-        self._ids: set[ListenerId] = set()
-        self._order: collections.deque[ListenerId] = collections.deque()
+        self._ids: dict[ListenerId, None] = {}
         self._limit = limit
 
     def add(self, message_id: ListenerId) -> None:
         ids = self._ids
-        if message_id in ids:
-            return
-        ids.add(message_id)
-        order = self._order
-        order.append(message_id)
-        if len(order) > self._limit:
-            ids.discard(order.popleft())
+        ids[message_id] = None  # an ID already here keeps its place
+        if len(ids) > self._limit:
+            self._ids = dict.fromkeys(itertools.islice(ids, len(ids) - self._limit // 2, None))
 
     def __contains__(self, message_id: object) -> bool:
         return message_id in self._ids
@@ -263,6 +259,11 @@ class Replies:
         else:
             self.stats.dropped_replies += 1
 
+    def abandon(self, pending: Pending) -> None:
+        """The sender stopped waiting (cancelled): a reply arriving later is late."""
+        self.finish(pending)
+        self.expired.add(pending.message.id)  # type: ignore[arg-type]
+
     def finish(self, pending: Pending) -> None:
         """Stop waiting: forget the pending entry and kill its timer."""
         if not pending.live:
@@ -305,8 +306,9 @@ class Replies:
             response_to(
                 message,
                 message.content,
-                process=self.process_id,
-                error=format_error(UndeliverableError.code, str(error)),
+                None,
+                self.process_id,
+                format_error(UndeliverableError.code, str(error)),
             )
         )
 
@@ -337,7 +339,7 @@ class Replies:
             f"no reply to {message.type!r} from {message.destination or message.group!r}"
             f" within {pending.timeout:g} s",
         )
-        response = response_to(message, None, process=self.process_id, error=error)
+        response = response_to(message, None, None, self.process_id, error)
         if pending.kind == LETTER:
             self.deliver_letter(response)
         else:

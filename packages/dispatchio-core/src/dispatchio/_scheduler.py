@@ -36,7 +36,14 @@ from dispatchio._errors import (
     UndeliverableError,
     format_error,
 )
-from dispatchio._message import DEFERRED, UNHANDLED, DeferredType, ListenerId, Message
+from dispatchio._message import (
+    DEFERRED,
+    UNHANDLED,
+    DeferredType,
+    ListenerId,
+    Message,
+    response_to,
+)
 from dispatchio._replies import Replies
 
 if TYPE_CHECKING:
@@ -351,15 +358,7 @@ class Scheduler:
             deferred = True
         if deferred:
             return DEFERRED
-        return Message(
-            message.type,
-            result,
-            id=message.id,
-            source=dest,
-            destination=message.source,
-            process=self.process_id,
-            is_response=True,
-        )
+        return response_to(message, result, dest, self.process_id, None)
 
     def deliver_incoming(self, message: Message) -> None:
         """Take a message that arrived from another process.
@@ -454,16 +453,7 @@ class Scheduler:
         cause: BaseException | None = None,
     ) -> None:
         """Send the answer to ``message`` to whoever waits for it, here or elsewhere."""
-        response = Message(
-            message.type,
-            content,
-            id=message.id,
-            source=message.destination,
-            destination=message.source,
-            process=self.process_id,
-            is_response=True,
-            error=error,
-        )
+        response = response_to(message, content, message.destination, self.process_id, error)
         origin = message.process
         if origin != self.process_id and self.mesh is not None and origin is not None:
             self.mesh.respond(response, origin)
