@@ -87,7 +87,8 @@ def is_decline(response: Message) -> bool:
 class TimerHeap:
     """Deadlines of pending messages in one heap, served by one task.
 
-    Finished entries are left in place and skipped when they reach the top; the heap is
+    A finished entry at the top is removed at once (with the finished ones behind it);
+    others are left in place and skipped when they reach the top, and the heap is
     rebuilt without them once they are more than half of it, so memory stays bounded
     by twice the number of live timers.
     """
@@ -107,9 +108,18 @@ class TimerHeap:
 
     def discard(self, pending: Pending) -> None:
         """Note that a pending entry finished before its deadline."""
+        heap = self._heap
+        if heap and heap[0][2] is pending:
+            # The usual case (replies come in the order of their deadlines): drop it now,
+            # with any finished entries behind it, so the heap stays small.
+            heapq.heappop(heap)
+            while heap and not heap[0][2].live:
+                heapq.heappop(heap)
+                self._dead -= 1
+            return
         self._dead += 1
-        if self._dead > 256 and self._dead * 2 > len(self._heap):
-            self._heap = [entry for entry in self._heap if entry[2].live]
+        if self._dead > 256 and self._dead * 2 > len(heap):
+            self._heap = [entry for entry in heap if entry[2].live]
             heapq.heapify(self._heap)
             self._dead = 0
 
