@@ -48,9 +48,13 @@ CORE = "core"
 PACKAGES: dict[str, Package] = {
     CORE: Package("packages/dispatchio-core", "dispatchio"),
     "tcp": Package("packages/dispatchio-tcp", "dispatchio_tcp", test_deps=("trustme",)),
-    # The HTTP tests run one process on TCP and HTTP at once, hence tcp.
+    # The HTTP tests run one process on TCP and HTTP at once, hence tcp; the gateway's
+    # tests drive Debian's chromium through Playwright and fuzz it with schemathesis.
     "http": Package(
-        "packages/dispatchio-http", "dispatchio_http", test_deps=("trustme",), needs=("tcp",)
+        "packages/dispatchio-http",
+        "dispatchio_http",
+        test_deps=("trustme", "playwright", "schemathesis"),
+        needs=("tcp",),
     ),
 }
 
