@@ -1,4 +1,5 @@
-"""RFC 9457 problem documents: every gateway failure is one of these.
+"""RFC 9457 problem documents: every gateway failure, and every refusal of the guard in
+front of all routes (`dispatchio_http._server`), is one of these.
 
 The ``type`` of each problem ends in its code (``urn:dispatchio:problem:<code>``), and the
 codes of the core's delivery errors are the core's own (``undeliverable``, ``timeout``,
@@ -20,11 +21,13 @@ CONTENT_TYPE: Final = "application/problem+json"
 _TITLES: Final = {
     400: "Bad request",
     401: "Unauthorized",
+    403: "Forbidden",
     404: "Not found",
     409: "Conflict",
     413: "Content too large",
     415: "Unsupported media type",
     422: "Invalid message",
+    426: "Upgrade required",
     429: "Too many requests",
     502: "Handler error",
     503: "Service unavailable",

@@ -26,48 +26,19 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-import pydantic_core
 from aiohttp import hdrs, web
 
 from dispatchio_http._auth import authorized
 from dispatchio_http._options import HttpOptions
+from dispatchio_http._problems import problem_response
 
-__all__ = ["PROBLEM_TYPE", "bind", "build_app", "problem", "start"]
+__all__ = ["bind", "build_app", "start"]
 
-PROBLEM_TYPE: Final = "urn:dispatchio:problem:"
-_TITLES: Final = {
-    400: "Bad request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    409: "Conflict",
-    413: "Content too large",
-    426: "Upgrade required",
-    503: "Service unavailable",
-}
 #: Seconds a refused body may keep arriving (and be thrown away) so the client can
 #: read the refusal before the connection closes.
 _LINGER: Final = 1.0
 _PREFLIGHT_MAX_AGE: Final = "600"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def problem(
-    status: int, code: str, detail: str, *, headers: dict[str, str] | None = None
-) -> web.Response:
-    """An ``application/problem+json`` response (RFC 9457) whose ``type`` ends in ``code``."""
-    body = {
-        "type": PROBLEM_TYPE + code,
-        "title": _TITLES.get(status, "Error"),
-        "status": status,
-        "detail": detail,
-        "code": code,
-    }
-    return web.Response(
-        status=status,
-        body=pydantic_core.to_json(body),
-        content_type="application/problem+json",
-        headers=headers,
-    )
 
 
 def _guard(prefix: str, options: HttpOptions) -> Any:
@@ -81,7 +52,9 @@ def _guard(prefix: str, options: HttpOptions) -> Any:
         origin = request.headers.get(hdrs.ORIGIN)
         if origin is not None and origin not in origins:
             if origin != f"{request.scheme}://{request.host}":
-                return problem(403, "origin_not_allowed", f"origin {origin!r} is not allowed")
+                return problem_response(
+                    403, "origin_not_allowed", f"origin {origin!r} is not allowed"
+                )
             origin = None  # same origin: no CORS needed
         if (
             origin is not None
@@ -98,7 +71,7 @@ def _guard(prefix: str, options: HttpOptions) -> Any:
                 },
             )
         if request.path != health and not authorized(request, token):
-            return problem(
+            return problem_response(
                 401,
                 "unauthorized",
                 "missing or wrong token: send Authorization: Bearer <token>",
@@ -117,7 +90,7 @@ def _guard(prefix: str, options: HttpOptions) -> Any:
 
 
 def _too_large(detail: str) -> web.Response:
-    response = problem(413, "too_large", detail)
+    response = problem_response(413, "too_large", detail)
     response.force_close()  # the rest of the body is never read
     return response
 

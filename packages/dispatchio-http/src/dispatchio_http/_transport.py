@@ -90,6 +90,7 @@ from dispatchio_http._handshake import (
     make_proof,
 )
 from dispatchio_http._options import HttpOptions
+from dispatchio_http._problems import problem_response
 
 __all__ = ["HttpTransport", "HttpsTransport", "format_url", "parse_url"]
 
@@ -771,7 +772,7 @@ def _require_asyncio(scheme: str) -> None:
 
 
 def _refuse(status: int, code: str, detail: str) -> web.Response:
-    response = _server.problem(status, code, detail)
+    response = problem_response(status, code, detail)
     response.headers[REFUSED_HEADER] = code
     return response
 
