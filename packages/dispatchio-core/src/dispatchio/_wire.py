@@ -75,7 +75,8 @@ def encode_message(message: Message) -> bytes:
         InvalidMessageError: the content is not plain JSON data (the error names the path).
     """
     content = message.content
-    if content is not None and content.__class__ is not str:
+    cls = content.__class__
+    if cls is not str and cls is not int and content is not None:
         check_content(content)
     flags = (
         (_RR if message.response_required else 0)
