@@ -366,6 +366,14 @@ class TcpTransport(Transport):
                 link = await self._handshake(byte_stream, dialed=False, address=address)
         except _Duplicate:
             return
+        except TimeoutError:
+            logger.warning(
+                "closed a connection from %s that did not finish its handshake within %g s",
+                address,
+                opts.handshake_timeout,
+            )
+            await _close_quietly(byte_stream)
+            return
         except _LINK_ERRORS as exc:
             logger.warning("dropped connection from %s: %s", address, describe(exc))
             await _close_quietly(byte_stream)
@@ -396,6 +404,13 @@ class TcpTransport(Transport):
             except _SelfDial:
                 logger.warning("not dialing %s: it is this process's own address", url)
                 return
+            except TimeoutError:
+                # Routine too: a peer starting, or paused (SIGSTOP), accepts but is silent.
+                logger.debug(
+                    "dialing %s failed: no handshake within %g s",
+                    url,
+                    self.options.handshake_timeout,
+                )
             except _LINK_ERRORS as exc:
                 # Unreachable peers are routine (starting, restarting); a refused
                 # handshake is news.
