@@ -11,7 +11,6 @@ the queue like any message); the mesh and the dispatcher call it too.
 
 from __future__ import annotations
 
-import collections
 import heapq
 import itertools
 import math
@@ -27,7 +26,7 @@ from dispatchio._errors import (
     error_from_message,
     format_error,
 )
-from dispatchio._message import Message
+from dispatchio._message import Message, response_to
 
 if TYPE_CHECKING:
     from dispatchio._backend import Backend, Future
@@ -54,7 +53,6 @@ class Pending:
     __slots__ = (
         "answered",
         "deadline",
-        "declines",
         "first_cause",
         "first_error",
         "future",
@@ -72,7 +70,6 @@ class Pending:
         self.future = future
         self.outstanding = 0
         self.answered = 0
-        self.declines = 0
         self.first_error: Message | None = None
         self.first_cause: BaseException | None = None  # the exception behind first_error
         self.replies: list[Message] = []
@@ -90,7 +87,8 @@ def is_decline(response: Message) -> bool:
 class TimerHeap:
     """Deadlines of pending messages in one heap, served by one task.
 
-    Finished entries are left in place and skipped when they reach the top; the heap is
+    A finished entry at the top is removed at once (with the finished ones behind it);
+    others are left in place and skipped when they reach the top, and the heap is
     rebuilt without them once they are more than half of it, so memory stays bounded
     by twice the number of live timers.
     """
@@ -102,9 +100,6 @@ class TimerHeap:
         self._seq = itertools.count()
         self._dead = 0
 
-    def __len__(self) -> int:
-        return len(self._heap) - self._dead
-
     def push(self, pending: Pending) -> bool:
         """Add a timer; return whether it is now the earliest one."""
         heap = self._heap
@@ -113,9 +108,18 @@ class TimerHeap:
 
     def discard(self, pending: Pending) -> None:
         """Note that a pending entry finished before its deadline."""
+        heap = self._heap
+        if heap and heap[0][2] is pending:
+            # The usual case (replies come in the order of their deadlines): drop it now,
+            # with any finished entries behind it, so the heap stays small.
+            heapq.heappop(heap)
+            while heap and not heap[0][2].live:
+                heapq.heappop(heap)
+                self._dead -= 1
+            return
         self._dead += 1
-        if self._dead > 256 and self._dead * 2 > len(self._heap):
-            self._heap = [entry for entry in self._heap if entry[2].live]
+        if self._dead > 256 and self._dead * 2 > len(heap):
+            self._heap = [entry for entry in heap if entry[2].live]
             heapq.heapify(self._heap)
             self._dead = 0
 
@@ -134,37 +138,32 @@ class TimerHeap:
                 return deadline
         return None
 
-    def clear(self) -> list[Pending]:
-        """Remove every entry; return the live ones."""
-        live = [entry[2] for entry in self._heap if entry[2].live]
+    def clear(self) -> None:
+        """Remove every entry."""
         self._heap.clear()
         self._dead = 0
-        return live
 
 
 class Expired:
     """IDs of messages whose wait ended, kept for a while so late replies can be dropped.
 
-    A set for lookups and a deque for first-in-first-out eviction: evicting the oldest
-    key of a dict with ``next(iter(d))`` would rescan every slot deleted before it.
+    Between ``limit / 2`` and ``limit`` of the newest IDs are kept, in one dict (insertion
+    ordered). When it passes ``limit`` it is rebuilt with the newest half: rebuilding,
+    not deleting the oldest keys one by one, because ``next(iter(d))`` after deletions
+    rescans every deleted slot before it. One dict store per ID, no deque.
     """
 
-    __slots__ = ("_ids", "_limit", "_order")
+    __slots__ = ("_ids", "_limit")
 
     def __init__(self, limit: int = 65536) -> None:
-        self._ids: set[ListenerId] = set()
-        self._order: collections.deque[ListenerId] = collections.deque()
+        self._ids: dict[ListenerId, None] = {}
         self._limit = limit
 
     def add(self, message_id: ListenerId) -> None:
         ids = self._ids
-        if message_id in ids:
-            return
-        ids.add(message_id)
-        order = self._order
-        order.append(message_id)
-        if len(order) > self._limit:
-            ids.discard(order.popleft())
+        ids[message_id] = None  # an ID already here keeps its place
+        if len(ids) > self._limit:
+            self._ids = dict.fromkeys(itertools.islice(ids, len(ids) - self._limit // 2, None))
 
     def __contains__(self, message_id: object) -> bool:
         return message_id in self._ids
@@ -241,7 +240,7 @@ class Replies:
             else:
                 self.to_source(response)
         elif is_decline(response):
-            pending.declines += 1  # matters only if nobody takes the message at all
+            pass  # a decline is no answer and no error: only "nobody took it" counts, below
         else:
             if pending.first_error is None:
                 pending.first_error = response
@@ -258,9 +257,9 @@ class Replies:
             self.resolve(pending, pending.replies)
         elif kind == REQUEST:
             if pending.first_error is not None:
-                self.fail(pending, pending.first_error, pending.first_cause)
+                self.reject(pending, pending.first_error, pending.first_cause)
             else:
-                self.fail(pending, response, cause)
+                self.reject(pending, response, cause)
         elif not pending.answered and pending.first_error is None:
             self.deliver_letter(response)  # a letter every recipient declined
 
@@ -269,6 +268,11 @@ class Replies:
             self.enqueue(response)
         else:
             self.stats.dropped_replies += 1
+
+    def abandon(self, pending: Pending) -> None:
+        """The sender stopped waiting (cancelled): a reply arriving later is late."""
+        self.finish(pending)
+        self.expired.add(pending.message.id)  # type: ignore[arg-type]
 
     def finish(self, pending: Pending) -> None:
         """Stop waiting: forget the pending entry and kill its timer."""
@@ -292,7 +296,7 @@ class Replies:
             future.set_result(value)
 
     @staticmethod
-    def fail(pending: Pending, response: Message, cause: BaseException | None) -> None:
+    def reject(pending: Pending, response: Message, cause: BaseException | None) -> None:
         future = pending.future
         if future is not None and not future.done():
             error = error_from_message(response)
@@ -309,14 +313,12 @@ class Replies:
     def return_letter(self, message: Message, error: DispatchError) -> None:
         """Return an undeliverable ``send`` to its source listener, content and all."""
         self.deliver_letter(
-            Message(
-                message.type,
+            response_to(
+                message,
                 message.content,
-                id=message.id,
-                destination=message.source,
-                process=self.process_id,
-                is_response=True,
-                error=format_error(UndeliverableError.code, str(error)),
+                None,
+                self.process_id,
+                format_error(UndeliverableError.code, str(error)),
             )
         )
 
@@ -347,19 +349,11 @@ class Replies:
             f"no reply to {message.type!r} from {message.destination or message.group!r}"
             f" within {pending.timeout:g} s",
         )
-        response = Message(
-            message.type,
-            None,
-            id=message.id,
-            destination=message.source,
-            process=self.process_id,
-            is_response=True,
-            error=error,
-        )
+        response = response_to(message, None, None, self.process_id, error)
         if pending.kind == LETTER:
             self.deliver_letter(response)
         else:
-            self.fail(pending, response, None)
+            self.reject(pending, response, None)
 
     def close(self) -> None:
         """The dispatcher is closing: every sender still waiting gets `DispatchError`."""

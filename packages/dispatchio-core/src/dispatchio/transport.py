@@ -11,8 +11,8 @@ How the project's transports map onto it:
 * TCP (``dispatchio-tcp``, ``tcp://host:port``): peer-to-peer streams; the transport
   does a handshake carrying the `PeerHello`, optional TLS and shared-secret
   authentication, length-prefixed frames, reconnection and a bounded outbox per peer.
-* HTTP (``dispatchio-http``, ``http://host:port/prefix``): one aiohttp server per
-  process; batches of frames travel as POST bodies, each side posting to the other.
+* HTTP (``dispatchio-http``, ``http://host:port/prefix``): an aiohttp server per listen
+  URL; one WebSocket per pair of processes carries batches of frames both ways.
 * Kafka (``dispatchio-kafka``, ``kafka://host:port/namespace``): no direct links; an
   inbox topic per process, membership through a members topic, so `peer_up` means "seen
   there" and `Transport.connect` only names the broker.
@@ -37,6 +37,7 @@ from pydantic import ConfigDict, Field
 
 from dispatchio._errors import TransportConfigError
 from dispatchio._message import ListenerId
+from dispatchio._plugins import checked_plugin_manager, registered_transports
 
 if TYPE_CHECKING:
     import anyio.abc
@@ -253,15 +254,19 @@ def resolve_transport(
 
     The class named by the plugin (``"module:Class"``) is imported only now.
 
+    ``plugins`` is a `dispatchio.PluginManager` or a plain
+    ``pluggy.PluginManager("dispatchio")``.
+
     Raises:
         TransportConfigError: the URL has no scheme, no installed plugin handles it (the
             error lists the installed schemes and suggests a close one), the class cannot
             be imported, or an option is unknown.
+        TypeError, ValueError: ``plugins`` is not a dispatchio plugin manager.
     """
     scheme = urllib.parse.urlsplit(url).scheme
     if not scheme:
         raise TransportConfigError(f"{url!r} has no scheme (expected e.g. tcp://127.0.0.1:7400)")
-    registered: dict[str, str] = plugins.transports()  # type: ignore[attr-defined]
+    registered = registered_transports(checked_plugin_manager(plugins))
     target = registered.get(scheme)
     if target is None:
         close = difflib.get_close_matches(scheme, registered, n=1)
