@@ -62,7 +62,7 @@ def id_order(value: ListenerId) -> tuple[bool, ListenerId]:
 class _Peer:
     """What this process knows of another one."""
 
-    __slots__ = ("groups", "hello", "last_heard", "last_sent", "listeners", "seq", "transport")
+    __slots__ = ("groups", "hello", "last_heard", "listeners", "sent", "seq", "transport")
 
     def __init__(self, hello: PeerHello, transport: Transport, now: float) -> None:
         self.hello = hello
@@ -71,7 +71,9 @@ class _Peer:
         self.groups: dict[ListenerId, set[ListenerId]] = {}
         self.seq = -1  # the last directory sequence number applied
         self.last_heard = now
-        self.last_sent = now
+        # Whether a frame went to it since the detector's last tick (a flag, not a clock
+        # reading: forward() sets it on every message).
+        self.sent = False
 
 
 class _TransportEvents:
@@ -289,7 +291,7 @@ class Mesh:
         if peer is None:
             raise TransportError(f"process {process!r} is not connected")
         peer.transport.send(process, frame)
-        peer.last_sent = self.clock()
+        peer.sent = True
         if message.response_required and message.id in self.replies.pending:
             owed = self.awaiting.setdefault(process, {})
             owed[message.id] = owed.get(message.id, 0) + 1
@@ -314,7 +316,7 @@ class Mesh:
             if not quiet:
                 logger.warning("could not send to process %r: %s", process, exc)
             return False
-        peer.last_sent = self.clock()
+        peer.sent = True
         return True
 
     # ------------------------------------------------------------------ transport events
@@ -503,5 +505,6 @@ class Mesh:
             for process, peer in list(self.peers.items()):
                 if now - peer.last_heard > limit:
                     self._declare_dead(process, f"no frame for {limit:g} s")
-                elif now - peer.last_sent >= interval / 2:
+                elif not peer.sent:  # nothing went to it for a tick (interval / 2)
                     self._send(process, _wire.HEARTBEAT_FRAME, quiet=True)
+                peer.sent = False
