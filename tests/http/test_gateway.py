@@ -675,6 +675,12 @@ async def test_status_page_shows_process_listeners_and_counters_escaped(
     assert "&lt;script&gt;x" in page
     assert "<script>x" not in page
     assert "http://" not in page.replace("http://127.0.0.1", "")  # nothing from elsewhere
+    # Readable without JavaScript frameworks: one inline script, nothing loaded by URL.
+    assert page.count("<script") == 1
+    assert "<script>" in page
+    assert " src=" not in page
+    assert "<link" not in page
+    assert "@import" not in page
 
 
 async def test_group_only_stream_gets_a_generated_listener_id(
