@@ -17,6 +17,8 @@ import pytest
 
 from dispatchio import BasicMessageListener, Message, MessageDispatcher
 from tests.http import _hostile
+from tests.http._gateway_support import next_event
+from tests.http._http_support import tls_contexts
 
 pytestmark = pytest.mark.anyio
 TOKEN = "seam-token"
@@ -110,3 +112,29 @@ async def test_with_the_gateway_off_its_routes_are_404_and_health_too() -> None:
             async with http.get(url + "/v1/health") as health:
                 health_status = health.status
     assert (post_status, health_status) == (404, 404)
+
+
+async def test_over_https_the_gateway_and_its_event_stream_work_with_the_token() -> None:
+    server_tls, client_tls = tls_contexts()
+    options = {"token": TOKEN, "ssl_context": server_tls, "ssl_client_context": client_tls}
+    dispatcher = MessageDispatcher(
+        "a", listen=["https://127.0.0.1:0"], transport_options={"https": options}
+    )
+    echo = BasicMessageListener("echo")
+    echo.add_rule(callback=lambda message: message.content)
+    dispatcher.register(echo)
+    connector = aiohttp.TCPConnector(ssl=client_tls)
+    with anyio.fail_after(10):
+        async with dispatcher, aiohttp.ClientSession(connector=connector) as http:
+            url = dispatcher.listen_urls[0]
+            assert url.startswith("https://127.0.0.1:")
+            message = {"type": "ping", "destination": "echo", "content": "tls"}
+            async with http.post(url + "/v1/messages?wait=5", json=message, headers=AUTH) as r:
+                reply = await r.json()
+            async with http.get(f"{url}/v1/events?listener=web&access_token={TOKEN}") as stream:
+                ready = await next_event(stream)
+                await dispatcher.send(Message("note", "over tls", destination="web"))
+                delivered = (await next_event(stream)).json()
+    assert (r.status, reply["content"]) == (200, "tls")
+    assert ready.event == "ready"
+    assert delivered["content"] == "over tls"

@@ -23,6 +23,7 @@ _TITLES: Final = {
     401: "Unauthorized",
     403: "Forbidden",
     404: "Not found",
+    408: "Request timeout",
     409: "Conflict",
     413: "Content too large",
     415: "Unsupported media type",
@@ -43,6 +44,8 @@ class HttpProblem(Exception):
         code: The machine-readable code the problem's ``type`` ends in.
         detail: Human-readable explanation of this occurrence.
         headers: Extra response headers (``Retry-After``, ``WWW-Authenticate``).
+        close: Close the connection after the response (the request's body was not
+            read to its end, so the connection cannot carry another request).
         extra: Extension members added to the document (e.g. ``field``).
     """
 
@@ -53,6 +56,7 @@ class HttpProblem(Exception):
         detail: str,
         *,
         headers: dict[str, str] | None = None,
+        close: bool = False,
         **extra: Any,
     ) -> None:
         super().__init__(detail)
@@ -60,13 +64,17 @@ class HttpProblem(Exception):
         self.code = code
         self.detail = detail
         self.headers = headers
+        self.close = close
         self.extra = extra
 
     def response(self) -> web.Response:
         """The problem as an ``application/problem+json`` response."""
-        return problem_response(
+        response = problem_response(
             self.status, self.code, self.detail, headers=self.headers, **self.extra
         )
+        if self.close:
+            response.force_close()
+        return response
 
 
 def problem_response(

@@ -18,15 +18,21 @@ code, like the gateway's. Slow clients: the connection's keep-alive timer is the
 timeout, so a connection that has not sent a whole request head within
 ``header_timeout`` (after connecting, or after its previous response) is closed; this
 is aiohttp's own timer, which needs no task per connection.
+
+Logs: the access log is off (it would record ``access_token`` query parameters), and a
+request too malformed to parse is logged as one line without the client's bytes
+(`_ServerLog`): aiohttp would quote the offending line, which may hold a token.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from dispatchio_http._auth import authorized
 from dispatchio_http._options import HttpOptions
@@ -39,6 +45,24 @@ __all__ = ["bind", "build_app", "start"]
 _LINGER: Final = 1.0
 _PREFLIGHT_MAX_AGE: Final = "600"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class _ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's server log, minus the client's bytes in its parse errors."""
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, HttpProcessingError):
+            # The parser's message quotes the bad line (a header may carry the token).
+            peer = args[0] if args else "a client"
+            self.logger.info(
+                "refused a malformed request from %s: %s %s", peer, exc.code, type(exc).__name__
+            )
+            return
+        super().log(level, msg, *args, **kwargs)
+
+
+_SERVER_LOG: Final = _ServerLog(logging.getLogger("dispatchio.http.server"))
 
 
 def _guard(prefix: str, options: HttpOptions) -> Any:
@@ -137,6 +161,7 @@ async def start(
         app,
         handle_signals=False,
         access_log=None,  # an access log would record access_token query parameters
+        logger=_SERVER_LOG,
         keepalive_timeout=options.header_timeout,
         lingering_time=_LINGER,
         shutdown_timeout=options.close_timeout,
