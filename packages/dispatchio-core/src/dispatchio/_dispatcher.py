@@ -168,6 +168,10 @@ class MessageDispatcher:
         self._backend: Backend | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
         self._closing = False
+        # Set when a local registration changes, for `_wait_until` without a mesh (the
+        # mesh has its own); created only while someone waits, so changes cost nothing
+        # otherwise.
+        self._changed: anyio.Event | None = None
         self._high_water = 65536
         self._inline_streak = 0
         self._remote_streak = 0
@@ -338,10 +342,13 @@ class MessageDispatcher:
         try:
             with anyio.fail_after(timeout):
                 while not condition(self._mesh):
-                    if self._mesh is None:
-                        await anyio.sleep(timeout)  # nothing remote can change it: time out
-                    else:
+                    if self._mesh is not None:
                         await self._mesh.changed.wait()
+                        continue
+                    changed = self._changed
+                    if changed is None:
+                        changed = self._changed = anyio.Event()
+                    await changed.wait()
         except TimeoutError:
             raise TimeoutError(
                 f"{what}{progress()} within {timeout:g} s; {self._whereabouts(listeners)}"
@@ -372,6 +379,13 @@ class MessageDispatcher:
                 " connect failed, at DEBUG level)"
             )
         return text
+
+    def _local_changed(self, op: str, lid: ListenerId, group: ListenerId | None) -> None:
+        """The registry's change callback while running without a mesh: wake waiters."""
+        changed = self._changed
+        if changed is not None:
+            self._changed = None
+            changed.set()
 
     @property
     def running(self) -> bool:
@@ -467,6 +481,7 @@ class MessageDispatcher:
         self._closing = False
         task_group.start_soon(self._replies.run_timers, backend, name="dispatchio timers")
         self._scheduler.start(backend, task_group)
+        self._registry.on_change = self._local_changed
         if self._mesh_config is not None:
             from dispatchio._mesh import Mesh
 

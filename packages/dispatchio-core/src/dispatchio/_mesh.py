@@ -146,6 +146,7 @@ class Mesh:
         # Replies still owed by each peer: process -> message id -> count.
         self.awaiting: dict[ListenerId, dict[ListenerId, int]] = {}
         self.seq = 0
+        # Set (and replaced) whenever the directory changes, here or in a peer.
         self.changed = anyio.Event()
         # Liveness needs only a coarse monotonic clock; anyio.current_time() would ask
         # which event loop runs on every frame.
@@ -204,11 +205,17 @@ class Mesh:
         return lid in self.remote_listener
 
     def local_changed(self, op: str, lid: ListenerId, group: ListenerId | None) -> None:
-        """A local registration changed: tell every peer (``op``: a `Registry` change code)."""
+        """A local registration changed: tell every peer (``op``: a `Registry` change code)
+        and wake whoever waits for the directory (``wait_for_*`` count local listeners)."""
         self.seq += 1
         frame = _wire.encode(_wire.DELTA, self.seq, op, lid, group)
         for process in list(self.peers):
             self._send(process, frame, quiet=True)
+        self._wake()
+
+    def _wake(self) -> None:
+        self.changed.set()
+        self.changed = anyio.Event()
 
     def _snapshot(self) -> bytes:
         registry = self.registry
@@ -232,8 +239,7 @@ class Mesh:
                     groups.setdefault(group, []).append(process)
         self.remote_listener = listeners
         self.remote_groups = {g: tuple(ps) for g, ps in groups.items()}
-        self.changed.set()
-        self.changed = anyio.Event()
+        self._wake()
 
     def peer_entries(self) -> list[dict[str, Any]]:
         """The directory entry of every connected peer (see `MessageDispatcher.directory`)."""
