@@ -355,29 +355,32 @@ class MessageDispatcher:
             ) from None
 
     def _whereabouts(self, listeners: bool) -> str:
-        """What this dispatcher can see of other processes, for a timeout's message.
-
-        The core does not learn why a transport's dials fail (the transport retries them
-        on its own), so the message points at the transport's log for that.
-        """
+        """What this dispatcher can see of other processes, for a timeout's message: the
+        ``connect=`` URLs with the last error dialing each (as its transport reported it
+        through `TransportHandler.dial_failed`), the connected processes and, for
+        ``wait_for_listener``, their listeners."""
         mesh = self._mesh
         if mesh is None:
             return (
                 "this dispatcher has no transport (no listen=, connect= or transports=),"
                 " so only its own listeners count"
             )
-        tried = ", ".join(mesh.connect) or "none"
+        errors = mesh.dial_errors
+        tried = ", ".join(
+            f"{url} (last error: {errors[url]})" if url in errors else url for url in mesh.connect
+        )
         peers = ", ".join(sorted(map(repr, mesh.peers))) or "none"
-        text = f"connect= URLs: {tried}; connected processes: {peers}"
+        text = f"connect= URLs: {tried or 'none'}; connected processes: {peers}"
+        others = [f"{url} ({error})" for url, error in errors.items() if url not in mesh.connect]
+        if others:
+            shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+            text += f"; other URLs that failed to dial: {shown}"
         if listeners and mesh.peers:
             known = sorted(map(repr, mesh.remote_listener))
             shown = ", ".join(known[:10]) + (", ..." if len(known) > 10 else "")
             text += f"; listeners in other processes: {shown or 'none'}"
-        if mesh.connect and not mesh.peers:
-            text += (
-                " (is a process listening there? the transport logs why each attempt to"
-                " connect failed, at DEBUG level)"
-            )
+        if mesh.connect and not mesh.peers and not errors:
+            text += " (no attempt to connect has failed yet: is the URL right?)"
         return text
 
     def _local_changed(self, op: str, lid: ListenerId, group: ListenerId | None) -> None:

@@ -25,7 +25,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 
@@ -52,6 +52,8 @@ if TYPE_CHECKING:
     from dispatchio._replies import Replies
 
 logger = logging.getLogger("dispatchio.mesh")
+
+_MAX_ERROR_TEXT: Final = 300  # characters of a dial error kept for a timeout's message
 
 
 def id_order(value: ListenerId) -> tuple[bool, ListenerId]:
@@ -97,6 +99,9 @@ class _TransportEvents:
 
     def frame_received(self, process: ListenerId, frame: bytes) -> None:
         self.mesh._frame(process, frame)
+
+    def dial_failed(self, url: str, error: str) -> None:
+        self.mesh.dial_errors[url] = error[:_MAX_ERROR_TEXT]
 
 
 class Mesh:
@@ -146,6 +151,8 @@ class Mesh:
         # Replies still owed by each peer: process -> message id -> count.
         self.awaiting: dict[ListenerId, dict[ListenerId, int]] = {}
         self.seq = 0
+        # The last reason each dialed URL could not be reached, for wait_for_* timeouts.
+        self.dial_errors: dict[str, str] = {}
         # Set (and replaced) whenever the directory changes, here or in a peer.
         self.changed = anyio.Event()
         # Liveness needs only a coarse monotonic clock; anyio.current_time() would ask
