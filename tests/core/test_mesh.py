@@ -283,6 +283,42 @@ async def test_wait_for_listener_without_a_transport_says_only_local_listeners_c
 
 
 @pytest.mark.anyio
+async def test_waits_without_a_transport_end_when_a_local_listener_arrives(
+    dispatcher: MessageDispatcher,
+) -> None:
+    # The waits' timeouts outlast the test's bound: only the registration can end them.
+    done: list[str] = []
+
+    async def wait_listener() -> None:
+        await dispatcher.wait_for_listener("late", timeout=60)
+        done.append("listener")
+
+    async def wait_group() -> None:
+        await dispatcher.wait_for_subscribers("g", 2, timeout=60)
+        done.append("group")
+
+    with anyio.fail_after(5):
+        async with dispatcher, anyio.create_task_group() as tg:
+            tg.start_soon(wait_listener)
+            tg.start_soon(wait_group)
+            await anyio.wait_all_tasks_blocked()
+            echo(dispatcher, "late", "g")
+            await anyio.wait_all_tasks_blocked()
+            assert done == ["listener"]  # one subscriber of two: still waiting
+            echo(dispatcher, "other", "g")
+    assert done == ["listener", "group"]
+
+
+@pytest.mark.anyio
+async def test_waits_with_a_transport_end_when_a_local_listener_arrives() -> None:
+    with anyio.fail_after(5):
+        async with mesh(1) as (a,), anyio.create_task_group() as tg:
+            tg.start_soon(lambda: a.wait_for_listener("late", timeout=60))
+            await anyio.wait_all_tasks_blocked()
+            echo(a, "late")
+
+
+@pytest.mark.anyio
 async def test_directory_lists_every_connected_process_with_its_listeners_and_groups() -> None:
     import json
 
