@@ -239,6 +239,29 @@ async def test_unregister_is_seen_by_other_processes() -> None:
                 await a.request(Message("ping", destination="bob"))
 
 
+@pytest.mark.anyio
+async def test_remote_requests_to_async_callbacks_with_and_without_await_are_answered() -> None:
+    async def at_once(message: Message) -> str:
+        return f"now:{message.content}"
+
+    async def later(message: Message) -> str:
+        await anyio.sleep(0)
+        return f"later:{message.content}"
+
+    with anyio.fail_after(5):
+        async with mesh(2) as (a, b):
+            target = BasicMessageListener("bob")
+            target.add_rule(type="now", callback=at_once)
+            target.add_rule(type="later", callback=later)
+            b.register(target)
+            await a.wait_for_listener("bob", timeout=5)
+            replies = [
+                (await a.request(Message(kind, i, destination="bob"))).content
+                for i, kind in enumerate(["now", "later", "now", "later"])
+            ]
+    assert replies == ["now:0", "later:1", "now:2", "later:3"]
+
+
 # ---------------------------------------------------------------- waiting, and what it says
 
 
