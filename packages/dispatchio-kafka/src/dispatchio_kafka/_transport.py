@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -267,6 +268,7 @@ class KafkaTransport(Transport):
         self._seen: dict[ListenerId, set[int]] = {}
         self._dedup: dict[ListenerId, _Dedup] = {}
         self._limiter = anyio.CapacityLimiter(2)
+        self._scope: anyio.CancelScope | None = None
         self.dropped_records = 0
 
     # ------------------------------------------------------------------ configuration
@@ -297,6 +299,35 @@ class KafkaTransport(Transport):
             self._joined = _Joined(plain, servers, namespace, self._local)
         else:
             self._pending_join = (plain, servers, namespace)
+
+    def _wait_for_brokers(self) -> bool:
+        """Block (in a worker thread) until a bootstrap broker accepts a TCP connection.
+
+        kafka-python's clients block for ``bootstrap_timeout_ms`` in their constructors
+        while no broker answers, and leak their sockets when that fails, so they are
+        built only once a broker is there. Returns False when the transport stops first.
+        """
+        assert self._joined is not None
+        delay = 0.05
+        warned = False
+        while not self._stop.is_set():
+            for server in self._joined.servers:
+                host, _, port = server.rpartition(":")
+                try:
+                    with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+                        return True
+                except OSError as exc:
+                    failure = exc
+            if not warned:
+                warned = True
+                logger.warning(
+                    "no kafka broker of %s answers (%s); retrying",
+                    ",".join(self._joined.servers),
+                    failure,
+                )
+            self._stop.wait(delay)
+            delay = min(delay * 2, 1.0)
+        return False
 
     def _client_config(self) -> dict[str, Any]:
         options = self.options
@@ -340,6 +371,7 @@ class KafkaTransport(Transport):
         urls = (self._url,) if self._url is not None else ()
         try:
             async with anyio.create_task_group() as task_group:
+                self._scope = task_group.cancel_scope
                 task_status.started(urls)
                 if self._joined is None:
                     await self._join_requested.wait()
@@ -417,7 +449,13 @@ class KafkaTransport(Transport):
         self._stop.set()
         self._wake.set()
         if self._handler is not None:
-            await self._finished.wait()
+            # The threads notice the stop within a poll; a client stuck in a call to a
+            # broker that went away is abandoned after close_timeout.
+            with anyio.move_on_after(self.options.close_timeout + 2 * _POLL):
+                await self._finished.wait()
+            if not self._finished.is_set() and self._scope is not None:
+                self._scope.cancel()
+                await self._finished.wait()
 
     # ------------------------------------------------------------------ producer thread
 
@@ -433,6 +471,8 @@ class KafkaTransport(Transport):
         config = self._client_config()
         producer: kafka.KafkaProducer | None = None
         while producer is None:
+            if not self._wait_for_brokers():
+                return
             try:
                 admin = KafkaAdminClient(**config)
                 try:
@@ -527,6 +567,8 @@ class KafkaTransport(Transport):
         members = TopicPartition(joined.members, 0)
         consumer: kafka.KafkaConsumer | None = None
         while consumer is None:
+            if not self._wait_for_brokers():
+                return
             try:
                 consumer = KafkaConsumer(
                     **self._client_config(),
