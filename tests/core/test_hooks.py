@@ -112,7 +112,7 @@ async def request_failing(
 
 
 def test_without_observer_plugin_dispatcher_is_not_observed(dispatcher: MessageDispatcher) -> None:
-    assert dispatcher._observed is False
+    assert dispatcher._observers.observed is False
 
 
 def test_transport_only_plugin_does_not_switch_observation_on(plugins: PluginManager) -> None:
@@ -122,11 +122,11 @@ def test_transport_only_plugin_does_not_switch_observation_on(plugins: PluginMan
             pass
 
     plugins.register(TransportsOnly())
-    assert MessageDispatcher("p", plugins=plugins)._observed is False
+    assert MessageDispatcher("p", plugins=plugins)._observers.observed is False
 
 
 def test_observer_plugin_switches_observation_on(observed: MessageDispatcher) -> None:
-    assert observed._observed is True
+    assert observed._observers.observed is True
 
 
 def test_refresh_hooks_switches_observation_off_after_unregistering(
@@ -134,7 +134,7 @@ def test_refresh_hooks_switches_observation_off_after_unregistering(
 ) -> None:
     plugins.unregister(observer)
     observed.refresh_hooks()
-    assert observed._observed is False
+    assert observed._observers.observed is False
 
 
 # --------------------------------------------------------------------------- message_sent
@@ -502,7 +502,7 @@ async def test_observer_registered_later_is_called_once_the_dispatcher_starts(
     dispatcher.register(echo_listener("echo"))
     observer = Observer()
     plugins.register(observer)
-    assert dispatcher._observed is False
+    assert dispatcher._observers.observed is False
     with anyio.fail_after(5):
         async with dispatcher:
             await dispatcher.request(Message("ping", destination="echo"))

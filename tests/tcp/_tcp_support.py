@@ -14,7 +14,7 @@ import anyio
 import anyio.abc
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from dispatchio import ListenerId
+from dispatchio import ListenerId, MessageDispatcher
 from dispatchio.transport import PeerHello
 from dispatchio_tcp import TcpOptions, TcpTransport
 from dispatchio_tcp._framing import encode_header
@@ -51,6 +51,10 @@ class Recorder:
     def frame_received(self, process: ListenerId, frame: bytes) -> None:
         self.frames.setdefault(process, []).append(bytes(frame))
         self._notify()
+
+    @property
+    def dispatcher(self) -> MessageDispatcher:
+        raise AttributeError("a recording handler serves no dispatcher")
 
     async def wait(self, condition: Callable[[], bool]) -> None:
         """Return once ``condition()`` holds (the caller bounds the wait)."""

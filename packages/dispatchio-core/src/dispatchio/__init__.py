@@ -4,7 +4,7 @@ The public API lives here; the modules starting with ``_`` are private.
 """
 
 from dispatchio._basic import Action, BasicMessageListener, Rule
-from dispatchio._dispatcher import DispatcherStats, MessageDispatcher, get_dispatcher
+from dispatchio._dispatcher import MessageDispatcher, get_dispatcher
 from dispatchio._errors import (
     DeliveryError,
     DispatcherNotRunningError,
@@ -24,6 +24,7 @@ from dispatchio._errors import (
 )
 from dispatchio._listener import MessageListener
 from dispatchio._message import DEFERRED, UNHANDLED, ListenerId, Message, Reply
+from dispatchio._observers import DispatcherStats
 from dispatchio._plugins import (
     PluginInfo,
     PluginLoadWarning,

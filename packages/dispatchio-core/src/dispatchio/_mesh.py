@@ -22,7 +22,7 @@ import functools
 import logging
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -37,10 +37,15 @@ from dispatchio._errors import (
     format_error,
 )
 from dispatchio._message import ListenerId, Message
+from dispatchio._registry import REGISTERED, SUBSCRIBED, UNREGISTERED, UNSUBSCRIBED
 from dispatchio.transport import PeerHello, Transport, resolve_transport
 
 if TYPE_CHECKING:
-    from dispatchio._dispatcher import MessageDispatcher
+    import pluggy
+
+    from dispatchio._observers import DispatcherStats
+    from dispatchio._registry import Registry
+    from dispatchio._replies import Replies
 
 logger = logging.getLogger("dispatchio.mesh")
 
@@ -60,8 +65,8 @@ class _Peer:
         self.last_sent = now
 
 
-class _Link:
-    """The handler one transport reports to (so the mesh knows which transport it was)."""
+class _TransportEvents:
+    """The `TransportHandler` one transport reports to (so the mesh knows which it was)."""
 
     __slots__ = ("mesh", "transport")
 
@@ -70,7 +75,9 @@ class _Link:
         self.transport = transport
 
     @property
-    def dispatcher(self) -> MessageDispatcher:
+    def dispatcher(self) -> Any:
+        # The `MessageDispatcher` (TransportHandler.dispatcher), passed through untouched:
+        # typed Any so this module does not depend on the dispatcher's.
         return self.mesh.dispatcher
 
     def peer_up(self, hello: PeerHello) -> None:
@@ -88,8 +95,14 @@ class Mesh:
 
     def __init__(
         self,
-        dispatcher: MessageDispatcher,
+        process_id: ListenerId,
+        registry: Registry,
+        replies: Replies,
+        deliver: Callable[[Message], None],
         *,
+        stats: DispatcherStats,
+        plugins: pluggy.PluginManager,
+        dispatcher: Any,
         listen: Sequence[str],
         connect: Sequence[str],
         transports: Sequence[Transport],
@@ -98,7 +111,15 @@ class Mesh:
         heartbeat_tolerance: int,
         max_message_size: int,
     ) -> None:
+        self.process_id = process_id
+        self.registry = registry
+        self.replies = replies
+        self.deliver = deliver
+        self.stats = stats
+        self.plugins = plugins
+        # Only for transports that serve non-dispatcher clients (TransportHandler.dispatcher).
         self.dispatcher = dispatcher
+        self.task_group: anyio.abc.TaskGroup | None = None
         self.listen = tuple(listen)
         self.connect = tuple(connect)
         self.instances = {t.scheme: t for t in transports}
@@ -131,12 +152,13 @@ class Mesh:
             transport = self.instances.get(scheme)
             if transport is None:
                 options = self.transport_options.get(scheme, {})
-                transport = resolve_transport(url, self.dispatcher.plugins, options)
+                transport = resolve_transport(url, self.plugins, options)
             self.transports[scheme] = transport
         return transport
 
     async def start(self, task_group: anyio.abc.TaskGroup) -> None:
         """Start the transports (listening where asked), dial, and run the detector."""
+        self.task_group = task_group
         by_scheme: dict[str, list[str]] = {}
         for url in self.listen:
             by_scheme.setdefault(url.partition("://")[0], []).append(url)
@@ -145,14 +167,16 @@ class Mesh:
         urls: list[str] = []
         # No URLs here: a listen spec like tcp://127.0.0.1:0 means nothing to a peer; each
         # transport advertises what it bound, and SNAPSHOTs gossip them all.
-        hello = PeerHello(self.dispatcher.process_id, self.incarnation, ())
+        hello = PeerHello(self.process_id, self.incarnation, ())
         for scheme, listen in by_scheme.items():
             transport = self._transport_for(listen[0] if listen else f"{scheme}://")
-            serve = functools.partial(transport.serve, _Link(self, transport), hello, listen=listen)
+            serve = functools.partial(
+                transport.serve, _TransportEvents(self, transport), hello, listen=listen
+            )
             bound = await task_group.start(serve)
             urls.extend(bound)
         self.urls = tuple(urls)
-        self.members[self.dispatcher.process_id] = (self.incarnation, self.urls)
+        self.members[self.process_id] = (self.incarnation, self.urls)
         for url in self.connect:
             await self._transport_for(url).connect(url)
         task_group.start_soon(self._detector, name="dispatchio failure detector")
@@ -172,20 +196,20 @@ class Mesh:
         return lid in self.remote_listener
 
     def local_changed(self, op: str, lid: ListenerId, group: ListenerId | None) -> None:
-        """A local registration changed: tell every peer (op: r, u, s, x)."""
+        """A local registration changed: tell every peer (``op``: a `Registry` change code)."""
         self.seq += 1
         frame = _wire.encode(_wire.DELTA, self.seq, op, lid, group)
         for process in list(self.peers):
             self._send(process, frame, quiet=True)
 
     def _snapshot(self) -> bytes:
-        d = self.dispatcher
+        registry = self.registry
         return _wire.encode(
             _wire.SNAPSHOT,
             _wire.MESH_VERSION,
             self.seq,
-            list(d._listeners),
-            [[group, list(members)] for group, members in d._groups.items()],
+            list(registry.listeners),
+            [[group, list(members)] for group, members in registry.groups.items()],
             _wire.members_field(self.members),
         )
 
@@ -235,7 +259,7 @@ class Mesh:
             raise TransportError(f"process {process!r} is not connected")
         peer.transport.send(process, frame)
         peer.last_sent = self.clock()
-        if message.response_required and message.id in self.dispatcher._pending:
+        if message.response_required and message.id in self.replies.pending:
             owed = self.awaiting.setdefault(process, {})
             owed[message.id] = owed.get(message.id, 0) + 1
 
@@ -257,7 +281,7 @@ class Mesh:
                 )
             )
         if not self._send(process, frame):
-            self.dispatcher.stats.dropped_replies += 1
+            self.stats.dropped_replies += 1
 
     def _send(self, process: ListenerId, frame: bytes, *, quiet: bool = False) -> bool:
         peer = self.peers.get(process)
@@ -276,7 +300,7 @@ class Mesh:
 
     def _peer_up(self, hello: PeerHello, transport: Transport) -> None:
         process = hello.process
-        if process == self.dispatcher.process_id:
+        if process == self.process_id:
             logger.warning("a peer claims this process's own id %r; ignored", process)
             return
         old = self.peers.get(process)
@@ -303,16 +327,16 @@ class Mesh:
         logger.info("process %r is gone: %s", process, reason)
         self._reindex()
         owed = self.awaiting.pop(process, {})
-        d = self.dispatcher
+        replies = self.replies
         for message_id, count in owed.items():
-            pending = d._pending.get(message_id)
+            pending = replies.pending.get(message_id)
             if pending is None:
                 continue
             error = format_error(
                 PeerLostError.code, f"process {process!r} is gone ({reason}) before answering"
             )
             for _ in range(count):
-                d._route_response(
+                replies.route_response(
                     Message(
                         pending.message.type,
                         None,
@@ -353,7 +377,6 @@ class Mesh:
             logger.warning("dropped a bad frame from process %r: %s", process, exc)
 
     def _message(self, process: ListenerId, message: Message) -> None:
-        d = self.dispatcher
         if message.is_response:
             owed = self.awaiting.get(process)
             if owed is not None:
@@ -362,23 +385,23 @@ class Mesh:
                     owed[message.id] = left  # type: ignore[index]
                 else:
                     owed.pop(message.id, None)  # type: ignore[arg-type]
-            d._route_response(message)
+            self.replies.route_response(message)
         else:
-            d._deliver_incoming(message)
+            self.deliver(message)
 
     def fanned_out(self, message: Message, copies: int) -> None:
         """A remote group message was fanned out here: tell its sender how many copies."""
         self._send(message.process, _wire.encode(_wire.FANOUT, message.id, copies))  # type: ignore[arg-type]
 
     def _fanout(self, process: ListenerId, message_id: ListenerId, copies: int) -> None:
-        d = self.dispatcher
-        pending = d._pending.get(message_id)
+        replies = self.replies
+        pending = replies.pending.get(message_id)
         if pending is None:
             return
         if copies <= 0:
             owed = self.awaiting.get(process, {})
             owed.pop(message_id, None)
-            d._route_response(
+            replies.route_response(
                 Message(
                     pending.message.type,
                     pending.message.content,
@@ -408,21 +431,21 @@ class Mesh:
             self._send(process, _wire.SNAPSHOT_REQUEST_FRAME)
             return
         peer.seq = seq
-        if op == "r":
+        if op == REGISTERED:
             peer.listeners.add(lid)
-        elif op == "u":
+        elif op == UNREGISTERED:
             peer.listeners.discard(lid)
             for members in peer.groups.values():
                 members.discard(lid)
-        elif op == "s":
+        elif op == SUBSCRIBED:
             peer.groups.setdefault(group, set()).add(lid)
-        elif op == "x":
+        elif op == UNSUBSCRIBED:
             peer.groups.get(group, set()).discard(lid)
         self._reindex()
 
     def _learn_members(self, members: list[Any]) -> None:
         for process, incarnation, urls in members:
-            if process == self.dispatcher.process_id:
+            if process == self.process_id:
                 continue
             known = self.members.get(process)
             if known is not None and known[0] == incarnation and known[1]:
@@ -441,7 +464,7 @@ class Mesh:
 
     def _dial(self, url: str) -> None:
         transport = self.transports[url.partition("://")[0]]
-        task_group = self.dispatcher._task_group
+        task_group = self.task_group
         if task_group is not None:
             task_group.start_soon(self._connect, transport, url)
 

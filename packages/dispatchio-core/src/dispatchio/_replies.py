@@ -1,0 +1,375 @@
+"""Replies owed to senders: the pending table, expired IDs, the timer heap, letters.
+
+A sender that waits (``request``, ``gather``, ``send(response_required=True)``) gets
+a `Pending` entry keyed by message ID. Every response, local or from another
+process, goes through `Replies.route_response`, which counts it against the entry and
+resolves the sender's future or hands the letter to its source listener. Deadlines
+live in one `TimerHeap` served by one task (`Replies.run_timers`). Built by the
+scheduler, which hands in ``enqueue`` (the way back up: a reply to a listener takes
+the queue like any message); the mesh and the dispatcher call it too.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import itertools
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+
+from dispatchio._errors import (
+    DispatchError,
+    ReplyTimeoutError,
+    UndeliverableError,
+    error_from_message,
+    format_error,
+)
+from dispatchio._message import Message
+
+if TYPE_CHECKING:
+    from dispatchio._backend import Backend, Future
+    from dispatchio._listener import MessageListener
+    from dispatchio._message import ListenerId
+    from dispatchio._observers import Observers
+
+#: How a sender waits.
+REQUEST: Final = 0  # `request()`: a future resolved by the first reply
+GATHER: Final = 1  # `gather()`: a future resolved with every reply
+LETTER: Final = 2  # `send(response_required=True)`: replies go to the source listener
+
+_UNDELIVERABLE_PREFIX: Final = UndeliverableError.code + ":"
+
+
+class Pending:
+    """One message that waits for replies.
+
+    ``outstanding`` counts the deliveries not yet answered: 1 for a destination, one per
+    subscriber for a group (added when the group is fanned out). A delivery answers by a
+    reply, a decline (an ``undeliverable`` response) or a handler error.
+    """
+
+    __slots__ = (
+        "answered",
+        "deadline",
+        "declines",
+        "first_cause",
+        "first_error",
+        "future",
+        "kind",
+        "live",
+        "message",
+        "outstanding",
+        "replies",
+        "timeout",
+    )
+
+    def __init__(self, kind: int, message: Message, future: Future | None) -> None:
+        self.kind = kind
+        self.message = message
+        self.future = future
+        self.outstanding = 0
+        self.answered = 0
+        self.declines = 0
+        self.first_error: Message | None = None
+        self.first_cause: BaseException | None = None  # the exception behind first_error
+        self.replies: list[Message] = []
+        self.deadline = 0.0
+        self.timeout = 0.0
+        self.live = True  # False once finished; its timer entry is then dead
+
+
+def is_decline(response: Message) -> bool:
+    """Whether a response says "no listener took this" rather than answering it."""
+    error = response.error
+    return error is not None and error.startswith(_UNDELIVERABLE_PREFIX)
+
+
+class TimerHeap:
+    """Deadlines of pending messages in one heap, served by one task.
+
+    Finished entries are left in place and skipped when they reach the top; the heap is
+    rebuilt without them once they are more than half of it, so memory stays bounded
+    by twice the number of live timers.
+    """
+
+    __slots__ = ("_dead", "_heap", "_seq")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Pending]] = []
+        self._seq = itertools.count()
+        self._dead = 0
+
+    def __len__(self) -> int:
+        return len(self._heap) - self._dead
+
+    def push(self, pending: Pending) -> bool:
+        """Add a timer; return whether it is now the earliest one."""
+        heap = self._heap
+        heapq.heappush(heap, (pending.deadline, next(self._seq), pending))
+        return heap[0][2] is pending
+
+    def discard(self, pending: Pending) -> None:
+        """Note that a pending entry finished before its deadline."""
+        self._dead += 1
+        if self._dead > 256 and self._dead * 2 > len(self._heap):
+            self._heap = [entry for entry in self._heap if entry[2].live]
+            heapq.heapify(self._heap)
+            self._dead = 0
+
+    def pop_expired(self, now: float, expire: Callable[[Pending], Any]) -> float | None:
+        """Expire every live entry due by ``now``; return the next deadline, or None."""
+        while self._heap:  # re-read: expiring may compact the heap into a new list
+            deadline, _, pending = self._heap[0]
+            if not pending.live:
+                heapq.heappop(self._heap)
+                self._dead -= 1
+            elif deadline <= now:
+                heapq.heappop(self._heap)
+                pending.deadline = 0.0  # popped: finishing it must not count a dead entry
+                expire(pending)
+            else:
+                return deadline
+        return None
+
+    def clear(self) -> list[Pending]:
+        """Remove every entry; return the live ones."""
+        live = [entry[2] for entry in self._heap if entry[2].live]
+        self._heap.clear()
+        self._dead = 0
+        return live
+
+
+class Expired:
+    """IDs of messages whose wait ended, kept for a while so late replies can be dropped.
+
+    A set for lookups and a deque for first-in-first-out eviction: evicting the oldest
+    key of a dict with ``next(iter(d))`` would rescan every slot deleted before it.
+    """
+
+    __slots__ = ("_ids", "_limit", "_order")
+
+    def __init__(self, limit: int = 65536) -> None:
+        self._ids: set[ListenerId] = set()
+        self._order: collections.deque[ListenerId] = collections.deque()
+        self._limit = limit
+
+    def add(self, message_id: ListenerId) -> None:
+        ids = self._ids
+        if message_id in ids:
+            return
+        ids.add(message_id)
+        order = self._order
+        order.append(message_id)
+        if len(order) > self._limit:
+            ids.discard(order.popleft())
+
+    def __contains__(self, message_id: object) -> bool:
+        return message_id in self._ids
+
+
+class Replies:
+    """Every reply this dispatcher still waits for, and where each response goes."""
+
+    __slots__ = (
+        "enqueue",
+        "expired",
+        "listeners",
+        "observers",
+        "pending",
+        "process_id",
+        "stats",
+        "timer_deadline",
+        "timer_wake",
+        "timers",
+    )
+
+    def __init__(
+        self,
+        process_id: ListenerId,
+        listeners: dict[ListenerId, MessageListener],
+        observers: Observers,
+        enqueue: Callable[[Message], None],
+    ) -> None:
+        self.process_id = process_id
+        self.listeners = listeners
+        self.observers = observers
+        self.stats = observers.stats
+        self.enqueue = enqueue
+        self.pending: dict[ListenerId, Pending] = {}
+        self.expired = Expired()
+        self.timers = TimerHeap()
+        self.timer_wake: Future | None = None
+        self.timer_deadline = math.inf
+
+    def wait_for(self, pending: Pending, backend: Backend, timeout: float) -> None:
+        """Enter ``pending`` in the table, with a timer unless ``timeout`` is ``math.inf``."""
+        message_id = pending.message.id
+        assert message_id is not None
+        self.pending[message_id] = pending
+        if timeout == math.inf:
+            return
+        pending.timeout = timeout
+        pending.deadline = backend.clock() + timeout
+        if self.timers.push(pending) and pending.deadline < self.timer_deadline:
+            wake = self.timer_wake
+            if wake is not None and not wake.done():  # done: cancelled by the timer's deadline
+                self.timer_wake = None
+                wake.set_result(None)
+
+    def route_response(self, response: Message, cause: BaseException | None = None) -> None:
+        """Take a response to the sender that waits for it, or to its source listener."""
+        pending = self.pending.get(response.id)  # type: ignore[arg-type]
+        if pending is None:
+            if response.id in self.expired:
+                self.stats.late_replies += 1
+            else:
+                self.to_source(response)
+            return
+        kind = pending.kind
+        pending.outstanding -= 1
+        if response.error is None:
+            pending.answered += 1
+            if kind == REQUEST:
+                self.finish(pending)
+                self.resolve(pending, response)
+                return
+            if kind == GATHER:
+                pending.replies.append(response)
+            else:
+                self.to_source(response)
+        elif is_decline(response):
+            pending.declines += 1  # matters only if nobody takes the message at all
+        else:
+            if pending.first_error is None:
+                pending.first_error = response
+                pending.first_cause = cause
+            if kind == GATHER:
+                pending.replies.append(response)
+            elif kind == LETTER:
+                self.deliver_letter(response)
+        if pending.outstanding > 0:
+            return
+        # Every recipient has answered, declined or failed.
+        self.finish(pending)
+        if kind == GATHER:
+            self.resolve(pending, pending.replies)
+        elif kind == REQUEST:
+            if pending.first_error is not None:
+                self.fail(pending, pending.first_error, pending.first_cause)
+            else:
+                self.fail(pending, response, cause)
+        elif not pending.answered and pending.first_error is None:
+            self.deliver_letter(response)  # a letter every recipient declined
+
+    def to_source(self, response: Message) -> None:
+        if response.destination in self.listeners:
+            self.enqueue(response)
+        else:
+            self.stats.dropped_replies += 1
+
+    def finish(self, pending: Pending) -> None:
+        """Stop waiting: forget the pending entry and kill its timer."""
+        if not pending.live:
+            return
+        pending.live = False
+        message_id = pending.message.id
+        assert message_id is not None
+        if self.pending.get(message_id) is pending:
+            del self.pending[message_id]
+        if pending.deadline:
+            self.timers.discard(pending)
+        if pending.kind != LETTER or pending.outstanding > 0:
+            # Whoever still answers (another subscriber, a second reply()) is late.
+            self.expired.add(message_id)
+
+    @staticmethod
+    def resolve(pending: Pending, value: Any) -> None:
+        future = pending.future
+        if future is not None and not future.done():
+            future.set_result(value)
+
+    @staticmethod
+    def fail(pending: Pending, response: Message, cause: BaseException | None) -> None:
+        future = pending.future
+        if future is not None and not future.done():
+            error = error_from_message(response)
+            assert error is not None
+            if cause is not None:
+                error.__cause__ = cause
+            future.set_exception(error)
+
+    def deliver_letter(self, letter: Message) -> None:
+        """Return a failure to the source listener of a ``send`` (returned to sender)."""
+        self.observers.returned(letter)
+        self.to_source(letter)
+
+    def return_letter(self, message: Message, error: DispatchError) -> None:
+        """Return an undeliverable ``send`` to its source listener, content and all."""
+        self.deliver_letter(
+            Message(
+                message.type,
+                message.content,
+                id=message.id,
+                destination=message.source,
+                process=self.process_id,
+                is_response=True,
+                error=format_error(UndeliverableError.code, str(error)),
+            )
+        )
+
+    async def run_timers(self, backend: Backend) -> None:
+        """The timer task: expire every wait whose deadline passed."""
+        timers = self.timers
+        while True:
+            deadline = timers.pop_expired(backend.clock(), self.expire)
+            self.timer_deadline = math.inf if deadline is None else deadline
+            wake = self.timer_wake = backend.new_future()
+            if deadline is None:
+                await wake
+            else:
+                with anyio.move_on_after(max(deadline - backend.clock(), 0)):
+                    await wake
+            self.timer_wake = None
+
+    def expire(self, pending: Pending) -> None:
+        message = pending.message
+        self.finish(pending)
+        self.expired.add(message.id)  # type: ignore[arg-type]
+        if pending.kind == GATHER:
+            self.resolve(pending, pending.replies)
+            return
+        self.observers.timed_out(message)
+        error = format_error(
+            ReplyTimeoutError.code,
+            f"no reply to {message.type!r} from {message.destination or message.group!r}"
+            f" within {pending.timeout:g} s",
+        )
+        response = Message(
+            message.type,
+            None,
+            id=message.id,
+            destination=message.source,
+            process=self.process_id,
+            is_response=True,
+            error=error,
+        )
+        if pending.kind == LETTER:
+            self.deliver_letter(response)
+        else:
+            self.fail(pending, response, None)
+
+    def close(self) -> None:
+        """The dispatcher is closing: every sender still waiting gets `DispatchError`."""
+        self.timer_wake = None
+        for pending in list(self.pending.values()):
+            self.finish(pending)
+            future = pending.future
+            if future is not None and not future.done():
+                future.set_exception(
+                    DispatchError("the dispatcher was closed before a reply arrived")
+                )
+        self.timers.clear()
+        self.timer_deadline = math.inf

@@ -1,0 +1,493 @@
+"""Running handlers: the queue, the leader and its followers, and what handlers answer.
+
+How the asynchronous side runs (the "why" behind the shape of this module):
+
+* ``send`` only appends to one FIFO queue; nothing per message spawns a task, opens a
+  cancel scope or creates an anyio Event (each costs microseconds).
+* One worker task, the *leader*, drains the queue and starts every handler by hand
+  (``coro.send(None)``). A handler that finishes without suspending (every sync
+  callback, most async ones) costs no task. A handler that does suspend keeps the
+  worker that started it (see `dispatchio._backend.resume`); that worker hands the
+  queue to an idle worker, or spawns one, and carries on with the handler. So handlers
+  start in queue order, and a handler that awaits never stalls anyone else.
+* What a handler returns is settled here (`Scheduler.settle`): a reply goes to
+  `Replies` for a sender in this process or to the mesh for another one.
+
+The dispatcher builds one `Scheduler` and calls it; the scheduler builds the `Holds`
+and `Replies` it needs, handing them ``requeue`` and ``enqueue`` as the way back.
+"""
+
+from __future__ import annotations
+
+import collections
+import types
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import anyio.lowlevel
+
+from dispatchio._backend import Backend, Future, resume
+from dispatchio._basic import Action, BasicMessageListener
+from dispatchio._blocking import Holds
+from dispatchio._errors import (
+    DispatchError,
+    HandlerError,
+    UndeliverableError,
+    format_error,
+)
+from dispatchio._message import DEFERRED, UNHANDLED, DeferredType, ListenerId, Message
+from dispatchio._replies import Replies
+
+if TYPE_CHECKING:
+    from dispatchio._mesh import Mesh
+    from dispatchio._observers import Observers
+    from dispatchio._registry import Registry
+
+_BASIC_HANDLE: Final = BasicMessageListener.handle_message
+_MAX_IDLE_WORKERS: Final = 8
+_LEADER_BATCH: Final = 512  # messages the leader handles before letting other tasks run
+_CoroutineType: Final = types.CoroutineType
+
+
+class Scheduler:
+    """The queue of one dispatcher and the workers that run its handlers."""
+
+    __slots__ = (
+        "backend",
+        "drained",
+        "held_dest",
+        "held_group",
+        "holds",
+        "idle",
+        "listeners",
+        "members",
+        "mesh",
+        "observers",
+        "process_id",
+        "queue",
+        "replies",
+        "task_group",
+        "wake",
+    )
+
+    def __init__(self, process_id: ListenerId, registry: Registry, observers: Observers) -> None:
+        self.process_id = process_id
+        self.listeners = registry.listeners
+        self.members = registry.members
+        self.observers = observers
+        self.holds = Holds(self.requeue)
+        self.held_dest = self.holds.by_dest
+        self.held_group = self.holds.by_group
+        self.replies = Replies(process_id, registry.listeners, observers, self.enqueue)
+        self.mesh: Mesh | None = None
+        self.backend: Backend | None = None
+        self.task_group: anyio.abc.TaskGroup | None = None
+        self.queue: collections.deque[Message] = collections.deque()
+        self.wake: Future | None = None  # the parked leader's future
+        self.idle: list[Future] = []  # parked followers
+        self.drained: Future | None = None  # resolved when the leader runs out of work
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, backend: Backend, task_group: anyio.abc.TaskGroup) -> None:
+        """Start the leader in ``task_group``."""
+        self.backend = backend
+        self.task_group = task_group
+        task_group.start_soon(self.worker, True, name="dispatchio worker")
+
+    async def drain(self, timeout: float) -> None:
+        """Let the leader deliver everything already accepted (at most ``timeout`` s)."""
+        backend = self.backend
+        assert backend is not None
+        with anyio.move_on_after(timeout):
+            while self.queue or self.wake is None:
+                waiter = self.drained = backend.new_future()
+                await waiter
+
+    def close(self) -> int:
+        """Stop waking workers (they are about to be cancelled); return the undelivered count."""
+        self.wake = self.drained = None
+        self.idle.clear()
+        return len(self.queue) + self.holds.held_count()
+
+    def stopped(self) -> None:
+        """The workers are gone: forget whatever they left behind."""
+        self.backend = None
+        self.task_group = None
+        self.queue.clear()
+        self.holds.clear()
+        self.idle.clear()
+        self.wake = None
+
+    # ------------------------------------------------------------------ the queue
+
+    def enqueue(self, message: Message) -> None:
+        self.queue.append(message)
+        wake = self.wake
+        if wake is not None:
+            self.wake = None
+            if not wake.done():  # done: cancelled with an enclosing cancel scope (asyncio)
+                wake.set_result(None)
+
+    def requeue(self, messages: Iterable[Message]) -> None:
+        """Put messages back at the front of the queue (``messages`` in reverse order)."""
+        self.queue.extendleft(messages)
+        wake = self.wake
+        if wake is not None:
+            self.wake = None
+            if not wake.done():
+                wake.set_result(None)
+
+    # ------------------------------------------------------------------ workers
+
+    async def worker(self, lead: bool) -> None:
+        """A worker: leads the queue, or is captured by a suspended handler, or idles."""
+        while True:
+            if not lead:
+                if len(self.idle) >= _MAX_IDLE_WORKERS:
+                    return
+                parked = self.backend.new_future()  # type: ignore[union-attr]
+                self.idle.append(parked)
+                await parked
+            captured = await self._lead()
+            # A handler suspended: this worker stays with it; another leads meanwhile.
+            coro, yielded, message = captured
+            try:
+                result = await resume(coro, yielded)
+            except Exception as exc:
+                self.failed(message, exc)
+            else:
+                self.settle(message, result)
+            lead = False
+
+    async def _lead(self) -> tuple[Any, Any, Message]:
+        queue = self.queue
+        backend = self.backend
+        assert backend is not None
+        while True:
+            batch = _LEADER_BATCH
+            while queue and batch:
+                batch -= 1
+                captured = self.process(queue.popleft())
+                if captured is not None:
+                    self._hand_off()
+                    return captured
+            if queue:
+                await anyio.lowlevel.checkpoint()
+                continue
+            wake = self.wake = backend.new_future()
+            drained = self.drained
+            if drained is not None:
+                self.drained = None
+                if not drained.done():
+                    drained.set_result(None)
+            await wake
+
+    def _hand_off(self) -> None:
+        while self.idle:
+            parked = self.idle.pop()
+            if not parked.done():  # done: cancelled with an enclosing cancel scope (asyncio)
+                parked.set_result(None)
+                return
+        assert self.task_group is not None
+        self.task_group.start_soon(self.worker, True, name="dispatchio worker")
+
+    def process(self, message: Message) -> tuple[Any, Any, Message] | None:
+        """Start handling one queued message. Returns the handler if it suspended."""
+        dest = message.destination
+        if dest is None:
+            self.fan_out(message)
+            return None
+        held = self.held_dest
+        if held and dest in held:
+            held[dest].append(message)
+            return None
+        listener: Any = self.listeners.get(dest)
+        if listener is None:
+            self.vanished(message)
+            return None
+        if message.blocking and message.group is None and not message.is_response:
+            self.holds.hold_destination(message, dest)
+        if self.observers.observed:
+            self.observers.delivered(message, listener)
+        coro: Any = None
+        result: Any = None
+        try:
+            while True:
+                if type(listener).handle_message is _BASIC_HANDLE:
+                    rule = listener.match(message)
+                    if rule is None:
+                        listener.unmatched_count += 1
+                        result = UNHANDLED
+                        break
+                    action = rule.action
+                    if action is Action.CALLBACK:
+                        result = rule.target(message)
+                        if result.__class__ is _CoroutineType:
+                            coro = result
+                        break
+                    if action is Action.QUEUE:
+                        rule.put(message)
+                        result = DEFERRED
+                        break
+                    if action is Action.LISTENER:
+                        listener = rule.target
+                        continue
+                    coro = rule.target(message)
+                else:
+                    coro = listener.handle_message(message)
+                break
+            if coro is not None:
+                try:
+                    yielded = coro.send(None)
+                except StopIteration as stop:
+                    result = stop.value
+                else:
+                    return coro, yielded, message
+        except Exception as exc:
+            self.failed(message, exc)
+            return None
+        self.settle(message, result)
+        return None
+
+    def fan_out(self, message: Message) -> None:
+        """Turn a group message into one copy per subscriber, queued in its place."""
+        group = message.group
+        assert group is not None
+        held = self.held_group
+        if held and group in held:
+            held[group].append(message)
+            return
+        members = self.members.get(group)
+        if message.process != self.process_id and self.mesh is not None:
+            # Tell the sender how many replies to expect from here, before any copy runs.
+            self.mesh.fanned_out(message, len(members or ()))
+            if not members:
+                return
+        if not members:
+            self.vanished(message)
+            return
+        pending = self.replies.pending.get(message.id) if message.response_required else None  # type: ignore[arg-type]
+        if pending is not None and pending.message is message:
+            pending.outstanding += len(members)
+        hold = None
+        if message.blocking:
+            hold = self.holds.hold_group(group, len(members))
+        copies = []
+        for lid, _ in members:
+            copy = Message(
+                message.type,
+                message.content,
+                id=message.id,
+                source=message.source,
+                destination=lid,
+                group=group,
+                process=message.process,
+                response_required=message.response_required,
+                blocking=message.blocking,
+            )
+            if hold is not None:
+                copy._hold = hold
+            copies.append(copy)
+        copies.reverse()
+        self.queue.extendleft(copies)
+
+    # ------------------------------------------------------------------ shortcuts
+
+    def answer_inline(self, message: Message) -> Message | DeferredType | None:
+        """Answer a request at once when its handler is a plain callback and nothing waits.
+
+        Called by the dispatcher only when the queue is empty and the leader parked: no
+        earlier message can still be due to this destination, so running the callback
+        here keeps the order of handling and saves the two task switches of a round
+        trip through the leader.
+
+        Returns the response; DEFERRED when the callback ran but will answer later (a
+        coroutine it returned runs in a task of its own); or None, having done nothing,
+        when the request must take the queue.
+
+        Raises:
+            HandlerError: the callback raised.
+            UndeliverableError: the listener declined the message.
+        """
+        dest = message.destination
+        if dest is None or message.blocking or (self.held_dest and dest in self.held_dest):
+            return None
+        listener: Any = self.listeners[dest]
+        try:
+            while type(listener).handle_message is _BASIC_HANDLE:
+                rule = listener.match(message)
+                if rule is None or rule.action is Action.QUEUE:
+                    return None
+                if rule.action is Action.ASYNC_CALLBACK:
+                    return None
+                if rule.action is Action.LISTENER:
+                    listener = rule.target
+                    continue
+                if self.observers.observed:
+                    self.observers.delivered(message, self.listeners[dest])
+                result = rule.target(message)
+                break
+            else:
+                return None
+        except Exception as exc:
+            self.failed(message, exc, respond=False)
+            raise HandlerError(f"{type(exc).__name__}: {exc}", message=message) from exc
+        if result is UNHANDLED:
+            self.observers.unmatched(message, listener)
+            raise declined(message)
+        deferred: bool = result is DEFERRED
+        if result.__class__ is _CoroutineType:
+            assert self.task_group is not None
+            self.task_group.start_soon(self._await_handler, message, result)
+            deferred = True
+        if deferred:
+            return DEFERRED
+        return Message(
+            message.type,
+            result,
+            id=message.id,
+            source=dest,
+            destination=message.source,
+            process=self.process_id,
+            is_response=True,
+        )
+
+    def deliver_incoming(self, message: Message) -> None:
+        """Take a message that arrived from another process.
+
+        A plain callback runs at once, as soon as its frame is decoded, when that cannot
+        change the order of handling (nothing queued, the leader parked, no hold on the
+        destination); everything else takes the queue like a local send.
+        """
+        dest = message.destination
+        if (
+            self.wake is None
+            or self.queue
+            or dest is None
+            or message.blocking
+            or (self.held_dest and dest in self.held_dest)
+        ):
+            self.enqueue(message)
+            return
+        listener: Any = self.listeners.get(dest)
+        if listener is None or type(listener).handle_message is not _BASIC_HANDLE:
+            self.enqueue(message)
+            return
+        try:
+            rule = listener.match(message)
+        except Exception:
+            self.enqueue(message)  # the leader reports the failure in the usual way
+            return
+        if rule is None or rule.action is not Action.CALLBACK:
+            self.enqueue(message)
+            return
+        if self.observers.observed:
+            self.observers.delivered(message, listener)
+        try:
+            result = rule.target(message)
+        except Exception as exc:
+            self.failed(message, exc)
+            return
+        if result.__class__ is _CoroutineType:
+            assert self.task_group is not None
+            self.task_group.start_soon(self._await_handler, message, result)
+            return
+        self.settle(message, result)
+
+    async def _await_handler(self, message: Message, coro: Any) -> None:
+        """Run a not-yet-started handler coroutine in a task of its own, then settle it."""
+        try:
+            result = await coro
+        except Exception as exc:
+            self.failed(message, exc)
+        else:
+            self.settle(message, result)
+
+    # ------------------------------------------------------------------ outcomes
+
+    def settle(self, message: Message, result: Any) -> None:
+        """Act on what a handler returned (or what `reply` was given)."""
+        if result is DEFERRED:
+            return
+        if getattr(message, "_hold", None) is not None:
+            self.holds.release(message)
+        if result is UNHANDLED:
+            listener = self.listeners.get(message.destination)  # type: ignore[arg-type]
+            self.observers.unmatched(message, listener)
+            if message.response_required and not message.is_response:
+                error = declined(message)
+                self.respond(message, message.content, format_error(error.code, str(error)))
+            return
+        if message.is_response or (result is None and not message.response_required):
+            return
+        self.respond(message, result, None)
+
+    def failed(self, message: Message, exc: Exception, *, respond: bool = True) -> None:
+        """A handler raised ``exc``: count and report it, and answer a waiting sender."""
+        listener = self.listeners.get(message.destination)  # type: ignore[arg-type]
+        self.observers.handler_failed(message, listener, exc)
+        if getattr(message, "_hold", None) is not None:
+            self.holds.release(message)
+        if respond and message.response_required and not message.is_response:
+            error = format_error(HandlerError.code, f"{type(exc).__name__}: {exc}")
+            self.respond(message, None, error, cause=exc)
+
+    def respond(
+        self,
+        message: Message,
+        content: Any,
+        error: str | None,
+        cause: BaseException | None = None,
+    ) -> None:
+        """Send the answer to ``message`` to whoever waits for it, here or elsewhere."""
+        response = Message(
+            message.type,
+            content,
+            id=message.id,
+            source=message.destination,
+            destination=message.source,
+            process=self.process_id,
+            is_response=True,
+            error=error,
+        )
+        origin = message.process
+        if origin != self.process_id and self.mesh is not None and origin is not None:
+            self.mesh.respond(response, origin)
+            return
+        self.replies.route_response(response, cause)
+
+    def vanished(self, message: Message) -> None:
+        """A queued message whose destination (or whole group) went away before delivery."""
+        if message.is_response:
+            self.observers.stats.dropped_replies += 1
+            return
+        if getattr(message, "_hold", None) is not None:
+            self.holds.release(message)
+        error = nobody(message)
+        remote_origin = message.process != self.process_id and self.mesh is not None
+        if remote_origin or (message.response_required and message.id in self.replies.pending):
+            self.respond(
+                message, message.content, format_error(UndeliverableError.code, str(error))
+            )
+        else:
+            self.replies.return_letter(message, error)
+
+
+def nobody(message: Message) -> DispatchError:
+    """The error for a message that no listener anywhere can receive."""
+    if message.group is None:
+        return UndeliverableError(
+            f"no listener {message.destination!r} for {message.type!r}", message=message
+        )
+    return UndeliverableError(
+        f"group {message.group!r} has no subscribers for {message.type!r}", message=message
+    )
+
+
+def declined(message: Message) -> UndeliverableError:
+    """The error for a message its destination's rules did not match."""
+    return UndeliverableError(
+        f"listener {message.destination!r} has no rule for {message.type!r}", message=message
+    )
