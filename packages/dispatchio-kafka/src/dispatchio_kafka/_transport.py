@@ -242,6 +242,8 @@ class KafkaTransport(Transport):
     """The ``kafka://`` transport (see the module documentation)."""
 
     scheme = "kafka"
+    # A broker takes whatever a slow or stopped peer does not read.
+    peer_backpressure = False
     Options = KafkaOptions
     options: KafkaOptions
 
@@ -263,8 +265,8 @@ class KafkaTransport(Transport):
         self._settled: collections.deque[tuple[ListenerId, int]] = collections.deque()
         self._held: dict[ListenerId, int] = {}
         self._failures: collections.deque[tuple[ListenerId, str]] = collections.deque()
-        # Membership as this transport told the core: process -> incarnation.
-        self._up: dict[ListenerId, int] = {}
+        # Membership as this transport told the core (peer_up), by process.
+        self._up: dict[ListenerId, PeerHello] = {}
         self._seen: dict[ListenerId, set[int]] = {}
         self._dedup: dict[ListenerId, _Dedup] = {}
         self._limiter = anyio.CapacityLimiter(2)
@@ -658,7 +660,7 @@ class KafkaTransport(Transport):
                 if dedup.repeat(frame):
                     continue
             current = self._up.get(process)
-            if current != incarnation:
+            if current is None or current.incarnation != incarnation:
                 if current is not None and incarnation in self._seen.get(process, ()):
                     # From an earlier incarnation of a process that is back: its letters
                     # still count, its control frames do not.
@@ -679,15 +681,19 @@ class KafkaTransport(Transport):
         if member.process == local.process:
             return
         self._seen.setdefault(member.process, set()).add(member.incarnation)
+        current = self._up.get(member.process)
         if member.up:
-            if self._up.get(member.process) != member.incarnation:
-                self._announce(handler, PeerHello(member.process, member.incarnation, member.urls))
-        elif self._up.get(member.process) == member.incarnation:
+            hello = PeerHello(member.process, member.incarnation, member.urls, member.durable_for)
+            if current != hello:
+                self._announce(handler, hello)
+        elif current is not None and current.incarnation == member.incarnation:
+            # A clean leave: nothing will be stored for it, so durable_for 0 first.
+            handler.peer_up(current._replace(durable_for=0.0))
             del self._up[member.process]
             handler.peer_down(member.process, "it left the namespace")
 
     def _announce(self, handler: TransportHandler, hello: PeerHello) -> None:
-        self._up[hello.process] = hello.incarnation
+        self._up[hello.process] = hello
         handler.peer_up(hello)
 
     def _report_failures(self, handler: TransportHandler) -> None:
