@@ -601,15 +601,19 @@ class KafkaTransport(Transport):
             while not self._stop.is_set():
                 polled = consumer.poll(timeout_ms=int(_POLL * 1000), max_records=_BATCH)
                 batch: list[tuple[bool, Any]] = []
+                last = count = 0
                 for partition, records in polled.items():
                     is_inbox = partition == inbox
                     for record in records:
                         batch.append((is_inbox, record.value))
                     if is_inbox and records:
-                        uncommitted += len(records)
-                        next_offset = records[-1].offset + 1
+                        last, count = records[-1].offset, len(records)
                 if batch or self._failures:
-                    anyio.from_thread.run_sync(deliver, batch)
+                    if not anyio.from_thread.run_sync(deliver, batch):
+                        break  # closing: these stay uncommitted, for the next start
+                    if count:
+                        uncommitted += count
+                        next_offset = last + 1
                 if paused and consumer.position(members) >= members_end:
                     consumer.resume(inbox)
                     paused = False
@@ -632,12 +636,15 @@ class KafkaTransport(Transport):
 
     # ------------------------------------------------------------------ on the event loop
 
-    def _deliver(self, batch: list[tuple[bool, Any]]) -> None:
-        """Hand a batch of records to the core, in order (runs on the event loop)."""
+    def _deliver(self, batch: list[tuple[bool, Any]]) -> bool:
+        """Hand a batch of records to the core, in order (runs on the event loop).
+
+        Returns False, delivering nothing, once the transport is closing.
+        """
         handler = self._handler
         local = self._local
-        if handler is None or local is None:
-            return
+        if handler is None or local is None or self._closed:
+            return False
         limit = self.options.max_frame_size
         for is_inbox, value in batch:
             if not is_inbox:
@@ -670,6 +677,7 @@ class KafkaTransport(Transport):
                     self._announce(handler, PeerHello(process, incarnation, ()))
             handler.frame_received(process, frame)
         self._report_failures(handler)
+        return True
 
     def _member(self, handler: TransportHandler, local: PeerHello, value: bytes | None) -> None:
         try:
