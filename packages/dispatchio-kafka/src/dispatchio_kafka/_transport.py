@@ -264,6 +264,7 @@ class KafkaTransport(Transport):
         # Kafka's I/O thread -> loop: (process, bytes) of records acknowledged or failed.
         self._settled: collections.deque[tuple[ListenerId, int]] = collections.deque()
         self._held: dict[ListenerId, int] = {}
+        self._topics: dict[ListenerId, str] = {}
         self._failures: collections.deque[tuple[ListenerId, str]] = collections.deque()
         # Membership as this transport told the core (peer_up), by process.
         self._up: dict[ListenerId, PeerHello] = {}
@@ -437,7 +438,10 @@ class KafkaTransport(Transport):
                 f" broker (max_outbox_bytes {self.options.max_outbox_bytes})"
             )
         held[process] = already + len(value)
-        self._queue.append((_envelope.inbox_topic(joined.namespace, process), value, process))
+        topic = self._topics.get(process)
+        if topic is None:
+            topic = self._topics[process] = _envelope.inbox_topic(joined.namespace, process)
+        self._queue.append((topic, value, process))
         if not self._wake.is_set():
             self._wake.set()
 
@@ -493,7 +497,9 @@ class KafkaTransport(Transport):
                     max_request_size=options.max_frame_size + _envelope.OVERHEAD + 1024,
                     max_block_ms=options.max_block_ms,
                     delivery_timeout_ms=options.delivery_timeout_ms,
-                    max_in_flight_requests_per_connection=1,
+                    # The idempotent producer keeps order with requests in flight; without
+                    # it only one request at a time does.
+                    max_in_flight_requests_per_connection=5 if options.acks == "all" else 1,
                     retry_backoff_ms=50,
                 )
             except KafkaError as exc:
