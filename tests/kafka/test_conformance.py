@@ -55,7 +55,7 @@ class TestKafkaConformance(TransportConformance):
     def transport_url(self, kafka_url: str) -> str:
         return kafka_url
 
-    async def send_garbage(self, url: str) -> None:
+    async def send_hostile_input(self, url: str) -> None:
         """Produce hostile records onto the inbox of the process at ``url`` ("b")."""
         servers, namespace = parse_url(url)
         topic = inbox_topic(namespace, "b")

@@ -445,6 +445,17 @@ class KafkaTransport(Transport):
         if not self._wake.is_set():
             self._wake.set()
 
+    def disconnect(self, process: ListenerId, reason: str) -> None:
+        """Forget that ``process`` is up, because the core declared it gone.
+
+        There is no link to close: the next record from it (a paused process that
+        resumes, a restart) announces it again with `TransportHandler.peer_up`. Unlike
+        a socket transport, frames already queued for it are not dropped: they go to
+        its inbox, which keeps them for its return (see ``durable_for``). Never raises.
+        """
+        if self._up.pop(process, None) is not None:
+            logger.info("process %r is gone for the core: %s", process, reason)
+
     async def aclose(self) -> None:
         """Flush accepted frames (at most ``close_timeout``), announce the leave, stop.
 
