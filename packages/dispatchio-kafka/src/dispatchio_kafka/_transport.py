@@ -269,6 +269,8 @@ class KafkaTransport(Transport):
         # Membership as this transport told the core (peer_up), by process.
         self._up: dict[ListenerId, PeerHello] = {}
         self._seen: dict[ListenerId, set[int]] = {}
+        # The last "up" record of each process in the members topic.
+        self._members: dict[ListenerId, PeerHello] = {}
         self._dedup: dict[ListenerId, _Dedup] = {}
         self._limiter = anyio.CapacityLimiter(2)
         self._scope: anyio.CancelScope | None = None
@@ -691,7 +693,12 @@ class KafkaTransport(Transport):
                     if not is_message:
                         continue
                 else:
-                    self._announce(handler, PeerHello(process, incarnation, ()))
+                    known = self._members.get(process)
+                    if known is None or known.incarnation != incarnation:
+                        # Not in the members topic yet (or a foreign client): the record
+                        # itself says who sent it.
+                        known = PeerHello(process, incarnation, ())
+                    self._announce(handler, known)
             handler.frame_received(process, frame)
         self._report_failures(handler)
         return True
@@ -709,6 +716,7 @@ class KafkaTransport(Transport):
         current = self._up.get(member.process)
         if member.up:
             hello = PeerHello(member.process, member.incarnation, member.urls, member.durable_for)
+            self._members[member.process] = hello
             if current != hello:
                 self._announce(handler, hello)
         elif current is not None and current.incarnation == member.incarnation:

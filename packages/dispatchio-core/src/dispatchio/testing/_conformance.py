@@ -486,6 +486,9 @@ class TransportConformance:
                 b.process.send_signal(signal.SIGCONT)
             # Back within about one heartbeat bound, both ways, as after a restart.
             with anyio.fail_after(self.detector_bound):
+                # Up again, not only listed: a durable transport keeps a silent peer's
+                # listeners in the directory (dormant) while it is away.
+                await a.wait_for_peer("b", timeout=self.test_timeout)
                 await a.wait_for_listener("echo-b", timeout=self.test_timeout)
                 await b.call("wait_listener", listener="echo-a")
             reply = await a.request(Message("ping", "thawed", destination="echo-b"))
