@@ -42,6 +42,10 @@ Limitations:
       peer does not read. Only the local outbox is bounded.
     * Latency is the broker's: a request costs two produce-and-fetch trips
       (``fetch_max_wait_ms`` bounds the fetch side).
+    * A broker that lost its data (tansu's memory storage restarted) is noticed by its
+      re-created topics (new topic IDs in the metadata, refreshed every few seconds):
+      they are read from 0, this process is announced again, and a producer the broker
+      no longer knows is rebuilt. Frames it had not acknowledged are lost, not resent.
 """
 
 from __future__ import annotations
@@ -86,6 +90,8 @@ MAX_FRAME_LIMIT = 64 << 20
 _BATCH = 500
 #: Seconds a worker thread waits in one poll, so it notices a stop request soon.
 _POLL = 0.1
+#: How old the consumer's metadata (and so the topic IDs it compares) may get.
+_METADATA_AGE_MS = 3_000
 # The prefix of a message frame (kind 0): only those are de-duplicated and replayed
 # from an earlier incarnation; control frames of an old incarnation mean nothing now.
 _MESSAGE = b"[0,"
@@ -261,6 +267,10 @@ class KafkaTransport(Transport):
         # Loop -> producer thread: (topic, value, process); the thread takes them in order.
         self._queue: collections.deque[tuple[str, bytes, ListenerId]] = collections.deque()
         self._wake = threading.Event()
+        # Consumer thread -> producer thread: the broker lost the namespace's topics.
+        self._rejoin = threading.Event()
+        # Set from kafka-python's I/O thread: the broker no longer knows our producer.
+        self._broken = False
         # Kafka's I/O thread -> loop: (process, bytes) of records acknowledged or failed.
         self._settled: collections.deque[tuple[ListenerId, int]] = collections.deque()
         self._held: dict[ListenerId, int] = {}
@@ -479,19 +489,60 @@ class KafkaTransport(Transport):
     # ------------------------------------------------------------------ producer thread
 
     def _produce(self) -> None:
-        from kafka import KafkaProducer
-        from kafka.admin import KafkaAdminClient, NewTopic
-        from kafka.errors import KafkaError, TopicAlreadyExistsError
+        """The producer thread: (re)build the producer, announce this process, send frames.
+
+        A producer the broker no longer knows (it lost its state: tansu's memory storage
+        restarted) is rebuilt, and this process announced again, since the broker also
+        lost the members topic. Frames it failed were reported by then.
+        """
+        from kafka.errors import KafkaError
 
         joined, local = self._joined, self._local
         assert joined is not None
         assert local is not None
         options = self.options
-        config = self._client_config()
-        producer: kafka.KafkaProducer | None = None
-        while producer is None:
-            if not self._wait_for_brokers():
+        while not self._stop.is_set() or self._queue:
+            producer = self._new_producer()
+            if producer is None:
                 return
+            self._rejoin.clear()
+            self._broken = False
+            try:
+                member = _envelope.encode_member(
+                    local.process,
+                    local.incarnation,
+                    up=True,
+                    urls=(joined.url,),
+                    durable_for=options.durable_for,
+                )
+                producer.send(joined.members, member, key=joined.key, partition=0)
+                if not self._produce_loop(producer):
+                    continue  # rebuilt; `finally` closed the old one
+                leave = _envelope.encode_member(
+                    local.process, local.incarnation, up=False, urls=(), durable_for=0.0
+                )
+                producer.send(joined.members, leave, key=joined.key, partition=0)
+                producer.flush(options.close_timeout)
+                return
+            except KafkaError as exc:
+                logger.warning("kafka producer: %s", exc)
+                return
+            finally:
+                _close_producer(producer, 0 if self._broken else options.close_timeout)
+
+    def _new_producer(self) -> kafka.KafkaProducer | None:
+        """A producer, once a broker answers (and the topics exist); None: stopped first."""
+        from kafka import KafkaProducer
+        from kafka.admin import KafkaAdminClient, NewTopic
+        from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+        joined = self._joined
+        assert joined is not None
+        options = self.options
+        config = self._client_config()
+        while True:
+            if not self._wait_for_brokers():
+                return None
             try:
                 admin = KafkaAdminClient(**config)
                 try:
@@ -502,7 +553,7 @@ class KafkaTransport(Transport):
                     pass
                 finally:
                     admin.close()
-                producer = KafkaProducer(
+                return KafkaProducer(
                     **config,
                     acks=options.acks if options.acks != "all" else -1,
                     enable_idempotence=options.acks == "all",
@@ -518,45 +569,43 @@ class KafkaTransport(Transport):
             except KafkaError as exc:
                 logger.warning("cannot reach the kafka brokers %s: %s", joined.servers, exc)
                 if self._stop.wait(1.0):
-                    return
-        try:
-            member = _envelope.encode_member(
-                local.process,
-                local.incarnation,
-                up=True,
-                urls=(joined.url,),
-                durable_for=options.durable_for,
-            )
-            producer.send(joined.members, member, key=joined.key, partition=0)
-            self._produce_loop(producer)
-            leave = _envelope.encode_member(
-                local.process, local.incarnation, up=False, urls=(), durable_for=0.0
-            )
-            producer.send(joined.members, leave, key=joined.key, partition=0)
-            producer.flush(options.close_timeout)
-        except KafkaError as exc:
-            logger.warning("kafka producer: %s", exc)
-        finally:
-            producer.close(options.close_timeout)
+                    return None
 
-    def _produce_loop(self, producer: kafka.KafkaProducer) -> None:
-        from kafka.errors import KafkaError
+    def _produce_loop(self, producer: kafka.KafkaProducer) -> bool:
+        """Send queued frames until stopped (True) or the producer must be rebuilt (False)."""
+        from kafka.errors import (
+            KafkaError,
+            OutOfOrderSequenceNumberError,
+            UnknownProducerIdError,
+        )
 
+        # What a broker that lost its state answers an idempotent producer.
+        forgot = (UnknownProducerIdError, OutOfOrderSequenceNumberError)
         queue, wake, stop = self._queue, self._wake, self._stop
         settled, failures = self._settled, self._failures
         key = self._joined.key if self._joined is not None else b""
         closing_deadline: float | None = None
+
+        def failed(process: ListenerId, size: int, error: BaseException) -> None:
+            # In kafka-python's I/O thread.
+            if isinstance(error, forgot):
+                self._broken = True
+                wake.set()
+            _fail(settled, failures, process, size, error)
+
         while True:
             wake.clear()
+            if self._broken or self._rejoin.is_set():
+                return False
             if not queue:
                 if stop.is_set():
-                    return
+                    return True
                 wake.wait()
                 continue
             if stop.is_set() and closing_deadline is None:
                 closing_deadline = time.monotonic() + self.options.close_timeout
             sent = 0
-            while queue:
+            while queue and not self._broken:
                 topic, value, process = queue.popleft()
                 size = len(value)
                 try:
@@ -566,13 +615,13 @@ class KafkaTransport(Transport):
                     failures.append((process, str(exc)))
                     continue
                 future.add_callback(_settle, settled, process, size)
-                future.add_errback(_fail, settled, failures, process, size)
+                future.add_errback(failed, process, size)
                 sent += 1
                 if sent % 64 == 0:
                     # Let the event loop's thread have the interpreter between records.
                     time.sleep(0)
                 if closing_deadline is not None and time.monotonic() > closing_deadline:
-                    return
+                    return True
 
     # ------------------------------------------------------------------ consumer thread
 
@@ -599,6 +648,8 @@ class KafkaTransport(Transport):
                     fetch_max_wait_ms=options.fetch_max_wait_ms,
                     max_partition_fetch_bytes=max(1 << 20, options.max_frame_size + 4096),
                     fetch_max_bytes=max(50 << 20, 2 * options.max_frame_size),
+                    # Fresh metadata every few seconds: topic IDs tell a re-created log.
+                    metadata_max_age_ms=_METADATA_AGE_MS,
                 )
             except KafkaError as exc:
                 logger.warning("cannot reach the kafka brokers %s: %s", joined.servers, exc)
@@ -617,7 +668,24 @@ class KafkaTransport(Transport):
             uncommitted = 0
             next_offset = -1
             last_commit = time.monotonic()
+            cluster = consumer._client.cluster  # kafka-python keeps topic IDs only there
+            ids = {inbox: cluster.topic_id(inbox.topic), members: cluster.topic_id(members.topic)}
             while not self._stop.is_set():
+                for partition, known in ids.items():
+                    now_id = cluster.topic_id(partition.topic)
+                    if known is None or now_id is None or now_id == known:
+                        ids[partition] = known or now_id
+                        continue
+                    # The broker lost the topic and made a new one (tansu's memory
+                    # storage restarted): its offsets start again from 0, and it would
+                    # never say a position past them is out of range.
+                    logger.warning("topic %s was re-created; reading it from 0", partition.topic)
+                    ids[partition] = now_id
+                    consumer.seek(partition, 0)
+                    if partition == inbox:
+                        next_offset, uncommitted = 0, 0
+                    self._rejoin.set()  # the members topic is gone too: announce again
+                    self._wake.set()
                 polled = consumer.poll(timeout_ms=int(_POLL * 1000), max_records=_BATCH)
                 batch: list[tuple[bool, Any]] = []
                 last = count = 0
@@ -739,6 +807,21 @@ class KafkaTransport(Transport):
                 logger.warning("frames to process %r were lost: %s", process, reason)
                 if self._up.pop(process, None) is not None:
                     handler.peer_down(process, f"the broker did not take its frames: {reason}")
+
+
+def _close_producer(producer: kafka.KafkaProducer, timeout: float) -> None:
+    """Close ``producer``, abandoning what the broker did not take within ``timeout``."""
+    from kafka.errors import KafkaError
+
+    try:
+        producer.close(timeout)
+    except KafkaError:
+        # kafka-python 3.0 raises from close() when its flush times out, before it stops
+        # its sender thread (and __del__ tries again at exit): stop that thread here.
+        sender = getattr(producer, "_sender", None)
+        if sender is not None:
+            sender.force_close()
+        producer._closed = True
 
 
 def _settle(
