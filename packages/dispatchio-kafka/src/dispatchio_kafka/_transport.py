@@ -656,6 +656,18 @@ class KafkaTransport(Transport):
                 if self._stop.wait(1.0):
                     return
         deliver = self._deliver
+        committed = -1  # the offset last committed
+
+        def commit(offset: int) -> bool:
+            nonlocal committed
+            try:
+                consumer.commit({inbox: OffsetAndMetadata(offset, "", -1)})
+            except KafkaError as exc:  # the broker is away: the next commit covers these
+                logger.warning("cannot commit the inbox offset %d: %s", offset, exc)
+                return False
+            committed = offset
+            return True
+
         try:
             consumer.assign([inbox, members])
             consumer.seek_to_beginning(members)
@@ -663,59 +675,68 @@ class KafkaTransport(Transport):
             # membership is known (its end as tansu reports it is reached once its last
             # batch has been read).
             consumer.pause(inbox)
-            members_end = consumer.end_offsets([members]).get(members, 0)
-            paused = True
-            uncommitted = 0
+            members_end: int | None = None
             next_offset = -1
             last_commit = time.monotonic()
             cluster = consumer._client.cluster  # kafka-python keeps topic IDs only there
             ids = {inbox: cluster.topic_id(inbox.topic), members: cluster.topic_id(members.topic)}
+            failing = False
             while not self._stop.is_set():
-                for partition, known in ids.items():
-                    now_id = cluster.topic_id(partition.topic)
-                    if known is None or now_id is None or now_id == known:
-                        ids[partition] = known or now_id
-                        continue
-                    # The broker lost the topic and made a new one (tansu's memory
-                    # storage restarted): its offsets start again from 0, and it would
-                    # never say a position past them is out of range.
-                    logger.warning("topic %s was re-created; reading it from 0", partition.topic)
-                    ids[partition] = now_id
-                    consumer.seek(partition, 0)
-                    if partition == inbox:
-                        next_offset, uncommitted = 0, 0
-                    self._rejoin.set()  # the members topic is gone too: announce again
-                    self._wake.set()
-                polled = consumer.poll(timeout_ms=int(_POLL * 1000), max_records=_BATCH)
-                batch: list[tuple[bool, Any]] = []
-                last = count = 0
-                for partition, records in polled.items():
-                    is_inbox = partition == inbox
-                    for record in records:
-                        batch.append((is_inbox, record.value))
-                    if is_inbox and records:
-                        last, count = records[-1].offset, len(records)
-                if batch or self._failures:
-                    if not anyio.from_thread.run_sync(deliver, batch):
-                        break  # closing: these stay uncommitted, for the next start
-                    if count:
-                        uncommitted += count
-                        next_offset = last + 1
-                if paused and consumer.position(members) >= members_end:
-                    consumer.resume(inbox)
-                    paused = False
-                now = time.monotonic()
-                if uncommitted and (
-                    uncommitted >= options.commit_every
-                    or now - last_commit >= options.commit_interval
-                ):
-                    consumer.commit({inbox: OffsetAndMetadata(next_offset, "", -1)})
-                    uncommitted = 0
-                    last_commit = now
-            if uncommitted:
-                consumer.commit({inbox: OffsetAndMetadata(next_offset, "", -1)})
-        except KafkaError as exc:
-            logger.warning("kafka consumer: %s", exc)
+                try:
+                    for partition, known in ids.items():
+                        now_id = cluster.topic_id(partition.topic)
+                        if known is None or now_id is None or now_id == known:
+                            ids[partition] = known or now_id
+                            continue
+                        # The broker lost the topic and made a new one (tansu's memory
+                        # storage restarted): its offsets start again from 0, and it
+                        # would never say a position past them is out of range.
+                        logger.warning(
+                            "topic %s was re-created; reading it from 0", partition.topic
+                        )
+                        ids[partition] = now_id
+                        consumer.seek(partition, 0)
+                        if partition == inbox:
+                            next_offset = committed = -1
+                        self._rejoin.set()  # the members topic is gone too: announce again
+                        self._wake.set()
+                    if members_end is None:
+                        members_end = consumer.end_offsets([members]).get(members, 0)
+                    polled = consumer.poll(timeout_ms=int(_POLL * 1000), max_records=_BATCH)
+                    batch: list[tuple[bool, Any]] = []
+                    last = -1
+                    for partition, records in polled.items():
+                        is_inbox = partition == inbox
+                        for record in records:
+                            batch.append((is_inbox, record.value))
+                        if is_inbox and records:
+                            last = records[-1].offset
+                    if batch or self._failures:
+                        if not anyio.from_thread.run_sync(deliver, batch):
+                            break  # closing: these stay uncommitted, for the next start
+                        if last >= 0:
+                            next_offset = last + 1
+                    if (
+                        members_end is not None
+                        and consumer.paused()
+                        and (consumer.position(members) >= members_end)
+                    ):
+                        consumer.resume(inbox)
+                    now = time.monotonic()
+                    if next_offset > committed and (
+                        next_offset - max(committed, 0) >= options.commit_every
+                        or now - last_commit >= options.commit_interval
+                    ):
+                        commit(next_offset)
+                        last_commit = now
+                    failing = False
+                except KafkaError as exc:
+                    if not failing:
+                        logger.warning("kafka consumer: %s; retrying", exc)
+                    failing = True
+                    self._stop.wait(0.5)
+            if next_offset > committed:
+                commit(next_offset)
         except anyio.RunFinishedError:
             pass  # the event loop is gone
         finally:
