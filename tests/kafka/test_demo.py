@@ -38,10 +38,10 @@ def test_each_player_process_exits_0_after_the_quit_message(broker: LocalBroker)
     ]
 
 
-def test_same_seed_deals_the_same_hands_as_over_tcp(broker: LocalBroker) -> None:
-    over_tcp = run_example("card_dealer_tcp.py", "--seed", "7")
+def test_same_seed_deals_the_same_hands_as_the_in_process_dealer(broker: LocalBroker) -> None:
+    in_process = run_example("card_dealer.py", "--players", "2", "--seed", "7")
 
-    assert hands(run_demo(broker)) == hands(over_tcp)
+    assert hands(run_demo(broker)) == hands(in_process)
 
 
 def test_it_starts_its_own_broker_when_none_is_given() -> None:
