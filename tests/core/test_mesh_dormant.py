@@ -162,7 +162,7 @@ async def test_durable_for_0_forgets_a_silent_peer_at_once() -> None:
             transport.up(durable_for=0)
             await a.wait_for_listener("bob", timeout=5)
             await _until(a, lambda: "p1" not in a.peers)
-            with pytest.raises(UndeliverableError, match="no listener .bob."):
+            with pytest.raises(UndeliverableError, match=r"no listener .bob."):
                 await a.send(Message("letter", destination="bob"))
 
 
