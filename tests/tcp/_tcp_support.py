@@ -65,10 +65,6 @@ class Recorder:
         self.frames.setdefault(process, []).append(bytes(frame))
         self._notify()
 
-    @property
-    def dispatcher(self) -> MessageDispatcher:
-        raise AttributeError("a recording handler serves no dispatcher")
-
     async def wait(self, condition: Callable[[], bool]) -> None:
         """Return once ``condition()`` holds (the caller bounds the wait)."""
         while not condition():

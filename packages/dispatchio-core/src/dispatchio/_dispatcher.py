@@ -148,7 +148,7 @@ class MessageDispatcher:
         self.process_id: ListenerId = process_id
         self.reply_timeout = reply_timeout
         self.shutdown_grace = shutdown_grace
-        # 64 random bits, then a counter: unique across processes without coordination.
+        # A random start, then a counter: unique across processes without coordination.
         self._ids = iterator_of_ids()
         if plugins is None:
             from dispatchio._plugins import default_plugin_manager
@@ -567,11 +567,15 @@ class MessageDispatcher:
     def _require_running(self) -> Backend:
         backend = self._backend
         if backend is None or self._closing:
-            raise DispatcherNotRunningError(
-                "the dispatcher is not running: use `async with dispatcher:` (or"
-                " dispatcher.in_thread()) before send(), request(), gather() or reply()"
-            )
+            raise self._not_running()
         return backend
+
+    @staticmethod
+    def _not_running() -> DispatcherNotRunningError:
+        return DispatcherNotRunningError(
+            "the dispatcher is not running: use `async with dispatcher:` (or"
+            " dispatcher.in_thread()) before send(), request(), gather() or reply()"
+        )
 
     # ------------------------------------------------------------------ asynchronous sends
 
@@ -624,9 +628,7 @@ class MessageDispatcher:
                     full = isinstance(exc, OutboxFullError)
                     code = OutboxFullError.code if full else UndeliverableError.code
                     self._replies.route_response(
-                        response_to(
-                            message, None, process=process, error=format_error(code, str(exc))
-                        )
+                        response_to(message, None, None, process, format_error(code, str(exc)))
                     )
 
     async def send(self, message: Message, *, reply_timeout: float | None = None) -> None:
@@ -733,7 +735,21 @@ class MessageDispatcher:
 
         Cancelling the caller stops the wait; a reply arriving afterwards is dropped.
         """
-        return await self._await_replies(REQUEST, message, timeout)  # type: ignore[no-any-return]
+        waiting = self._submit(REQUEST, message, timeout)
+        if isinstance(waiting, Message):
+            if self._inline_streak >= _INLINE_STREAK:
+                # Answers computed inline never suspend; let other tasks run now and then.
+                self._inline_streak = 0
+                await anyio.lowlevel.checkpoint()
+            return waiting
+        # Awaited here, not in a helper coroutine: one frame less on every resumption.
+        future = waiting.future
+        assert future is not None
+        try:
+            return await future  # type: ignore[no-any-return]
+        finally:
+            if waiting.live:  # cancelled while waiting
+                self._replies.abandon(waiting)
 
     async def gather(self, message: Message, *, timeout: float | None = None) -> list[Message]:
         """Send a message (usually to a group) and return every reply that arrives in time.
@@ -753,10 +769,21 @@ class MessageDispatcher:
             InvalidMessageError, MessageTooLargeError, DispatcherNotRunningError,
                 DispatchError, ValueError, TypeError: as `request`.
         """
-        return await self._await_replies(GATHER, message, timeout)  # type: ignore[no-any-return]
+        waiting = self._submit(GATHER, message, timeout)
+        assert isinstance(waiting, Pending)
+        assert waiting.future is not None
+        try:
+            return await waiting.future  # type: ignore[no-any-return]
+        finally:
+            if waiting.live:  # cancelled while waiting
+                self._replies.abandon(waiting)
 
-    async def _await_replies(self, kind: int, message: Message, timeout: float | None) -> Any:
-        backend = self._require_running()
+    def _submit(self, kind: int, message: Message, timeout: float | None) -> Message | Pending:
+        """Send a message whose sender waits: return its answer if computed inline, or
+        the `Pending` entry whose future the caller awaits."""
+        backend = self._backend
+        if backend is None or self._closing:
+            raise self._not_running()
         _check_timeout(timeout, "timeout")
         message.response_required = True
         self._stamp(message)
@@ -774,25 +801,15 @@ class MessageDispatcher:
             answer = scheduler.answer_inline(message)
             if answer.__class__ is Message:
                 self._inline_streak += 1
-                if self._inline_streak >= _INLINE_STREAK:
-                    # Answers computed inline never suspend; let other tasks run now and then.
-                    self._inline_streak = 0
-                    await anyio.lowlevel.checkpoint()
                 return answer
-        future = backend.new_future()
-        pending = Pending(kind, message, future)
+        pending = Pending(kind, message, backend.new_future())
         pending.outstanding = 1 if message.group is None else len(remote)
         self._replies.wait_for(pending, backend, self.reply_timeout if timeout is None else timeout)
         if local and answer is not DEFERRED:
             scheduler.enqueue(message)
         if remote:
             self._transmit(message, frame, remote)
-        try:
-            return await future
-        finally:
-            if pending.live:  # cancelled while waiting
-                self._replies.finish(pending)
-                self._replies.expired.add(message_id)
+        return pending
 
     async def reply(self, message: Message, content: Any = None) -> None:
         """Answer a message whose handler returned `DEFERRED` (or that sat on a queue).
@@ -854,8 +871,15 @@ def _unaddressed(message: Message) -> DispatchError:
 
 
 def iterator_of_ids() -> Iterator[int]:
-    """An endless iterator of message IDs unique across processes (64 random bits + counter)."""
-    return itertools.count(secrets.randbits(64) << 32)
+    """An endless iterator of message IDs unique across processes: a counter from a
+    random 62-bit start.
+
+    Two dispatchers' IDs meet only if their starts fall within as many IDs as they send
+    of each other (about n / 2**62 for n IDs), and every ID stays a 64-bit integer,
+    which JSON encodes and decodes on its fast path (a wider one costs about 0.7 us
+    more each way on every cross-process message).
+    """
+    return itertools.count(secrets.randbits(62))
 
 
 _default_lock = threading.Lock()

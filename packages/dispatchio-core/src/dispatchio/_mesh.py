@@ -75,8 +75,8 @@ class _Peer:
         "groups",
         "hello",
         "last_heard",
-        "last_sent",
         "listeners",
+        "sent",
         "seq",
         "transport",
         "until",
@@ -89,7 +89,9 @@ class _Peer:
         self.groups: dict[ListenerId, set[ListenerId]] = {}
         self.seq = -1  # the last directory sequence number applied
         self.last_heard = now
-        self.last_sent = now
+        # Whether a frame went to it since the detector's last tick (a flag, not a clock
+        # reading: forward() sets it on every message).
+        self.sent = False
         #: While dormant: the clock time its directory entry expires.
         self.until = 0.0
 
@@ -326,7 +328,7 @@ class Mesh:
             peer.transport.send(process, frame)  # kept for its return: no answer owed
             return
         peer.transport.send(process, frame)
-        peer.last_sent = self.clock()
+        peer.sent = True
         if message.response_required and message.id in self.replies.pending:
             owed = self.awaiting.setdefault(process, {})
             owed[message.id] = owed.get(message.id, 0) + 1
@@ -351,7 +353,7 @@ class Mesh:
             if not quiet:
                 logger.warning("could not send to process %r: %s", process, exc)
             return False
-        peer.last_sent = self.clock()
+        peer.sent = True
         return True
 
     # ------------------------------------------------------------------ transport events
@@ -437,9 +439,7 @@ class Mesh:
                 PeerLostError.code, f"process {process!r} is gone ({reason}) before answering"
             )
             for _ in range(count):
-                replies.route_response(
-                    response_to(pending.message, None, process=process, error=error)
-                )
+                replies.route_response(response_to(pending.message, None, None, process, error))
 
     def _frame(self, process: ListenerId, frame: bytes) -> None:
         peer = self.peers.get(process)
@@ -497,7 +497,7 @@ class Mesh:
             owed.pop(message_id, None)
             error = format_error(UndeliverableError.code, f"no subscribers in process {process!r}")
             replies.route_response(
-                response_to(pending.message, pending.message.content, process=process, error=error)
+                response_to(pending.message, pending.message.content, None, process, error)
             )
             return
         pending.outstanding += copies - 1
@@ -573,8 +573,9 @@ class Mesh:
             for process, peer in list(self.peers.items()):
                 if now - peer.last_heard > limit:
                     self._declare_dead(process, f"no frame for {limit:g} s")
-                elif now - peer.last_sent >= interval / 2:
+                elif not peer.sent:  # nothing went to it for a tick (interval / 2)
                     self._send(process, _wire.HEARTBEAT_FRAME, quiet=True)
+                peer.sent = False
             expired = [p for p, peer in self.dormant.items() if now >= peer.until]
             for process in expired:
                 # Its letters stay with the transport (a Kafka inbox) for its return.

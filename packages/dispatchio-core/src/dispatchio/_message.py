@@ -59,8 +59,8 @@ class Message:
         type: Human-readable name of the kind of message, e.g. ``"deal"``. Required.
         content: The payload. Anything in-process; JSON-compatible data across processes.
         id: Unique message ID. Leave it None and the dispatcher assigns one at send time
-            (an int unique across processes: 64 random bits chosen per dispatcher, then a
-            counter). A response carries the ID of the message it answers.
+            (an int unique across processes: a counter from a random 62-bit start chosen
+            per dispatcher). A response carries the ID of the message it answers.
         source: ID of the sending listener; replies and returned letters go there.
         destination: ID of the listener the message is for. Set this or ``group``.
         group: ID of a group; every subscriber gets a copy.
@@ -287,25 +287,30 @@ def check_message(message: Message) -> None:
 def response_to(
     message: Message,
     content: Any,
-    *,
+    source: ListenerId | None,
     process: ListenerId | None,
-    source: ListenerId | None = None,
-    error: str | None = None,
+    error: str | None,
 ) -> Message:
-    """The response (or returned letter) answering ``message``: its type and ID, back to
-    its source listener, sent from ``process``.
+    """The response (or returned letter) answering ``message``: its type and ID, from
+    ``source`` (None for a letter the dispatcher returns) in ``process``, back to its
+    source listener.
 
-    The one place a response is built, except the two hot paths of the scheduler
-    (`Scheduler.respond`, `Scheduler.answer_inline`), which build theirs inline: a
-    call costs about 30 ns, a tenth of a message.
+    The one place a response is built, hot paths included. Positional arguments and no
+    ``__init__``: this costs about half of ``Message(..., is_response=True, ...)``.
     """
-    return Message(
-        message.type,
-        content,
-        id=message.id,
-        source=source,
-        destination=message.source,
-        process=process,
-        is_response=True,
-        error=error,
-    )
+    response: Message = _new_object(Message)
+    response.type = message.type
+    response.content = content
+    response.id = message.id
+    response.source = source
+    response.destination = message.source
+    response.group = None
+    response.process = process
+    response.response_required = False
+    response.is_response = True
+    response.blocking = False
+    response.error = error
+    return response
+
+
+_new_object: Final = object.__new__
