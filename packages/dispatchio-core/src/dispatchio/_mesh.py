@@ -25,7 +25,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 
@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("dispatchio.mesh")
 
+_MAX_ERROR_TEXT: Final = 300  # characters of a dial error kept for a timeout's message
+
 
 def id_order(value: ListenerId) -> tuple[bool, ListenerId]:
     """A sort key for IDs that may mix ints and strs: ints first, each kind in order."""
@@ -62,7 +64,7 @@ def id_order(value: ListenerId) -> tuple[bool, ListenerId]:
 class _Peer:
     """What this process knows of another one."""
 
-    __slots__ = ("groups", "hello", "last_heard", "last_sent", "listeners", "seq", "transport")
+    __slots__ = ("groups", "hello", "last_heard", "listeners", "sent", "seq", "transport")
 
     def __init__(self, hello: PeerHello, transport: Transport, now: float) -> None:
         self.hello = hello
@@ -71,7 +73,9 @@ class _Peer:
         self.groups: dict[ListenerId, set[ListenerId]] = {}
         self.seq = -1  # the last directory sequence number applied
         self.last_heard = now
-        self.last_sent = now
+        # Whether a frame went to it since the detector's last tick (a flag, not a clock
+        # reading: forward() sets it on every message).
+        self.sent = False
 
 
 class _TransportEvents:
@@ -97,6 +101,9 @@ class _TransportEvents:
 
     def frame_received(self, process: ListenerId, frame: bytes) -> None:
         self.mesh._frame(process, frame)
+
+    def dial_failed(self, url: str, error: str) -> None:
+        self.mesh.dial_errors[url] = error[:_MAX_ERROR_TEXT]
 
 
 class Mesh:
@@ -146,6 +153,9 @@ class Mesh:
         # Replies still owed by each peer: process -> message id -> count.
         self.awaiting: dict[ListenerId, dict[ListenerId, int]] = {}
         self.seq = 0
+        # The last reason each dialed URL could not be reached, for wait_for_* timeouts.
+        self.dial_errors: dict[str, str] = {}
+        # Set (and replaced) whenever the directory changes, here or in a peer.
         self.changed = anyio.Event()
         # Liveness needs only a coarse monotonic clock; anyio.current_time() would ask
         # which event loop runs on every frame.
@@ -204,11 +214,17 @@ class Mesh:
         return lid in self.remote_listener
 
     def local_changed(self, op: str, lid: ListenerId, group: ListenerId | None) -> None:
-        """A local registration changed: tell every peer (``op``: a `Registry` change code)."""
+        """A local registration changed: tell every peer (``op``: a `Registry` change code)
+        and wake whoever waits for the directory (``wait_for_*`` count local listeners)."""
         self.seq += 1
         frame = _wire.encode(_wire.DELTA, self.seq, op, lid, group)
         for process in list(self.peers):
             self._send(process, frame, quiet=True)
+        self._wake()
+
+    def _wake(self) -> None:
+        self.changed.set()
+        self.changed = anyio.Event()
 
     def _snapshot(self) -> bytes:
         registry = self.registry
@@ -232,8 +248,7 @@ class Mesh:
                     groups.setdefault(group, []).append(process)
         self.remote_listener = listeners
         self.remote_groups = {g: tuple(ps) for g, ps in groups.items()}
-        self.changed.set()
-        self.changed = anyio.Event()
+        self._wake()
 
     def peer_entries(self) -> list[dict[str, Any]]:
         """The directory entry of every connected peer (see `MessageDispatcher.directory`)."""
@@ -289,7 +304,7 @@ class Mesh:
         if peer is None:
             raise TransportError(f"process {process!r} is not connected")
         peer.transport.send(process, frame)
-        peer.last_sent = self.clock()
+        peer.sent = True
         if message.response_required and message.id in self.replies.pending:
             owed = self.awaiting.setdefault(process, {})
             owed[message.id] = owed.get(message.id, 0) + 1
@@ -314,7 +329,7 @@ class Mesh:
             if not quiet:
                 logger.warning("could not send to process %r: %s", process, exc)
             return False
-        peer.last_sent = self.clock()
+        peer.sent = True
         return True
 
     # ------------------------------------------------------------------ transport events
@@ -503,5 +518,6 @@ class Mesh:
             for process, peer in list(self.peers.items()):
                 if now - peer.last_heard > limit:
                     self._declare_dead(process, f"no frame for {limit:g} s")
-                elif now - peer.last_sent >= interval / 2:
+                elif not peer.sent:  # nothing went to it for a tick (interval / 2)
                     self._send(process, _wire.HEARTBEAT_FRAME, quiet=True)
+                peer.sent = False
