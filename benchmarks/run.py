@@ -9,7 +9,8 @@ the project's reference machine, as a sanity check), then a table of dispatchio
 figures, each beside a peer from this run, with the ratio, the target and PASS/FAIL.
 A second section does the same between two OS processes over TCP on loopback
 (raw asyncio streams and pyzmq beside dispatchio-tcp; see bench_tcp.py), a third over
-HTTP (raw aiohttp beside dispatchio-http; see bench_http.py).
+HTTP (raw aiohttp beside dispatchio-http, and the gateway beside raw aiohttp; see
+bench_http.py and bench_gateway.py).
 Benchmarks report, they do not gate: the exit code is always 0.
 """
 
