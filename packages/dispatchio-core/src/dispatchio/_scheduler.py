@@ -457,7 +457,7 @@ class Scheduler:
         """Act on what a handler returned (or what `reply` was given)."""
         if result is DEFERRED:
             return
-        if getattr(message, "_hold", None) is not None:
+        if message._hold is not None:
             self.holds.release(message)
         if result is UNHANDLED:
             listener = self.listeners.get(message.destination)  # type: ignore[arg-type]
@@ -474,7 +474,7 @@ class Scheduler:
         """A handler raised ``exc``: count and report it, and answer a waiting sender."""
         listener = self.listeners.get(message.destination)  # type: ignore[arg-type]
         self.observers.handler_failed(message, listener, exc)
-        if getattr(message, "_hold", None) is not None:
+        if message._hold is not None:
             self.holds.release(message)
         if respond and message.response_required and not message.is_response:
             error = format_error(HandlerError.code, f"{type(exc).__name__}: {exc}")
@@ -500,7 +500,7 @@ class Scheduler:
         if message.is_response:
             self.observers.stats.dropped_replies += 1
             return
-        if getattr(message, "_hold", None) is not None:
+        if message._hold is not None:
             self.holds.release(message)
         error = nobody(message)
         remote_origin = message.process != self.process_id and self.mesh is not None
