@@ -466,7 +466,26 @@ class Scheduler:
                 error = declined(message)
                 self.respond(message, message.content, format_error(error.code, str(error)))
             return
-        if message.is_response or (result is None and not message.response_required):
+        if message.is_response:
+            return
+        if message.response_required:
+            self.respond(message, result, None)
+            return
+        if result is None:
+            return
+        # A value returned by the handler of a plain letter goes back to its source
+        # listener. When that cannot be (no source listener here, and the ID names no
+        # wait, present or past), count it dropped as `Replies.route_response` would,
+        # without building the response: a letter from outside any listener is common.
+        replies = self.replies
+        origin = message.process
+        if (
+            message.source not in self.listeners
+            and (origin == self.process_id or self.mesh is None or origin is None)
+            and message.id not in replies.pending
+            and message.id not in replies.expired
+        ):
+            self.observers.stats.dropped_replies += 1
             return
         self.respond(message, result, None)
 
