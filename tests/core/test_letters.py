@@ -8,7 +8,7 @@ import anyio
 import pytest
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from dispatchio import Message, MessageDispatcher, UndeliverableError
+from dispatchio import DEFERRED, Message, MessageDispatcher, ReplyTimeoutError, UndeliverableError
 from tests.core._helpers import Streams, listener
 
 
@@ -299,3 +299,34 @@ async def test_response_required_group_letter_answered_by_one_returns_only_the_a
             await barrier(dispatcher, inbox)
     assert (reply.source, reply.content, reply.error) == ("willing", "yes", None)
     assert dispatcher.stats.returned == 0
+
+
+@pytest.mark.anyio
+async def test_a_letters_answer_with_no_source_listener_is_counted_dropped(
+    dispatcher: MessageDispatcher,
+) -> None:
+    listener(dispatcher, "echo", callback=lambda m: m.content)
+    with anyio.fail_after(5):
+        async with dispatcher:
+            await dispatcher.send(Message("ping", 1, destination="echo"))
+            # Handled after the letter (same destination, queue order): the letter is done.
+            reply = await dispatcher.request(Message("ping", 2, destination="echo"))
+    assert reply.content == 2
+    assert dispatcher.stats.dropped_replies == 1
+    assert dispatcher.stats.late_replies == 0
+
+
+@pytest.mark.anyio
+async def test_a_letters_answer_under_an_expired_id_is_counted_late_not_dropped(
+    dispatcher: MessageDispatcher,
+) -> None:
+    listener(dispatcher, "silent", callback=lambda m: DEFERRED)
+    listener(dispatcher, "echo", callback=lambda m: m.content)
+    with anyio.fail_after(5):
+        async with dispatcher:
+            with pytest.raises(ReplyTimeoutError):
+                await dispatcher.request(Message("ping", id=42, destination="silent"), timeout=0.05)
+            await dispatcher.send(Message("ping", 1, id=42, destination="echo"))
+            await dispatcher.request(Message("ping", 2, destination="echo"))
+    assert dispatcher.stats.late_replies == 1
+    assert dispatcher.stats.dropped_replies == 0

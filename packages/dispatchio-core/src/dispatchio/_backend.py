@@ -93,25 +93,28 @@ class TrioFuture:
     Built only once `current_backend` found trio running (which binds `_Trio`).
     """
 
-    __slots__ = ("_cancelled", "_error", "_has_result", "_result", "_task")
+    __slots__ = ("_done", "_error", "_result", "_task")
 
     def __init__(self) -> None:
-        self._task: Any = None
-        self._has_result = False
+        self._task: Any = None  # the parked task, until woken or cancelled
+        self._done = False  # a result or an exception is set, or the wait was cancelled
         self._result: Any = None
         self._error: BaseException | None = None
-        self._cancelled = False
 
     def done(self) -> bool:
-        return self._has_result or self._error is not None or self._cancelled
+        return self._done
 
     def set_result(self, result: Any, /) -> None:
         self._result = result
-        self._has_result = True
-        self._wake()
+        self._done = True
+        task = self._task  # `_wake`, written out: twice per queued round trip
+        if task is not None:
+            self._task = None
+            _Trio.reschedule(task)
 
     def set_exception(self, exception: BaseException, /) -> None:
         self._error = exception
+        self._done = True
         self._wake()
 
     def _wake(self) -> None:
@@ -122,11 +125,11 @@ class TrioFuture:
 
     def _abort(self, _: Any) -> Any:
         self._task = None
-        self._cancelled = True
+        self._done = True
         return _Trio.abort_succeeded
 
     def __await__(self) -> Generator[Any, Any, Any]:
-        if not self.done():
+        if not self._done:
             self._task = _Trio.current_task()
             yield from _Trio.wait_task_rescheduled(self._abort).__await__()
         if self._error is not None:

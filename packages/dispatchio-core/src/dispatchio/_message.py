@@ -93,7 +93,9 @@ class Message:
     is_response: bool
     blocking: bool
     error: str | None
-    # Set by the receiving dispatcher only when needed; read with getattr(..., None).
+    # The hold a blocking message keeps on its destination or group (`dispatchio._blocking`),
+    # else None. Always set: a getattr default on an unset slot raises and swallows an
+    # AttributeError, which costs more than this store on every message.
     _hold: object
 
     def __init__(
@@ -122,6 +124,7 @@ class Message:
         self.is_response = is_response
         self.blocking = blocking
         self.error = error
+        self._hold = None
 
     def evolve(self, **changes: Any) -> Message:
         """Return a copy of this message with some fields changed (a shallow copy)."""
@@ -310,6 +313,7 @@ def response_to(
     response.is_response = True
     response.blocking = False
     response.error = error
+    response._hold = None
     return response
 
 

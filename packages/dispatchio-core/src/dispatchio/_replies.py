@@ -233,7 +233,9 @@ class Replies:
             pending.answered += 1
             if kind == REQUEST:
                 self.finish(pending)
-                self.resolve(pending, response)
+                future = pending.future  # `resolve`, written out: the hot path of request()
+                if future is not None and not future.done():
+                    future.set_result(response)
                 return
             if kind == GATHER:
                 pending.replies.append(response)

@@ -457,7 +457,7 @@ class Scheduler:
         """Act on what a handler returned (or what `reply` was given)."""
         if result is DEFERRED:
             return
-        if getattr(message, "_hold", None) is not None:
+        if message._hold is not None:
             self.holds.release(message)
         if result is UNHANDLED:
             listener = self.listeners.get(message.destination)  # type: ignore[arg-type]
@@ -466,7 +466,26 @@ class Scheduler:
                 error = declined(message)
                 self.respond(message, message.content, format_error(error.code, str(error)))
             return
-        if message.is_response or (result is None and not message.response_required):
+        if message.is_response:
+            return
+        if message.response_required:
+            self.respond(message, result, None)
+            return
+        if result is None:
+            return
+        # A value returned by the handler of a plain letter goes back to its source
+        # listener. When that cannot be (no source listener here, and the ID names no
+        # wait, present or past), count it dropped as `Replies.route_response` would,
+        # without building the response: a letter from outside any listener is common.
+        replies = self.replies
+        origin = message.process
+        if (
+            message.source not in self.listeners
+            and (origin == self.process_id or self.mesh is None or origin is None)
+            and message.id not in replies.pending
+            and message.id not in replies.expired
+        ):
+            self.observers.stats.dropped_replies += 1
             return
         self.respond(message, result, None)
 
@@ -474,7 +493,7 @@ class Scheduler:
         """A handler raised ``exc``: count and report it, and answer a waiting sender."""
         listener = self.listeners.get(message.destination)  # type: ignore[arg-type]
         self.observers.handler_failed(message, listener, exc)
-        if getattr(message, "_hold", None) is not None:
+        if message._hold is not None:
             self.holds.release(message)
         if respond and message.response_required and not message.is_response:
             error = format_error(HandlerError.code, f"{type(exc).__name__}: {exc}")
@@ -500,7 +519,7 @@ class Scheduler:
         if message.is_response:
             self.observers.stats.dropped_replies += 1
             return
-        if getattr(message, "_hold", None) is not None:
+        if message._hold is not None:
             self.holds.release(message)
         error = nobody(message)
         remote_origin = message.process != self.process_id and self.mesh is not None
