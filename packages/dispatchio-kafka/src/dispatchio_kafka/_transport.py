@@ -45,7 +45,8 @@ Limitations:
     * A broker that lost its data (tansu's memory storage restarted) is noticed by its
       re-created topics (new topic IDs in the metadata, refreshed every few seconds):
       they are read from 0, this process is announced again, and a producer the broker
-      no longer knows is rebuilt. Frames it had not acknowledged are lost, not resent.
+      no longer knows is rebuilt. Frames it had not acknowledged are sent again, in
+      order (`KafkaTransport._produce_loop`).
 """
 
 from __future__ import annotations
