@@ -29,7 +29,7 @@ URL format:
     namespace"; query parameters are options (``kafka://127.0.0.1:9092/shop?durable_for=60``).
 
 Options (`KafkaOptions`):
-    ``durable_for``, ``acks``, ``fetch_max_wait_ms``, ``commit_every``,
+    ``durable_for``, ``acks``, ``fetch_max_wait_ms``, ``linger_ms``, ``commit_every``,
     ``commit_interval``, ``dedup_window``, ``max_block_ms``, ``delivery_timeout_ms``,
     ``request_timeout_ms``, ``client_id``, kafka-python's security settings
     (``security_protocol``, ``ssl_*``, ``sasl_*``) passed through, and the common
@@ -129,6 +129,15 @@ class KafkaOptions(TransportOptions):
         ge=0,
         le=10_000,
         description="Longest wait of one fetch for new records (latency against broker load).",
+    )
+    linger_ms: int = Field(
+        default=1,
+        ge=0,
+        le=1_000,
+        description=(
+            "kafka-python's linger_ms: how long a produce waits to fill its batch (0: the"
+            " lowest latency, at several times the CPU per record under load)."
+        ),
     )
     commit_every: int = Field(
         default=100, ge=1, description="Commit the inbox offset after this many records."
@@ -562,7 +571,7 @@ class KafkaTransport(Transport):
                     **config,
                     acks=options.acks if options.acks != "all" else -1,
                     enable_idempotence=options.acks == "all",
-                    linger_ms=1,
+                    linger_ms=options.linger_ms,
                     batch_size=256 << 10,
                     max_request_size=options.max_frame_size + _envelope.OVERHEAD + 1024,
                     max_block_ms=options.max_block_ms,
