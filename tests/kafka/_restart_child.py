@@ -74,6 +74,7 @@ async def scenario(result: dict[str, Any]) -> None:
     result["received"] = received
     result["lost_reports"] = [m for m in log.messages if "were lost" in m]
     result["resent"] = [m for m in log.messages if "sending them again" in m]
+    result["recreated"] = [m for m in log.messages if "re-created" in m]
 
 
 def main() -> None:
