@@ -29,7 +29,7 @@ URL format:
     namespace"; query parameters are options (``kafka://127.0.0.1:9092/shop?durable_for=60``).
 
 Options (`KafkaOptions`):
-    ``durable_for``, ``acks``, ``fetch_max_wait_ms``, ``commit_every``,
+    ``durable_for``, ``acks``, ``fetch_max_wait_ms``, ``linger_ms``, ``commit_every``,
     ``commit_interval``, ``dedup_window``, ``max_block_ms``, ``delivery_timeout_ms``,
     ``request_timeout_ms``, ``client_id``, kafka-python's security settings
     (``security_protocol``, ``ssl_*``, ``sasl_*``) passed through, and the common
@@ -45,7 +45,8 @@ Limitations:
     * A broker that lost its data (tansu's memory storage restarted) is noticed by its
       re-created topics (new topic IDs in the metadata, refreshed every few seconds):
       they are read from 0, this process is announced again, and a producer the broker
-      no longer knows is rebuilt. Frames it had not acknowledged are lost, not resent.
+      no longer knows is rebuilt. Frames it had not acknowledged are sent again, in
+      order (`KafkaTransport._produce_loop`).
 """
 
 from __future__ import annotations
@@ -95,6 +96,8 @@ _METADATA_AGE_MS = 3_000
 # The prefix of a message frame (kind 0): only those are de-duplicated and replayed
 # from an earlier incarnation; control frames of an old incarnation mean nothing now.
 _MESSAGE = b"[0,"
+#: A frame handed to kafka-python: (topic, value, process, its future, resend deadline).
+_Inflight = tuple[str, bytes, ListenerId, "kafka.producer.future.FutureRecordMetadata", float]
 
 
 class KafkaOptions(TransportOptions):
@@ -126,6 +129,15 @@ class KafkaOptions(TransportOptions):
         ge=0,
         le=10_000,
         description="Longest wait of one fetch for new records (latency against broker load).",
+    )
+    linger_ms: int = Field(
+        default=1,
+        ge=0,
+        le=1_000,
+        description=(
+            "kafka-python's linger_ms: how long a produce waits to fill its batch (0: the"
+            " lowest latency, at several times the CPU per record under load)."
+        ),
     )
     commit_every: int = Field(
         default=100, ge=1, description="Commit the inbox offset after this many records."
@@ -269,9 +281,10 @@ class KafkaTransport(Transport):
         self._wake = threading.Event()
         # Consumer thread -> producer thread: the broker lost the namespace's topics.
         self._rejoin = threading.Event()
-        # Set from kafka-python's I/O thread: the broker no longer knows our producer.
-        self._broken = False
-        # Kafka's I/O thread -> loop: (process, bytes) of records acknowledged or failed.
+        # Frames the broker refused, to send again first, in order (producer thread only):
+        # (topic, value, process, deadline).
+        self._retry: collections.deque[tuple[str, bytes, ListenerId, float]] = collections.deque()
+        # Producer thread -> loop: (process, bytes) of records acknowledged or failed.
         self._settled: collections.deque[tuple[ListenerId, int]] = collections.deque()
         self._held: dict[ListenerId, int] = {}
         self._topics: dict[ListenerId, str] = {}
@@ -501,12 +514,12 @@ class KafkaTransport(Transport):
         assert joined is not None
         assert local is not None
         options = self.options
-        while not self._stop.is_set() or self._queue:
+        while not self._stop.is_set() or self._queue or self._retry:
             producer = self._new_producer()
             if producer is None:
                 return
             self._rejoin.clear()
-            self._broken = False
+            rebuilt = False
             try:
                 member = _envelope.encode_member(
                     local.process,
@@ -517,6 +530,7 @@ class KafkaTransport(Transport):
                 )
                 producer.send(joined.members, member, key=joined.key, partition=0)
                 if not self._produce_loop(producer):
+                    rebuilt = True
                     continue  # rebuilt; `finally` closed the old one
                 leave = _envelope.encode_member(
                     local.process, local.incarnation, up=False, urls=(), durable_for=0.0
@@ -528,7 +542,7 @@ class KafkaTransport(Transport):
                 logger.warning("kafka producer: %s", exc)
                 return
             finally:
-                _close_producer(producer, 0 if self._broken else options.close_timeout)
+                _close_producer(producer, 0 if rebuilt else options.close_timeout)
 
     def _new_producer(self) -> kafka.KafkaProducer | None:
         """A producer, once a broker answers (and the topics exist); None: stopped first."""
@@ -557,13 +571,14 @@ class KafkaTransport(Transport):
                     **config,
                     acks=options.acks if options.acks != "all" else -1,
                     enable_idempotence=options.acks == "all",
-                    linger_ms=0,
+                    linger_ms=options.linger_ms,
+                    batch_size=256 << 10,
                     max_request_size=options.max_frame_size + _envelope.OVERHEAD + 1024,
                     max_block_ms=options.max_block_ms,
                     delivery_timeout_ms=options.delivery_timeout_ms,
-                    # The idempotent producer keeps order with requests in flight; without
-                    # it only one request at a time does.
-                    max_in_flight_requests_per_connection=5 if options.acks == "all" else 1,
+                    # One request in flight: when the broker refuses a batch, nothing behind
+                    # it has left yet, so resending from the refused frame keeps the order.
+                    max_in_flight_requests_per_connection=1,
                     retry_backoff_ms=50,
                 )
             except KafkaError as exc:
@@ -572,56 +587,116 @@ class KafkaTransport(Transport):
                     return None
 
     def _produce_loop(self, producer: kafka.KafkaProducer) -> bool:
-        """Send queued frames until stopped (True) or the producer must be rebuilt (False)."""
-        from kafka.errors import (
-            KafkaError,
-            OutOfOrderSequenceNumberError,
-            UnknownProducerIdError,
-        )
+        """Send queued frames until stopped (True) or the producer must be rebuilt (False).
 
-        # What a broker that lost its state answers an idempotent producer.
-        forgot = (UnknownProducerIdError, OutOfOrderSequenceNumberError)
-        queue, wake, stop = self._queue, self._wake, self._stop
-        settled, failures = self._settled, self._failures
+        Frames the broker refused (tansu after a restart answers ``UnknownError``), and
+        every frame queued behind them, go back to ``_retry`` in their order, to be sent
+        again by the rebuilt producer: the first refusal stops this producer's sender at
+        once (one request in flight at a time), so nothing behind a refused frame reaches
+        the broker before it. Per record, the only work here is kafka-python's ``send``
+        and one errback; acknowledgements are read off the futures once per pass.
+        """
+        from kafka.errors import KafkaError
+
+        queue, retry, wake, stop = self._queue, self._retry, self._wake, self._stop
+        settled = self._settled
+        inflight: collections.deque[_Inflight] = collections.deque()
         key = self._joined.key if self._joined is not None else b""
+        refusals: list[BaseException] = []
+        patience = self.options.delivery_timeout_ms / 1000
         closing_deadline: float | None = None
 
-        def failed(process: ListenerId, size: int, error: BaseException) -> None:
-            # In kafka-python's I/O thread.
-            if isinstance(error, forgot):
-                self._broken = True
+        def refused(error: BaseException) -> None:
+            # In kafka-python's I/O thread, as the first refused batch fails: stop the
+            # sender before it sends the next batch (the records behind this one).
+            if not refusals:
+                refusals.append(error)
+                sender = getattr(producer, "_sender", None)
+                if sender is not None:
+                    sender.force_close()
                 wake.set()
-            _fail(settled, failures, process, size, error)
 
-        while True:
-            wake.clear()
-            if self._broken or self._rejoin.is_set():
-                return False
-            if not queue:
-                if stop.is_set():
-                    return True
-                wake.wait()
-                continue
-            if stop.is_set() and closing_deadline is None:
-                closing_deadline = time.monotonic() + self.options.close_timeout
-            sent = 0
-            while queue and not self._broken:
-                topic, value, process = queue.popleft()
-                size = len(value)
-                try:
-                    future = producer.send(topic, value, key=key, partition=0)
-                except KafkaError as exc:
-                    settled.append((process, size))
-                    failures.append((process, str(exc)))
+        def acknowledged() -> None:
+            done: dict[ListenerId, int] = {}
+            while inflight and inflight[0][3].is_done and inflight[0][3].succeeded():
+                _topic, value, process, _future, _deadline = inflight.popleft()
+                done[process] = done.get(process, 0) + len(value)
+            settled.extend(done.items())
+
+        try:
+            while True:
+                wake.clear()
+                if inflight:
+                    acknowledged()
+                if refusals or self._rejoin.is_set():
+                    return False
+                if not queue and not retry:
+                    if stop.is_set() and (not inflight or _past(closing_deadline)):
+                        return True
+                    if stop.is_set() and closing_deadline is None:
+                        closing_deadline = time.monotonic() + self.options.close_timeout
+                    wake.wait(_POLL if inflight else None)
                     continue
-                future.add_callback(_settle, settled, process, size)
-                future.add_errback(failed, process, size)
-                sent += 1
-                if sent % 64 == 0:
-                    # Let the event loop's thread have the interpreter between records.
-                    time.sleep(0)
-                if closing_deadline is not None and time.monotonic() > closing_deadline:
-                    return True
+                if stop.is_set() and closing_deadline is None:
+                    closing_deadline = time.monotonic() + self.options.close_timeout
+                deadline = time.monotonic() + patience
+                sent = 0
+                while (retry or queue) and not refusals:
+                    if retry:
+                        topic, value, process, deadline = retry.popleft()
+                    else:
+                        topic, value, process = queue.popleft()
+                    try:
+                        future = producer.send(topic, value, key=key, partition=0)
+                    except KafkaError as exc:
+                        # Refused before it left (the sender stopped, a full buffer past
+                        # max_block_ms): it and what follows are sent again, in order.
+                        retry.appendleft((topic, value, process, deadline))
+                        refused(exc)
+                        break
+                    future.add_errback(refused)
+                    inflight.append((topic, value, process, future, deadline))
+                    sent += 1
+                    if sent % 256 == 0:
+                        # Let the event loop's thread have the interpreter between records.
+                        time.sleep(0)
+                        acknowledged()
+                    if _past(closing_deadline):
+                        return True
+        finally:
+            self._requeue(inflight)
+
+    def _requeue(self, inflight: collections.deque[_Inflight]) -> None:
+        """Put the frames the broker did not acknowledge back in front, in order.
+
+        Those past their deadline (``delivery_timeout_ms`` after their first send) and
+        every frame behind them to the same process come back as failures instead
+        (`TransportHandler.peer_down`): resending only the later ones would reorder.
+        """
+        now = time.monotonic()
+        expired: set[ListenerId] = set()
+        again: list[tuple[str, bytes, ListenerId, float]] = []
+        for topic, value, process, future, deadline in inflight:
+            if future.is_done and future.succeeded():
+                self._settled.append((process, len(value)))
+            elif process in expired or deadline < now or self._stop.is_set():
+                expired.add(process)
+                self._settled.append((process, len(value)))
+                self._failures.append(
+                    (process, _describe(future.exception) if future.is_done else "not sent")
+                )
+            else:
+                again.append((topic, value, process, deadline))
+        inflight.clear()
+        if again or self._retry:
+            kept = [entry for entry in self._retry if entry[2] not in expired]
+            self._retry.clear()
+            self._retry.extend(again)
+            self._retry.extend(kept)
+            if again:
+                logger.warning(
+                    "the broker did not take %d frames; sending them again, in order", len(again)
+                )
 
     # ------------------------------------------------------------------ consumer thread
 
@@ -845,21 +920,9 @@ def _close_producer(producer: kafka.KafkaProducer, timeout: float) -> None:
         producer._closed = True
 
 
-def _settle(
-    settled: collections.deque[tuple[ListenerId, int]],
-    process: ListenerId,
-    size: int,
-    _metadata: object,
-) -> None:
-    settled.append((process, size))
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() > deadline
 
 
-def _fail(
-    settled: collections.deque[tuple[ListenerId, int]],
-    failures: collections.deque[tuple[ListenerId, str]],
-    process: ListenerId,
-    size: int,
-    error: BaseException,
-) -> None:
-    settled.append((process, size))
-    failures.append((process, str(error) or type(error).__name__))
+def _describe(error: BaseException | None) -> str:
+    return (str(error) or type(error).__name__) if error is not None else "not sent"
