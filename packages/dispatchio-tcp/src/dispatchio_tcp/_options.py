@@ -50,6 +50,14 @@ class TcpOptions(TransportOptions):
     handshake_timeout: float = Field(
         default=5.0, gt=0, description="Seconds a new connection has to finish its handshake."
     )
+    max_handshakes: int = Field(
+        default=64,
+        ge=1,
+        description=(
+            "Accepted connections at most still in their handshake at once; a new one over "
+            "it closes the oldest (so silent connections cannot lock peers out)."
+        ),
+    )
     reconnect_min: float = Field(
         default=0.05, gt=0, description="First delay, in seconds, before dialing a peer again."
     )

@@ -13,6 +13,7 @@ import logging
 import random
 import secrets
 import ssl
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -56,6 +57,8 @@ __all__ = ["TcpOptions", "TcpTransport"]
 logger = logging.getLogger("dispatchio.tcp")
 
 _RECEIVE_SIZE = 256 * 1024
+# At most one warning per this many seconds about handshakes closed to make room.
+_EVICTION_LOG_INTERVAL = 10.0
 # What a broken or misbehaving connection raises; anything else is a bug and propagates.
 _LINK_ERRORS = (
     OSError,
@@ -165,7 +168,7 @@ class TcpTransport(Transport):
 
     Options (`TcpOptions`, where each is described with its default):
         ``secret``, ``ssl_context``, ``ssl_client_context``, ``handshake_timeout``,
-        ``reconnect_min``, ``reconnect_max``, and the common ``max_frame_size``,
+        ``max_handshakes``, ``reconnect_min``, ``reconnect_max``, and the common ``max_frame_size``,
         ``max_outbox_bytes`` and ``close_timeout``.
 
     Limitations:
@@ -203,6 +206,12 @@ class TcpTransport(Transport):
         self._serving = False
         # Which process each dialed address turned out to be.
         self._dialed: dict[tuple[str, int], ListenerId] = {}
+        # Accepted connections still in their handshake, oldest first (max_handshakes).
+        self._handshaking: dict[anyio.CancelScope, None] = {}
+        #: Connections closed in their handshake to make room for newer ones.
+        self.handshakes_evicted = 0
+        self._evictions_unlogged = 0
+        self._eviction_logged_at = -_EVICTION_LOG_INTERVAL
 
     # ------------------------------------------------------------------ public API
 
@@ -352,6 +361,42 @@ class TcpTransport(Transport):
 
     async def _accepted(self, stream: anyio.abc.SocketStream) -> None:
         address = _peer_address(stream)
+        # Silent connections are cheap to open: past max_handshakes the oldest one is
+        # closed, so a flood cannot hold every slot for handshake_timeout while a peer
+        # that completes its handshake at once still gets through.
+        waiting = self._handshaking
+        if len(waiting) >= self.options.max_handshakes:
+            oldest = next(iter(waiting))
+            del waiting[oldest]
+            oldest.cancel()
+            self._evicted()
+        scope = anyio.CancelScope()
+        waiting[scope] = None
+        link: _Link | None = None
+        try:
+            with scope:
+                link = await self._accept_handshake(stream, address)
+        finally:
+            waiting.pop(scope, None)
+        if link is not None:
+            self._start_link(link)
+
+    def _evicted(self) -> None:
+        self.handshakes_evicted += 1
+        self._evictions_unlogged += 1
+        now = time.monotonic()
+        if now - self._eviction_logged_at >= _EVICTION_LOG_INTERVAL:
+            logger.warning(
+                "closed %d connection(s) still in their handshake to make room for newer"
+                " ones: more than max_handshakes (%d) at once",
+                self._evictions_unlogged,
+                self.options.max_handshakes,
+            )
+            self._evictions_unlogged = 0
+            self._eviction_logged_at = now
+
+    async def _accept_handshake(self, stream: anyio.abc.SocketStream, address: str) -> _Link | None:
+        """The handshake of an accepted connection: the link, or None (stream closed)."""
         opts = self.options
         byte_stream: anyio.abc.ByteStream = stream
         try:
@@ -363,9 +408,9 @@ class TcpTransport(Transport):
                         ssl_context=opts.ssl_context,
                         standard_compatible=False,
                     )
-                link = await self._handshake(byte_stream, dialed=False, address=address)
+                return await self._handshake(byte_stream, dialed=False, address=address)
         except _Duplicate:
-            return
+            return None
         except TimeoutError:
             logger.warning(
                 "closed a connection from %s that did not finish its handshake within %g s",
@@ -373,15 +418,14 @@ class TcpTransport(Transport):
                 opts.handshake_timeout,
             )
             await _close_quietly(byte_stream)
-            return
+            return None
         except _LINK_ERRORS as exc:
             logger.warning("dropped connection from %s: %s", address, describe(exc))
             await _close_quietly(byte_stream)
-            return
+            return None
         except BaseException:
             await _close_quietly(byte_stream)
             raise
-        self._start_link(link)
 
     async def _dial_loop(self, address: tuple[str, int]) -> None:
         """Keep one link to ``address``: dial, back off on failure, redial after loss."""
