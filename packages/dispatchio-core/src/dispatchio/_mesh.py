@@ -25,7 +25,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 
@@ -52,6 +52,8 @@ if TYPE_CHECKING:
     from dispatchio._replies import Replies
 
 logger = logging.getLogger("dispatchio.mesh")
+
+_MAX_ERROR_TEXT: Final = 300  # characters of a dial error kept for a timeout's message
 
 
 def id_order(value: ListenerId) -> tuple[bool, ListenerId]:
@@ -99,6 +101,9 @@ class _TransportEvents:
 
     def frame_received(self, process: ListenerId, frame: bytes) -> None:
         self.mesh._frame(process, frame)
+
+    def dial_failed(self, url: str, error: str) -> None:
+        self.mesh.dial_errors[url] = error[:_MAX_ERROR_TEXT]
 
 
 class Mesh:
@@ -148,6 +153,9 @@ class Mesh:
         # Replies still owed by each peer: process -> message id -> count.
         self.awaiting: dict[ListenerId, dict[ListenerId, int]] = {}
         self.seq = 0
+        # The last reason each dialed URL could not be reached, for wait_for_* timeouts.
+        self.dial_errors: dict[str, str] = {}
+        # Set (and replaced) whenever the directory changes, here or in a peer.
         self.changed = anyio.Event()
         # Liveness needs only a coarse monotonic clock; anyio.current_time() would ask
         # which event loop runs on every frame.
@@ -206,11 +214,17 @@ class Mesh:
         return lid in self.remote_listener
 
     def local_changed(self, op: str, lid: ListenerId, group: ListenerId | None) -> None:
-        """A local registration changed: tell every peer (``op``: a `Registry` change code)."""
+        """A local registration changed: tell every peer (``op``: a `Registry` change code)
+        and wake whoever waits for the directory (``wait_for_*`` count local listeners)."""
         self.seq += 1
         frame = _wire.encode(_wire.DELTA, self.seq, op, lid, group)
         for process in list(self.peers):
             self._send(process, frame, quiet=True)
+        self._wake()
+
+    def _wake(self) -> None:
+        self.changed.set()
+        self.changed = anyio.Event()
 
     def _snapshot(self) -> bytes:
         registry = self.registry
@@ -234,8 +248,7 @@ class Mesh:
                     groups.setdefault(group, []).append(process)
         self.remote_listener = listeners
         self.remote_groups = {g: tuple(ps) for g, ps in groups.items()}
-        self.changed.set()
-        self.changed = anyio.Event()
+        self._wake()
 
     def peer_entries(self) -> list[dict[str, Any]]:
         """The directory entry of every connected peer (see `MessageDispatcher.directory`)."""

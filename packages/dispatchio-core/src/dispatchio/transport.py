@@ -50,6 +50,7 @@ __all__ = [
     "Transport",
     "TransportHandler",
     "TransportOptions",
+    "describe_error",
     "resolve_transport",
 ]
 
@@ -92,9 +93,9 @@ class PeerHello(NamedTuple):
 class TransportHandler(Protocol):
     """The core side of a transport: implemented by the dispatcher's mesh.
 
-    All three methods are synchronous, never raise, and must be called from the event
-    loop thread of the dispatcher (a transport running a blocking client in a worker
-    thread hands over with `anyio.from_thread.run_sync`).
+    Its methods are synchronous, never raise, and must be called from the event loop
+    thread of the dispatcher (a transport running a blocking client in a worker thread
+    hands over with `anyio.from_thread.run_sync`).
     """
 
     @property
@@ -111,6 +112,31 @@ class TransportHandler(Protocol):
 
     def frame_received(self, process: ListenerId, frame: bytes) -> None:
         """A whole frame arrived from ``process``, in the order the peer sent it."""
+
+    def dial_failed(self, url: str, error: str) -> None:
+        """An attempt to reach ``url`` (one `Transport.connect` was given) failed with
+        ``error``, a short description such as ``"ConnectionRefusedError: [Errno 111]
+        Connect call failed ('127.0.0.1', 7400)"``. Called for each failed attempt (the
+        transport keeps retrying); the core shows the last one when a ``wait_for_*``
+        times out. `describe_error` makes such a description from an exception."""
+
+
+def describe_error(exc: BaseException) -> str:
+    """``"Type: text"`` for an exception, followed in parentheses by the errors it was
+    raised from, for `TransportHandler.dial_failed` and logs.
+
+    The causes matter for dialing: anyio's ``connect_tcp`` raises ``OSError("All
+    connection attempts failed")`` from the real error (``ConnectionRefusedError``, or a
+    group of one error per address tried).
+    """
+    text = str(exc)
+    described = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    cause = exc.__cause__
+    if cause is not None:
+        inner: Any = getattr(cause, "exceptions", None)  # an exception group
+        parts = [describe_error(e) for e in inner] if inner else [describe_error(cause)]
+        described += f" ({'; '.join(dict.fromkeys(parts))})"
+    return described
 
 
 class Transport(abc.ABC):

@@ -75,7 +75,13 @@ from dispatchio import (
     TransportConfigError,
     TransportError,
 )
-from dispatchio.transport import PeerHello, Transport, TransportHandler, TransportOptions
+from dispatchio.transport import (
+    PeerHello,
+    Transport,
+    TransportHandler,
+    TransportOptions,
+    describe_error,
+)
 from dispatchio_http import _server
 from dispatchio_http._frames import HEADER, FrameError, batches, message_cap, split
 from dispatchio_http._handshake import (
@@ -531,6 +537,8 @@ class HttpTransport(Transport):
                 (logger.warning if news else logger.debug)(
                     "dialing %s failed: %s", url, _describe(exc)
                 )
+                assert self._handler is not None
+                _notify(self._handler.dial_failed, url, describe_error(exc))
             else:
                 delay = opts.reconnect_min
                 self._dialed[address] = link.hello.process

@@ -25,7 +25,13 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from anyio.streams.tls import TLSStream
 
 from dispatchio import ListenerId, TransportConfigError, TransportError
-from dispatchio.transport import PeerHello, Transport, TransportHandler, TransportOptions
+from dispatchio.transport import (
+    PeerHello,
+    Transport,
+    TransportHandler,
+    TransportOptions,
+    describe_error,
+)
 from dispatchio_tcp._fastpath import FastPath, adopt, describe, resume_reading
 from dispatchio_tcp._framing import (
     HEADER,
@@ -461,6 +467,8 @@ class TcpTransport(Transport):
                 news = isinstance(exc, (HandshakeError, ssl.SSLError))
                 log = logger.warning if news else logger.debug
                 log("dialing %s failed: %s", url, describe(exc))
+                assert self._handler is not None
+                _notify(self._handler.dial_failed, url, describe_error(exc))
             else:
                 backoff.reset()
                 self._dialed[address] = link.hello.process
