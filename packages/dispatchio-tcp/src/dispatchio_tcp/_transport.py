@@ -548,6 +548,24 @@ class TcpTransport(Transport):
                     f"process {theirs.process!r} at {address} failed authentication"
                 )
         hello = PeerHello(theirs.process, theirs.incarnation, theirs.urls)
+        linked = self._links.get(theirs.process)
+        if (
+            secret is None
+            and linked is not None
+            and not linked.closing
+            and linked.hello.incarnation != theirs.incarnation
+        ):
+            # Without a secret a hello proves nothing: anyone could claim a linked
+            # process's ID with a new incarnation and so cut the real one off, failing
+            # its requests. A genuine restart closes the old link (at once when the
+            # process died; after the core's failure detector bound when it went
+            # silent), and its next dial is accepted.
+            raise HandshakeError(
+                f"{address} claims to be process {theirs.process!r} (incarnation"
+                f" {theirs.incarnation}) while that process is linked (incarnation"
+                f" {linked.hello.incarnation}); refused until that link ends (set a"
+                " secret to authenticate peers)"
+            )
         if arbitrates(local.process, theirs.process):
             existing = self._links.get(theirs.process)
             decision = verdict(
