@@ -25,8 +25,8 @@ def anyio_backend() -> str:
 async def test_an_impostor_hello_is_refused_and_a_genuine_restart_accepted(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with anyio.fail_after(30):  # noqa: SIM117 (the bound covers opening the peers)
-        async with open_peers(
+    with anyio.fail_after(30):
+        async with open_peers(  # noqa: SIM117 (the bound covers opening the peers)
             url="tcp://127.0.0.1:0",
             transport_options={},
             backend="asyncio",
