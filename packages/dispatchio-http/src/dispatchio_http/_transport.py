@@ -50,6 +50,7 @@ import asyncio
 import contextlib
 import hmac
 import importlib
+import ipaddress
 import logging
 import random
 import re
@@ -115,6 +116,19 @@ _LINK_ERRORS = (
     TimeoutError,
     TransportError,
 )
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` (an IP address or ``localhost``) can be reached from this machine only.
+
+    Any other name counts as reachable from elsewhere: what it resolves to may change.
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]").partition("%")[0]).is_loopback
+    except ValueError:
+        return False
 
 
 class Address(NamedTuple):
@@ -261,7 +275,9 @@ class HttpTransport(Transport):
         """Bind ``listen``, report the bound URLs, serve until `aclose` or cancellation.
 
         Raises:
-            TransportConfigError: not on asyncio, a bad URL, or https without ssl_context.
+            TransportConfigError: not on asyncio, a bad URL, https without ssl_context, or
+                an http:// host beyond loopback without ``token`` (unless ``insecure``),
+                refused before binding.
             TransportError: a URL cannot be bound (``from`` the OS error).
         """
         _require_asyncio(self.scheme)
@@ -272,6 +288,18 @@ class HttpTransport(Transport):
             raise TransportConfigError(
                 "https transport: listening needs the ssl_context option (a server context)"
             )
+        opts = self.options
+        if opts.token is None and self.scheme == "http" and not opts.insecure:
+            for address, url in zip(addresses, listen, strict=True):
+                if not _is_loopback(address.host):
+                    raise TransportConfigError(
+                        f"refusing to listen on {url!r}: beyond loopback without"
+                        " authentication any host that reaches it can join the mesh and use"
+                        ' the gateway. Set the http option token="..." (the same on every'
+                        ' process; e.g. transport_options={"http": {"token": ...}}) and/or'
+                        " listen on https:// with ssl_context=, or pass insecure=True to"
+                        " accept the risk"
+                    )
         self._serving = True
         self._stopped = stopped = anyio.Event()
         runners: list[web.AppRunner] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 import textwrap
 import urllib.parse
@@ -12,7 +13,7 @@ from dispatchio import TransportConfigError
 from dispatchio.transport import TransportOptions
 from dispatchio_tcp._framing import MAX_FRAME_LIMIT
 
-__all__ = ["DEFAULT_HOST", "SCHEME", "TcpOptions", "format_url", "parse_url"]
+__all__ = ["DEFAULT_HOST", "SCHEME", "TcpOptions", "format_url", "is_loopback", "parse_url"]
 
 SCHEME = "tcp"
 DEFAULT_HOST = "127.0.0.1"
@@ -56,6 +57,13 @@ class TcpOptions(TransportOptions):
         description=(
             "Accepted connections at most still in their handshake at once; a new one over "
             "it closes the oldest (so silent connections cannot lock peers out)."
+        ),
+    )
+    insecure: bool = Field(
+        default=False,
+        description=(
+            "Allow listening beyond loopback with neither secret nor ssl_context (any host "
+            "that reaches the port can then join the mesh)."
         ),
     )
     reconnect_min: float = Field(
@@ -126,3 +134,16 @@ def parse_url(url: str, *, listening: bool) -> tuple[str, int]:
 def format_url(host: str, port: int) -> str:
     """``tcp://host:port``, with an IPv6 host in brackets."""
     return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an IP address or ``localhost``) can be reached from this machine only.
+
+    Any other name counts as reachable from elsewhere: what it resolves to may change.
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.partition("%")[0]).is_loopback
+    except ValueError:
+        return False

@@ -56,7 +56,7 @@ from dispatchio_tcp._handshake import (
     make_proof,
     verdict,
 )
-from dispatchio_tcp._options import SCHEME, TcpOptions, format_url, parse_url
+from dispatchio_tcp._options import SCHEME, TcpOptions, format_url, is_loopback, parse_url
 
 __all__ = ["TcpOptions", "TcpTransport"]
 
@@ -229,10 +229,27 @@ class TcpTransport(Transport):
         listen: Sequence[str],
         task_status: anyio.abc.TaskStatus[tuple[str, ...]] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Bind ``listen``, report the bound URLs, serve until `aclose` or cancellation."""
+        """Bind ``listen``, report the bound URLs, serve until `aclose` or cancellation.
+
+        Raises:
+            TransportConfigError: a bad URL, or a host beyond loopback without ``secret``
+                or ``ssl_context`` (unless ``insecure``), refused before binding.
+            TransportError: a URL cannot be bound.
+        """
         if self._serving or self._closing:
             raise TransportError("this tcp transport was started or closed already")
         addresses = [parse_url(url, listening=True) for url in listen]
+        opts = self.options
+        if opts.secret is None and opts.ssl_context is None and not opts.insecure:
+            for (host, _), url in zip(addresses, listen, strict=True):
+                if not is_loopback(host):
+                    raise TransportConfigError(
+                        f"refusing to listen on {url!r}: beyond loopback without"
+                        " authentication any host that reaches it can join the mesh. Set the"
+                        ' tcp option secret="..." (the same on every process; e.g.'
+                        ' transport_options={"tcp": {"secret": ...}}) and/or ssl_context=,'
+                        " or pass insecure=True to accept the risk"
+                    )
         self._serving = True
         self._stopped = stopped = anyio.Event()
         listeners: list[anyio.abc.Listener[anyio.abc.SocketStream]] = []
