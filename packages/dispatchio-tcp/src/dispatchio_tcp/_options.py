@@ -59,6 +59,15 @@ class TcpOptions(TransportOptions):
             "it closes the oldest (so silent connections cannot lock peers out)."
         ),
     )
+    max_receive_bytes: int | None = Field(
+        default=None,
+        ge=1024,
+        description=(
+            "Bytes of incomplete large frames (past each link's 256 KiB receive buffer) held "
+            "across all links at once; a link whose frame would pass it is dropped. "
+            "None: 64 x max_frame_size."
+        ),
+    )
     insecure: bool = Field(
         default=False,
         description=(
@@ -75,6 +84,8 @@ class TcpOptions(TransportOptions):
 
     @model_validator(mode="after")
     def _check(self) -> TcpOptions:
+        if self.max_receive_bytes is not None and self.max_receive_bytes < self.max_frame_size:
+            raise ValueError("max_receive_bytes must not be below max_frame_size")
         if self.reconnect_max < self.reconnect_min:
             raise ValueError("reconnect_max must not be below reconnect_min")
         server, client = self.ssl_context, self.ssl_client_context or self.ssl_context

@@ -32,7 +32,7 @@ from dispatchio.transport import (
     TransportOptions,
     describe_error,
 )
-from dispatchio_tcp._fastpath import FastPath, adopt, describe, resume_reading
+from dispatchio_tcp._fastpath import FastPath, ReceiveBudget, adopt, describe, resume_reading
 from dispatchio_tcp._framing import (
     HEADER,
     FrameDecoder,
@@ -212,6 +212,13 @@ class TcpTransport(Transport):
         self._serving = False
         # Which process each dialed address turned out to be.
         self._dialed: dict[tuple[str, int], ListenerId] = {}
+        opts = self.options
+        #: Receive buffer held for incomplete large frames across links (fast path).
+        self.receive_budget = ReceiveBudget(
+            opts.max_receive_bytes
+            if opts.max_receive_bytes is not None
+            else 64 * opts.max_frame_size
+        )
         # Accepted connections still in their handshake, oldest first (max_handshakes).
         self._handshaking: dict[anyio.CancelScope, None] = {}
         #: Connections closed in their handshake to make room for newer ones.
@@ -639,6 +646,7 @@ class TcpTransport(Transport):
                 link.fast_ended,
                 max_frame_size=opts.max_frame_size,
                 max_outbox_bytes=opts.max_outbox_bytes,
+                budget=self.receive_budget,
             ),
         )
         if adopted is None:
