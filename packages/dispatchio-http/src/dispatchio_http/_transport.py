@@ -439,6 +439,30 @@ class HttpTransport(Transport):
     def _is_closing(self) -> bool:
         return self._closing
 
+    def _impostor(self, process: ListenerId, incarnation: int, address: str) -> str | None:
+        """Why a hello is refused as a claim on a linked process's ID (None: it is not).
+
+        Without a token a hello proves nothing: anyone could claim a linked process's ID
+        with a new incarnation and so cut the real one off, failing its requests. A
+        genuine restart closes the old link (at once when the process died; after the
+        core's failure detector bound when it went silent), and its next dial gets in.
+        """
+        linked = self._links.get(process)
+        if (
+            self.options.token is not None
+            or linked is None
+            or linked.closing
+            or linked.hello.incarnation == incarnation
+        ):
+            return None
+        reason = (
+            f"{address} claims to be process {process!r} (incarnation {incarnation}) while"
+            f" that process is linked (incarnation {linked.hello.incarnation}); refused until"
+            " that link ends (set a token to authenticate peers)"
+        )
+        logger.warning("refused a peer link: %s", reason)
+        return reason
+
     def _own(self, address: Address, url: str) -> Address:
         if address.scheme != self.scheme:
             raise TransportConfigError(f"{url!r} is not a {self.scheme}:// URL")
@@ -479,6 +503,9 @@ class HttpTransport(Transport):
         if not ws.can_prepare(request).ok:
             return _refuse(426, "upgrade", "a peer link is a WebSocket upgrade")
         hello = PeerHello(theirs.process, theirs.incarnation, theirs.urls)
+        claimed = self._impostor(theirs.process, theirs.incarnation, address)
+        if claimed is not None:
+            return _refuse(409, "claimed", claimed)
         link = _Link(hello, ws, socket=request.transport)
         arbiter = str(local.process) < str(theirs.process)
         if arbiter:
@@ -629,6 +656,9 @@ class HttpTransport(Transport):
                 raise HandshakeError(f"process {theirs.process!r} at {url} failed authentication")
             if str(theirs.process) == str(local.process):
                 raise _SelfDial(f"{url} is this process itself")
+            claimed = self._impostor(theirs.process, theirs.incarnation, url)
+            if claimed is not None:
+                raise HandshakeError(claimed)
             link = _Link(
                 PeerHello(theirs.process, theirs.incarnation, theirs.urls),
                 ws,
