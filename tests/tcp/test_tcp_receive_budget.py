@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from dispatchio_tcp._fastpath import RING_SIZE
-from dispatchio_tcp._framing import encode_header
+from dispatchio_tcp._framing import FrameDecoder, encode_header
 from tests.tcp._tcp_support import frame, raw_connect, raw_handshake, running, watching_logs
 
 pytestmark = pytest.mark.anyio
@@ -91,3 +91,16 @@ async def test_incomplete_large_frames_across_links_stay_within_max_receive_byte
                 good.transport.send("alpha", b"ping")
                 assert await receiver.handler.wait_frames("beta", 1) == [b"ping"]
         assert budget.held == 0
+
+
+def test_the_stream_paths_decoder_grows_only_as_a_large_frame_arrives() -> None:
+    decoder = FrameDecoder(_MAX_FRAME)
+    start = decoder.capacity
+    assert list(decoder.feed(encode_header(_MAX_FRAME - 1) + b"x" * 1000)) == []
+    assert decoder.capacity == start
+    assert list(decoder.feed(b"x" * (start * 2))) == []
+    assert start * 2 < decoder.capacity <= start * 4
+    rest = _MAX_FRAME - 1 - 1000 - start * 2
+    (whole,) = decoder.feed(b"y" * rest)
+    assert len(whole) == _MAX_FRAME - 1
+    assert decoder.capacity == _MAX_FRAME + 3
