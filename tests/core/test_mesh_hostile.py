@@ -281,3 +281,21 @@ async def test_fuzz_frames_of_valid_json_and_the_wrong_shape_never_break_the_mes
             finally:
                 logging.getLogger("dispatchio.mesh").disabled = False
             await _still_served(a, "after the fuzz")
+
+
+async def test_a_flood_of_bad_frames_is_counted_but_logged_once_per_second(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with anyio.fail_after(5):
+        async with mesh(3) as (a, b, c):
+            echo(b, "b-echo")
+            await a.wait_for_listener("b-echo", timeout=5)
+            with caplog.at_level(logging.DEBUG, logger="dispatchio.mesh"):
+                for _ in range(1000):
+                    _inject(c, a, [FANOUT, [1], 2])
+                await _still_served(a, "after the flood")
+            warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+            assert _mesh_of(a).refused_frames == 1000
+            # All within one second here, unless the machine stalls for longer.
+            assert 1 <= len(warnings) < 1000
+            assert "dropped a bad frame from process 'p2'" in warnings[0].getMessage()

@@ -59,6 +59,7 @@ logger = logging.getLogger("dispatchio.mesh")
 MAX_PEER_ENTRIES = 100_000
 #: The most processes this one remembers (members gossip); beyond it news is ignored.
 MAX_MEMBERS = 10_000
+_REFUSED_LOG_INTERVAL = 1.0  # seconds between two warnings about refused frames
 _DELTA_OPS = frozenset((REGISTERED, UNREGISTERED, SUBSCRIBED, UNSUBSCRIBED))
 
 
@@ -192,6 +193,8 @@ class Mesh:
         self.changed = anyio.Event()
         #: Frames refused from peers (wrong shape, a lie, a reply nobody asked them for).
         self.refused_frames = 0
+        self._refused_unlogged = 0
+        self._refused_logged_at = -_REFUSED_LOG_INTERVAL
         # Liveness needs only a coarse monotonic clock; anyio.current_time() would ask
         # which event loop runs on every frame.
         self.clock = time.monotonic
@@ -450,8 +453,26 @@ class Mesh:
         except (_wire.WireError, IndexError, TypeError, ValueError) as exc:
             # ValueError covers _Refused. Whatever a peer sends, the peer stays linked and
             # every other peer served: the frame alone is dropped.
-            self.refused_frames += 1
-            logger.warning("dropped a bad frame from process %r: %s", process, exc)
+            self._refused(process, exc)
+
+    def _refused(self, process: ListenerId, exc: Exception) -> None:
+        self.refused_frames += 1
+        # A peer sending nothing but bad frames must not flood the log: one warning per
+        # interval, the rest at DEBUG, counted in the next warning.
+        now = self.clock()
+        if now - self._refused_logged_at < _REFUSED_LOG_INTERVAL:
+            self._refused_unlogged += 1
+            logger.debug("dropped a bad frame from process %r: %s", process, exc)
+            return
+        more = self._refused_unlogged
+        self._refused_unlogged = 0
+        self._refused_logged_at = now
+        logger.warning(
+            "dropped a bad frame from process %r: %s%s",
+            process,
+            exc,
+            f" ({more} more bad frames dropped since the last warning)" if more else "",
+        )
 
     def _message(self, process: ListenerId, message: Message) -> None:
         if message.is_response:
