@@ -1,6 +1,6 @@
 """Run the dispatchio benchmarks beside peer libraries measured in the same run.
 
-Usage: ``python benchmarks/run.py [--quick | --smoke] [--section core|tcp]``
+Usage: ``python benchmarks/run.py [--quick | --smoke] [--section core|tcp|http|kafka]``
 (``nox -s bench`` runs it; ``--smoke`` only checks that every benchmark runs, its
 figures mean nothing).
 
@@ -9,7 +9,8 @@ the project's reference machine, as a sanity check), then a table of dispatchio
 figures, each beside a peer from this run, with the ratio, the target and PASS/FAIL.
 A second section does the same between two OS processes over TCP on loopback
 (raw asyncio streams and pyzmq beside dispatchio-tcp; see bench_tcp.py), a third over
-HTTP (raw aiohttp beside dispatchio-http; see bench_http.py).
+HTTP (raw aiohttp beside dispatchio-http, and the gateway beside raw aiohttp; see
+bench_http.py and bench_gateway.py).
 Benchmarks report, they do not gate: the exit code is always 0.
 """
 
@@ -410,8 +411,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--section",
-        choices=["core", "tcp", "http"],
-        help="only the in-process, the TCP or the HTTP section",
+        choices=["core", "tcp", "http", "kafka"],
+        help="only the in-process, the TCP, the HTTP or the Kafka section",
     )
     args = parser.parse_args(argv)
     cfg = Config.smoke() if args.smoke else Config.quick() if args.quick else Config()
@@ -443,6 +444,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         import bench_http
 
         http_rows = bench_http.section(cfg, _log, have_core=have_core, tcp_rows=tcp_rows)
+    if args.section in (None, "kafka"):
+        import bench_kafka  # its own section: a broker, dispatchio-kafka and raw kafka-python
+
+        bench_kafka.report(repeats=max(1, cfg.repeats // 2), scale=cfg.async_scale, log=_log)
 
     # Every gated benchmark counts, including those that errored out.
     gated = [r for r in rows + tcp_rows + http_rows if r.gated]

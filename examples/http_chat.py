@@ -53,10 +53,10 @@ def make_bot() -> BasicMessageListener:
 async def ask_the_browser(dispatcher: MessageDispatcher) -> None:
     """Each time a page connects as "browser", ask it a question and print the answer."""
     while True:
-        # Polled: wait_for_listener wakes on remote directory changes, and the page's
-        # stream registers "browser" in this very process.
-        while "browser" not in dispatcher.listeners:
-            await anyio.sleep(0.1)
+        try:
+            await dispatcher.wait_for_listener("browser", timeout=3600)
+        except TimeoutError:
+            continue  # nobody opened the page this hour: keep waiting
         question = Message("question", "What is your name?", destination="browser", source="bot")
         try:
             reply = await dispatcher.request(question, timeout=300)
@@ -64,8 +64,8 @@ async def ask_the_browser(dispatcher: MessageDispatcher) -> None:
             print(f"NO REPLY {type(exc).__name__}", flush=True)
         else:
             print(f"REPLY {reply.content}", flush=True)
-        while "browser" in dispatcher.listeners:  # one question per visit
-            await anyio.sleep(0.2)
+        while "browser" in dispatcher.listeners:  # one question per visit (polled: there
+            await anyio.sleep(0.2)  # is no wait for a listener to leave)
 
 
 def page_app(api: str) -> web.Application:

@@ -78,7 +78,9 @@ async def test_python_process_requests_a_stream_listener_and_gets_its_reply(
             assert caught.value.type == "UndeliverableError"
 
 
-async def test_listener_id_taken_in_another_process_is_409(peers: Peers) -> None:
+async def test_listener_id_taken_in_another_process_is_409_and_pages_show_that_process(
+    peers: Peers,
+) -> None:
     async with (
         peers.dispatcher("a") as a,
         aiohttp.ClientSession() as http,
@@ -94,10 +96,18 @@ async def test_listener_id_taken_in_another_process_is_409(peers: Peers) -> None
             assert "'b'" in problem["detail"]
             async with http.get(f"{base}/v1/directory") as response:
                 directory = await response.json()
+            async with http.get(f"{base}/v1/status") as response:
+                status = await response.json()
+            async with http.get(f"{base}/") as response:
+                page = await response.text()
         remote = [p for p in directory["processes"] if not p["local"]]
         assert [p["process"] for p in remote] == ["b"]
         assert "elsewhere" in remote[0]["listeners"]
         assert remote[0]["urls"][0].startswith("http://127.0.0.1:")
+        # The status page and its data show the peer and its listeners too.
+        assert status["peers"] == ["b"]
+        assert "elsewhere" in page
+        assert remote[0]["urls"][0] in page
 
 
 async def test_request_to_a_process_that_dies_is_503_peer_lost(peers: Peers) -> None:

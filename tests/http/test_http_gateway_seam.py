@@ -138,3 +138,22 @@ async def test_over_https_the_gateway_and_its_event_stream_work_with_the_token()
     assert (r.status, reply["content"]) == (200, "tls")
     assert ready.event == "ready"
     assert delivered["content"] == "over tls"
+
+
+async def test_health_needs_no_token_and_reveals_nothing_but_liveness() -> None:
+    with anyio.fail_after(10):
+        async with serving() as (_, url), aiohttp.ClientSession() as http:
+            async with http.get(url + "/v1/health") as health:
+                body = await health.read()
+                headers = dict(health.headers)
+            async with http.get(url + "/v1/directory", headers=AUTH) as directory:
+                server = directory.headers["Server"]
+    assert health.status == 200
+    assert body == b'{"status":"ok"}'  # no process ID, version, listener or peer
+    assert headers["Server"] == server == "dispatchio"  # no aiohttp or Python version
+    assert {name.lower() for name in headers} <= {
+        "content-type",
+        "content-length",
+        "date",
+        "server",
+    }

@@ -88,6 +88,15 @@ class PeerHello(NamedTuple):
     #: The URLs the process listens on, as bound (others may dial them). The core passes
     #: its own hello with no URLs: a transport fills in the ones it actually bound.
     urls: tuple[str, ...]
+    #: Seconds the process's listeners stay in other processes' directories after it
+    #: stopped answering (it crashed, or the link is gone), because its transport keeps
+    #: the frames sent to it meanwhile and delivers them when it returns (a Kafka inbox).
+    #: Meanwhile the core still sends it letters, and fails at once what needs an answer
+    #: now (a request, a ``response_required`` letter). 0 (the default, for transports
+    #: that store nothing): it is forgotten at once. A clean shutdown (its GOODBYE)
+    #: always forgets it at once. Only the transport that knows it stores frames reports
+    #: more than 0, from what the peer advertised.
+    durable_for: float = 0.0
 
 
 class TransportHandler(Protocol):
@@ -156,6 +165,12 @@ class Transport(abc.ABC):
 
     #: The URL scheme, e.g. ``"tcp"``.
     scheme: ClassVar[str]
+    #: Whether a peer that stops reading makes this transport's outbox for it fill up, so
+    #: that `send` raises `OutboxFullError` (per-peer back-pressure). False when something
+    #: in between takes everything (a broker): the local outbox is then bounded by
+    #: ``max_outbox_bytes`` all the same, but a frozen peer never fills it, and the
+    #: conformance suite skips its outbox-overflow test, saying why.
+    peer_backpressure: ClassVar[bool] = True
     #: The options model; subclasses of `TransportOptions`.
     Options: ClassVar[type[TransportOptions]] = TransportOptions
 

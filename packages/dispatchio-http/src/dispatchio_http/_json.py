@@ -139,7 +139,8 @@ async def _read_capped(request: web.Request, limit: int) -> bytes:
             return b"".join(chunks)
         size += len(chunk)
         if size > limit:
-            raise HttpProblem(413, "too_large", f"the body exceeds {limit} bytes")
+            # close: the rest of the body is never read (nor drained).
+            raise HttpProblem(413, "too_large", f"the body exceeds {limit} bytes", close=True)
         chunks.append(chunk)
 
 

@@ -6,7 +6,7 @@ Every request passes one middleware (`guard`) before any route sees it:
   server's own origin nor in ``cors_origins`` is refused ``403`` (so a page from another
   site cannot make the gateway act, even where the browser would hide the answer); CORS
   preflights from allowed origins are answered here, and their responses carry the
-  CORS headers (added in `on_response_prepare`, so event streams get them too).
+  CORS headers (added in `_on_response_prepare`, so event streams get them too).
 * Token: with ``token`` set, every route except ``{prefix}/v1/health`` needs it
   (`dispatchio_http._auth.authorized`), or gets ``401``.
 * Bodies: a ``Content-Length`` over the cap is refused ``413`` before a byte of the body
@@ -119,14 +119,23 @@ def _too_large(detail: str) -> web.Response:
     return response
 
 
-def _cors_headers(options: HttpOptions) -> Callable[[web.Request, web.StreamResponse], Any]:
+#: What every response names as its server: no software versions (aiohttp's default
+#: names aiohttp's and Python's), so even /v1/health reveals only liveness.
+SERVER_NAME: Final = "dispatchio"
+
+
+def _on_response_prepare(
+    options: HttpOptions,
+) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
     origins = frozenset(options.cors_origins)
 
     async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
-        origin = request.headers.get(hdrs.ORIGIN)
-        if origin is not None and origin in origins:
-            response.headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = origin
-            response.headers.add(hdrs.VARY, hdrs.ORIGIN)
+        response.headers[hdrs.SERVER] = SERVER_NAME
+        if origins:
+            origin = request.headers.get(hdrs.ORIGIN)
+            if origin is not None and origin in origins:
+                response.headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = origin
+                response.headers.add(hdrs.VARY, hdrs.ORIGIN)
 
     return on_response_prepare
 
@@ -134,8 +143,8 @@ def _cors_headers(options: HttpOptions) -> Callable[[web.Request, web.StreamResp
 def build_app(prefix: str, options: HttpOptions) -> web.Application:
     """An application for ``prefix`` with the guard in front; the caller adds routes."""
     app = web.Application(middlewares=[_guard(prefix, options)], client_max_size=options.body_limit)
-    if options.cors_origins:
-        app.on_response_prepare.append(_cors_headers(options))
+    # Event streams too: the hook runs when a response starts, whatever its kind.
+    app.on_response_prepare.append(_on_response_prepare(options))
     return app
 
 
