@@ -62,6 +62,40 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("dispatchio.mesh")
 
+#: The most directory entries (listeners plus group subscriptions) one peer may claim; a
+#: SNAPSHOT over it is dropped, a DELTA over it not applied (both logged), so a lying
+#: peer cannot make this process hold millions of entries.
+MAX_PEER_ENTRIES = 100_000
+#: The most processes this one remembers (members gossip); beyond it news is ignored.
+MAX_MEMBERS = 10_000
+_REFUSED_LOG_INTERVAL = 1.0  # seconds between two warnings about refused frames
+_DELTA_OPS = frozenset((REGISTERED, UNREGISTERED, SUBSCRIBED, UNSUBSCRIBED))
+
+
+class _Refused(ValueError):
+    """A frame of the right syntax that this process will not act on (it lies or is wrong)."""
+
+
+def _check_id(value: object, what: str) -> None:
+    cls = value.__class__
+    if cls is not str and cls is not int:
+        raise _Refused(f"{what} must be an int or a string, not {cls.__name__}")
+
+
+def _check_ids(values: Any, what: str) -> list[ListenerId]:
+    if values.__class__ is not list:
+        raise _Refused(f"{what} must be a list, not {values.__class__.__name__}")
+    for value in values:
+        _check_id(value, f"each of {what}")
+    return values
+
+
+def _check_count(value: Any, what: str) -> int:
+    if value.__class__ is not int or value < 0:
+        raise _Refused(f"{what} must be an int >= 0, not {value!r:.40}")
+    return value
+
+
 _MAX_ERROR_TEXT: Final = 300  # characters of a dial error kept for a timeout's message
 
 
@@ -180,6 +214,10 @@ class Mesh:
         self.dial_errors: dict[str, str] = {}
         # Set (and replaced) whenever the directory changes, here or in a peer.
         self.changed = anyio.Event()
+        #: Frames refused from peers (wrong shape, a lie, a reply nobody asked them for).
+        self.refused_frames = 0
+        self._refused_unlogged = 0
+        self._refused_logged_at = -_REFUSED_LOG_INTERVAL
         # Liveness needs only a coarse monotonic clock; anyio.current_time() would ask
         # which event loop runs on every frame.
         self.clock = time.monotonic
@@ -465,7 +503,7 @@ class Mesh:
             if kind == _wire.MSG:
                 self._message(process, _wire.message_from(fields))
             elif kind == _wire.FANOUT:
-                self._apply_fanout(process, fields[1], fields[2])
+                self._apply_fanout(process, fields)
             elif kind == _wire.SNAPSHOT:
                 self._apply_snapshot(peer, fields)
             elif kind == _wire.DELTA:
@@ -481,17 +519,42 @@ class Mesh:
                     clean=True,
                 )
         except (_wire.WireError, IndexError, TypeError, ValueError) as exc:
-            logger.warning("dropped a bad frame from process %r: %s", process, exc)
+            # ValueError covers _Refused. Whatever a peer sends, the peer stays linked and
+            # every other peer served: the frame alone is dropped.
+            self._refused(process, exc)
+
+    def _refused(self, process: ListenerId, exc: Exception) -> None:
+        self.refused_frames += 1
+        # A peer sending nothing but bad frames must not flood the log: one warning per
+        # interval, the rest at DEBUG, counted in the next warning.
+        now = self.clock()
+        if now - self._refused_logged_at < _REFUSED_LOG_INTERVAL:
+            self._refused_unlogged += 1
+            logger.debug("dropped a bad frame from process %r: %s", process, exc)
+            return
+        more = self._refused_unlogged
+        self._refused_unlogged = 0
+        self._refused_logged_at = now
+        logger.warning(
+            "dropped a bad frame from process %r: %s%s",
+            process,
+            exc,
+            f" ({more} more bad frames dropped since the last warning)" if more else "",
+        )
 
     def _message(self, process: ListenerId, message: Message) -> None:
         if message.is_response:
             owed = self.awaiting.get(process)
-            if owed is not None:
-                left = owed.get(message.id, 0) - 1  # type: ignore[arg-type]
-                if left > 0:
-                    owed[message.id] = left  # type: ignore[index]
+            count = 0 if owed is None else owed.get(message.id, 0)  # type: ignore[arg-type]
+            if count > 0:
+                if count > 1:
+                    owed[message.id] = count - 1  # type: ignore[index]
                 else:
-                    owed.pop(message.id, None)  # type: ignore[arg-type]
+                    owed.pop(message.id, None)  # type: ignore[union-attr, arg-type]
+            elif message.id in self.replies.pending:
+                # Waited for, but not from this process: it must not answer (or fail) a
+                # request this process sent elsewhere.
+                raise _Refused(f"a reply to message {message.id!r}, which it was not sent")
             self.replies.route_response(message)
         else:
             self.deliver(message)
@@ -500,13 +563,18 @@ class Mesh:
         """A remote group message was fanned out here: tell its sender how many copies."""
         self._send(message.process, _wire.encode(_wire.FANOUT, message.id, copies))  # type: ignore[arg-type]
 
-    def _apply_fanout(self, process: ListenerId, message_id: ListenerId, copies: int) -> None:
+    def _apply_fanout(self, process: ListenerId, fields: list[Any]) -> None:
+        _, message_id, copies = fields[:3]
+        _check_id(message_id, "a FANOUT's message id")
+        _check_count(copies, "a FANOUT's count of copies")
         replies = self.replies
         pending = replies.pending.get(message_id)
         if pending is None:
             return
-        if copies <= 0:
-            owed = self.awaiting.get(process, {})
+        owed = self.awaiting.get(process)
+        if owed is None or message_id not in owed:
+            raise _Refused(f"a FANOUT for message {message_id!r}, which it was not sent")
+        if copies == 0:
             owed.pop(message_id, None)
             error = format_error(UndeliverableError.code, f"no subscribers in process {process!r}")
             replies.route_response(
@@ -514,23 +582,51 @@ class Mesh:
             )
             return
         pending.outstanding += copies - 1
-        owed = self.awaiting.setdefault(process, {})
         owed[message_id] = owed.get(message_id, 0) + copies - 1
 
     def _apply_snapshot(self, peer: _Peer, fields: list[Any]) -> None:
         _, _version, seq, listeners, groups, members = fields[:6]
+        _check_count(seq, "a SNAPSHOT's sequence number")
+        entries = len(_check_ids(listeners, "a SNAPSHOT's listeners"))
+        if groups.__class__ is not list:
+            raise _Refused("a SNAPSHOT's groups must be a list")
+        claimed: dict[ListenerId, set[ListenerId]] = {}
+        for entry in groups:
+            if entry.__class__ is not list or len(entry) != 2:
+                raise _Refused("each SNAPSHOT group must be [group, [listener...]]")
+            group, lids = entry
+            _check_id(group, "a SNAPSHOT's group")
+            entries += len(_check_ids(lids, "a SNAPSHOT group's members"))
+            if entries > MAX_PEER_ENTRIES:
+                break
+            claimed[group] = set(lids)
+        if entries > MAX_PEER_ENTRIES:
+            raise _Refused(
+                f"a SNAPSHOT of more than {MAX_PEER_ENTRIES} directory entries (MAX_PEER_ENTRIES)"
+            )
+        self._check_members(members)
         peer.seq = seq
         peer.listeners = set(listeners)
-        peer.groups = {group: set(lids) for group, lids in groups}
+        peer.groups = claimed
         self._reindex()
         self._learn_members(members)
 
     def _apply_delta(self, process: ListenerId, peer: _Peer, fields: list[Any]) -> None:
         _, seq, op, lid, group = fields[:5]
+        _check_count(seq, "a DELTA's sequence number")
+        if op.__class__ is not str or op not in _DELTA_OPS:
+            raise _Refused(f"a DELTA's operation must be one of {sorted(_DELTA_OPS)}")
+        _check_id(lid, "a DELTA's listener")
+        if op in (SUBSCRIBED, UNSUBSCRIBED):
+            _check_id(group, "a DELTA's group")
         if seq != peer.seq + 1:
             self._send(process, _wire.SNAPSHOT_REQUEST_FRAME)
             return
         peer.seq = seq
+        if op in (REGISTERED, SUBSCRIBED) and (
+            len(peer.listeners) + sum(len(m) for m in peer.groups.values()) >= MAX_PEER_ENTRIES
+        ):
+            raise _Refused(f"a DELTA past {MAX_PEER_ENTRIES} directory entries (MAX_PEER_ENTRIES)")
         if op == REGISTERED:
             peer.listeners.add(lid)
         elif op == UNREGISTERED:
@@ -543,7 +639,21 @@ class Mesh:
             peer.groups.get(group, set()).discard(lid)
         self._reindex()
 
+    @staticmethod
+    def _check_members(members: Any) -> None:
+        if members.__class__ is not list:
+            raise _Refused("the members must be a list")
+        for entry in members:
+            if entry.__class__ is not list or len(entry) != 3:
+                raise _Refused("each member must be [process, incarnation, [url...]]")
+            process, incarnation, urls = entry
+            _check_id(process, "a member's process")
+            _check_count(incarnation, "a member's incarnation")
+            if urls.__class__ is not list or any(url.__class__ is not str for url in urls):
+                raise _Refused("a member's URLs must be a list of strings")
+
     def _learn_members(self, members: list[Any]) -> None:
+        self._check_members(members)
         for process, incarnation, urls in members:
             if process == self.process_id:
                 continue
@@ -551,6 +661,13 @@ class Mesh:
             if known is not None and known[0] == incarnation and known[1]:
                 continue
             if not urls:
+                continue
+            if known is None and len(self.members) >= MAX_MEMBERS:
+                logger.warning(
+                    "ignored news of process %r: %d processes known already (MAX_MEMBERS)",
+                    process,
+                    len(self.members),
+                )
                 continue
             self.members[process] = (incarnation, tuple(urls))
             if process in self.peers:

@@ -27,6 +27,13 @@ class HttpOptions(TransportOptions):
             " time, never logged). /v1/health never needs it. None: no authentication."
         ),
     )
+    insecure: bool = Field(
+        default=False,
+        description=(
+            "Allow listening beyond loopback with neither token nor TLS (https://) (any "
+            "host that reaches the port can then join the mesh and use the gateway)."
+        ),
+    )
     gateway: bool = Field(
         default=True,
         description="Serve the gateway API for plain HTTP clients under {prefix}/v1/.",

@@ -50,6 +50,7 @@ import asyncio
 import contextlib
 import hmac
 import importlib
+import ipaddress
 import logging
 import random
 import re
@@ -115,6 +116,19 @@ _LINK_ERRORS = (
     TimeoutError,
     TransportError,
 )
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` (an IP address or ``localhost``) can be reached from this machine only.
+
+    Any other name counts as reachable from elsewhere: what it resolves to may change.
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]").partition("%")[0]).is_loopback
+    except ValueError:
+        return False
 
 
 class Address(NamedTuple):
@@ -261,7 +275,9 @@ class HttpTransport(Transport):
         """Bind ``listen``, report the bound URLs, serve until `aclose` or cancellation.
 
         Raises:
-            TransportConfigError: not on asyncio, a bad URL, or https without ssl_context.
+            TransportConfigError: not on asyncio, a bad URL, https without ssl_context, or
+                an http:// host beyond loopback without ``token`` (unless ``insecure``),
+                refused before binding.
             TransportError: a URL cannot be bound (``from`` the OS error).
         """
         _require_asyncio(self.scheme)
@@ -272,6 +288,18 @@ class HttpTransport(Transport):
             raise TransportConfigError(
                 "https transport: listening needs the ssl_context option (a server context)"
             )
+        opts = self.options
+        if opts.token is None and self.scheme == "http" and not opts.insecure:
+            for address, url in zip(addresses, listen, strict=True):
+                if not _is_loopback(address.host):
+                    raise TransportConfigError(
+                        f"refusing to listen on {url!r}: beyond loopback without"
+                        " authentication any host that reaches it can join the mesh and use"
+                        ' the gateway. Set the http option token="..." (the same on every'
+                        ' process; e.g. transport_options={"http": {"token": ...}}) and/or'
+                        " listen on https:// with ssl_context=, or pass insecure=True to"
+                        " accept the risk"
+                    )
         self._serving = True
         self._stopped = stopped = anyio.Event()
         runners: list[web.AppRunner] = []
@@ -411,6 +439,30 @@ class HttpTransport(Transport):
     def _is_closing(self) -> bool:
         return self._closing
 
+    def _impostor(self, process: ListenerId, incarnation: int, address: str) -> str | None:
+        """Why a hello is refused as a claim on a linked process's ID (None: it is not).
+
+        Without a token a hello proves nothing: anyone could claim a linked process's ID
+        with a new incarnation and so cut the real one off, failing its requests. A
+        genuine restart closes the old link (at once when the process died; after the
+        core's failure detector bound when it went silent), and its next dial gets in.
+        """
+        linked = self._links.get(process)
+        if (
+            self.options.token is not None
+            or linked is None
+            or linked.closing
+            or linked.hello.incarnation == incarnation
+        ):
+            return None
+        reason = (
+            f"{address} claims to be process {process!r} (incarnation {incarnation}) while"
+            f" that process is linked (incarnation {linked.hello.incarnation}); refused until"
+            " that link ends (set a token to authenticate peers)"
+        )
+        logger.warning("refused a peer link: %s", reason)
+        return reason
+
     def _own(self, address: Address, url: str) -> Address:
         if address.scheme != self.scheme:
             raise TransportConfigError(f"{url!r} is not a {self.scheme}:// URL")
@@ -451,6 +503,9 @@ class HttpTransport(Transport):
         if not ws.can_prepare(request).ok:
             return _refuse(426, "upgrade", "a peer link is a WebSocket upgrade")
         hello = PeerHello(theirs.process, theirs.incarnation, theirs.urls)
+        claimed = self._impostor(theirs.process, theirs.incarnation, address)
+        if claimed is not None:
+            return _refuse(409, "claimed", claimed)
         link = _Link(hello, ws, socket=request.transport)
         arbiter = str(local.process) < str(theirs.process)
         if arbiter:
@@ -601,6 +656,9 @@ class HttpTransport(Transport):
                 raise HandshakeError(f"process {theirs.process!r} at {url} failed authentication")
             if str(theirs.process) == str(local.process):
                 raise _SelfDial(f"{url} is this process itself")
+            claimed = self._impostor(theirs.process, theirs.incarnation, url)
+            if claimed is not None:
+                raise HandshakeError(claimed)
             link = _Link(
                 PeerHello(theirs.process, theirs.incarnation, theirs.urls),
                 ws,

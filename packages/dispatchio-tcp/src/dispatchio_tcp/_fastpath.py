@@ -26,7 +26,7 @@ from dispatchio_tcp._framing import (
     too_large,
 )
 
-__all__ = ["FastPath", "adopt", "describe", "resume_reading"]
+__all__ = ["FastPath", "ReceiveBudget", "adopt", "describe", "resume_reading"]
 
 logger = logging.getLogger("dispatchio.tcp")
 
@@ -37,6 +37,22 @@ _MIN_FREE = 64 * 1024
 _JOIN_LIMIT = 64 * 1024
 _pack_header = HEADER.pack
 _HEADER_SIZE = HEADER.size
+
+
+class ReceiveBudget:
+    """Bytes of receive buffer beyond `RING_SIZE` held by all the links of a transport.
+
+    One link may grow its ring up to ``max_frame_size`` for a large frame; without a
+    bound across links, many links each announcing a large frame and stopping would
+    make the receiver hold that much per link.
+    """
+
+    __slots__ = ("held", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        #: Bytes held now, over every link.
+        self.held = 0
 
 
 def describe(exc: BaseException) -> str:
@@ -70,8 +86,11 @@ class FastPath(asyncio.BufferedProtocol):
         *,
         max_frame_size: int,
         max_outbox_bytes: int,
+        budget: ReceiveBudget | None = None,
     ) -> None:
         self.process = process
+        self.budget = budget or ReceiveBudget(max_frame_size + _HEADER_SIZE)
+        self.extra = 0  # bytes of the ring beyond RING_SIZE, counted in the budget
         self.transport = transport
         self.write = transport.write
         self.buffered = transport.get_write_buffer_size
@@ -192,18 +211,44 @@ class FastPath(asyncio.BufferedProtocol):
         if not have:
             pos = end = 0
             if size > RING_SIZE:  # a large frame is done: give the memory back
-                self.ring = bytearray(RING_SIZE)
-                self.view = memoryview(self.ring)
-        elif need > size:
-            # need = header + a length already checked against max_frame_size.
-            ring = bytearray(max(need, min(2 * size, self.max_frame + HEADER.size)))
-            ring[:have] = self.view[pos:end]
-            self.ring, self.view = ring, memoryview(ring)
+                self._resize(RING_SIZE)
+        elif need > size and size - have < _MIN_FREE:
+            # need = header + a length already checked against max_frame_size. The ring
+            # grows as the frame's bytes arrive (doubling), not when its header does: a
+            # header alone reserves nothing.
+            new = min(need, max(2 * size, have + _MIN_FREE))
+            if not self._resize(new, pos, end):
+                return
             pos, end = 0, have
         elif pos and (pos + need > size or size - end < _MIN_FREE):
             self.ring[:have] = self.ring[pos:end]
             pos, end = 0, have
         self.start, self.end = pos, end
+
+    def _resize(self, new: int, pos: int = 0, end: int = 0) -> bool:
+        """Replace the ring by one of ``new`` bytes holding ``ring[pos:end]``.
+
+        Returns False when the transport's receive budget cannot cover it: the link is
+        then ended (its partial frame dropped), which is logged.
+        """
+        budget = self.budget
+        extra = max(0, new - RING_SIZE)
+        if budget.held + extra - self.extra > budget.limit:
+            logger.warning(
+                "dropped the link to process %r: its incomplete frame of %d bytes would pass"
+                " the %d bytes of incomplete frames all links may hold (max_receive_bytes)",
+                self.process,
+                new,
+                budget.limit,
+            )
+            self.end_link("receive budget exhausted (max_receive_bytes)", override=True)
+            return False
+        budget.held += extra - self.extra
+        self.extra = extra
+        ring = bytearray(new)
+        ring[: end - pos] = self.view[pos:end]
+        self.ring, self.view = ring, memoryview(ring)
+        return True
 
     def feed(self, data: bytes) -> None:
         """Parse bytes read before this protocol took over, as if the socket gave them."""
@@ -240,6 +285,8 @@ class FastPath(asyncio.BufferedProtocol):
         self.held = 0
         if not self.transport.is_closing():
             self.transport.pause_reading()  # so asyncio asks for no buffer any more
+        self.budget.held -= self.extra
+        self.extra = 0
         # A slice asyncio is filling right now keeps the old ring alive until it returns.
         self.ring = bytearray()
         self.view = memoryview(self.ring)

@@ -157,10 +157,15 @@ class FrameDecoder:
             self.finished = True
         return size
 
-    def _reserve(self, size: int) -> None:
+    def _reserve(self, size: int, frame: int) -> None:
+        """Room for ``size`` bytes of a frame of ``frame`` bytes (header included).
+
+        The buffer grows as the frame's bytes arrive (doubling, up to the frame's size),
+        not when its header does: a header alone reserves nothing.
+        """
         if len(self._buf) < size:
-            # Only ever for a length already checked against max_frame_size.
-            grown = bytearray(max(size, min(2 * len(self._buf), self._max + HEADER.size)))
+            # Only ever within a length already checked against max_frame_size.
+            grown = bytearray(max(size, min(2 * len(self._buf), frame)))
             grown[: self._have] = self._view[: self._have]
             self._view.release()
             self._buf = grown
@@ -196,9 +201,9 @@ class FrameDecoder:
                     if end - pos:
                         raise FrameError(_AFTER_END)
                     return
-                self._reserve(self._target)
-                buf = self._view
             take = min(self._target - self._have, end - pos)
+            self._reserve(self._have + take, self._target)
+            buf = self._view
             buf[self._have : self._have + take] = view[pos : pos + take]
             self._have += take
             pos += take
@@ -216,6 +221,6 @@ class FrameDecoder:
         rest = end - pos
         if rest:
             self._target = need
-            self._reserve(need)
+            self._reserve(rest, need)
             self._view[:rest] = memoryview(data)[pos:end]
             self._have = rest

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 import textwrap
 import urllib.parse
@@ -12,7 +13,7 @@ from dispatchio import TransportConfigError
 from dispatchio.transport import TransportOptions
 from dispatchio_tcp._framing import MAX_FRAME_LIMIT
 
-__all__ = ["DEFAULT_HOST", "SCHEME", "TcpOptions", "format_url", "parse_url"]
+__all__ = ["DEFAULT_HOST", "SCHEME", "TcpOptions", "format_url", "is_loopback", "parse_url"]
 
 SCHEME = "tcp"
 DEFAULT_HOST = "127.0.0.1"
@@ -50,6 +51,30 @@ class TcpOptions(TransportOptions):
     handshake_timeout: float = Field(
         default=5.0, gt=0, description="Seconds a new connection has to finish its handshake."
     )
+    max_handshakes: int = Field(
+        default=64,
+        ge=1,
+        description=(
+            "Accepted connections at most still in their handshake at once; a new one over "
+            "it closes the oldest (so silent connections cannot lock peers out)."
+        ),
+    )
+    max_receive_bytes: int | None = Field(
+        default=None,
+        ge=1024,
+        description=(
+            "Bytes of incomplete large frames (past each link's 256 KiB receive buffer) held "
+            "across all links at once; a link whose frame would pass it is dropped. "
+            "None: 64 x max_frame_size."
+        ),
+    )
+    insecure: bool = Field(
+        default=False,
+        description=(
+            "Allow listening beyond loopback with neither secret nor ssl_context (any host "
+            "that reaches the port can then join the mesh)."
+        ),
+    )
     reconnect_min: float = Field(
         default=0.05, gt=0, description="First delay, in seconds, before dialing a peer again."
     )
@@ -59,6 +84,8 @@ class TcpOptions(TransportOptions):
 
     @model_validator(mode="after")
     def _check(self) -> TcpOptions:
+        if self.max_receive_bytes is not None and self.max_receive_bytes < self.max_frame_size:
+            raise ValueError("max_receive_bytes must not be below max_frame_size")
         if self.reconnect_max < self.reconnect_min:
             raise ValueError("reconnect_max must not be below reconnect_min")
         server, client = self.ssl_context, self.ssl_client_context or self.ssl_context
@@ -118,3 +145,16 @@ def parse_url(url: str, *, listening: bool) -> tuple[str, int]:
 def format_url(host: str, port: int) -> str:
     """``tcp://host:port``, with an IPv6 host in brackets."""
     return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an IP address or ``localhost``) can be reached from this machine only.
+
+    Any other name counts as reachable from elsewhere: what it resolves to may change.
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.partition("%")[0]).is_loopback
+    except ValueError:
+        return False

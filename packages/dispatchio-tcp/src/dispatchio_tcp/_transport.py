@@ -13,6 +13,7 @@ import logging
 import random
 import secrets
 import ssl
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -31,7 +32,7 @@ from dispatchio.transport import (
     TransportOptions,
     describe_error,
 )
-from dispatchio_tcp._fastpath import FastPath, adopt, describe, resume_reading
+from dispatchio_tcp._fastpath import FastPath, ReceiveBudget, adopt, describe, resume_reading
 from dispatchio_tcp._framing import (
     HEADER,
     FrameDecoder,
@@ -55,13 +56,15 @@ from dispatchio_tcp._handshake import (
     make_proof,
     verdict,
 )
-from dispatchio_tcp._options import SCHEME, TcpOptions, format_url, parse_url
+from dispatchio_tcp._options import SCHEME, TcpOptions, format_url, is_loopback, parse_url
 
 __all__ = ["TcpOptions", "TcpTransport"]
 
 logger = logging.getLogger("dispatchio.tcp")
 
 _RECEIVE_SIZE = 256 * 1024
+# At most one warning per this many seconds about handshakes closed to make room.
+_EVICTION_LOG_INTERVAL = 10.0
 # What a broken or misbehaving connection raises; anything else is a bug and propagates.
 _LINK_ERRORS = (
     OSError,
@@ -171,7 +174,7 @@ class TcpTransport(Transport):
 
     Options (`TcpOptions`, where each is described with its default):
         ``secret``, ``ssl_context``, ``ssl_client_context``, ``handshake_timeout``,
-        ``reconnect_min``, ``reconnect_max``, and the common ``max_frame_size``,
+        ``max_handshakes``, ``reconnect_min``, ``reconnect_max``, and the common ``max_frame_size``,
         ``max_outbox_bytes`` and ``close_timeout``.
 
     Limitations:
@@ -209,6 +212,19 @@ class TcpTransport(Transport):
         self._serving = False
         # Which process each dialed address turned out to be.
         self._dialed: dict[tuple[str, int], ListenerId] = {}
+        opts = self.options
+        #: Receive buffer held for incomplete large frames across links (fast path).
+        self.receive_budget = ReceiveBudget(
+            opts.max_receive_bytes
+            if opts.max_receive_bytes is not None
+            else 64 * opts.max_frame_size
+        )
+        # Accepted connections still in their handshake, oldest first (max_handshakes).
+        self._handshaking: dict[anyio.CancelScope, None] = {}
+        #: Connections closed in their handshake to make room for newer ones.
+        self.handshakes_evicted = 0
+        self._evictions_unlogged = 0
+        self._eviction_logged_at = -_EVICTION_LOG_INTERVAL
 
     # ------------------------------------------------------------------ public API
 
@@ -220,10 +236,27 @@ class TcpTransport(Transport):
         listen: Sequence[str],
         task_status: anyio.abc.TaskStatus[tuple[str, ...]] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Bind ``listen``, report the bound URLs, serve until `aclose` or cancellation."""
+        """Bind ``listen``, report the bound URLs, serve until `aclose` or cancellation.
+
+        Raises:
+            TransportConfigError: a bad URL, or a host beyond loopback without ``secret``
+                or ``ssl_context`` (unless ``insecure``), refused before binding.
+            TransportError: a URL cannot be bound.
+        """
         if self._serving or self._closing:
             raise TransportError("this tcp transport was started or closed already")
         addresses = [parse_url(url, listening=True) for url in listen]
+        opts = self.options
+        if opts.secret is None and opts.ssl_context is None and not opts.insecure:
+            for (host, _), url in zip(addresses, listen, strict=True):
+                if not is_loopback(host):
+                    raise TransportConfigError(
+                        f"refusing to listen on {url!r}: beyond loopback without"
+                        " authentication any host that reaches it can join the mesh. Set the"
+                        ' tcp option secret="..." (the same on every process; e.g.'
+                        ' transport_options={"tcp": {"secret": ...}}) and/or ssl_context=,'
+                        " or pass insecure=True to accept the risk"
+                    )
         self._serving = True
         self._stopped = stopped = anyio.Event()
         listeners: list[anyio.abc.Listener[anyio.abc.SocketStream]] = []
@@ -358,6 +391,42 @@ class TcpTransport(Transport):
 
     async def _accepted(self, stream: anyio.abc.SocketStream) -> None:
         address = _peer_address(stream)
+        # Silent connections are cheap to open: past max_handshakes the oldest one is
+        # closed, so a flood cannot hold every slot for handshake_timeout while a peer
+        # that completes its handshake at once still gets through.
+        waiting = self._handshaking
+        if len(waiting) >= self.options.max_handshakes:
+            oldest = next(iter(waiting))
+            del waiting[oldest]
+            oldest.cancel()
+            self._evicted()
+        scope = anyio.CancelScope()
+        waiting[scope] = None
+        link: _Link | None = None
+        try:
+            with scope:
+                link = await self._accept_handshake(stream, address)
+        finally:
+            waiting.pop(scope, None)
+        if link is not None:
+            self._start_link(link)
+
+    def _evicted(self) -> None:
+        self.handshakes_evicted += 1
+        self._evictions_unlogged += 1
+        now = time.monotonic()
+        if now - self._eviction_logged_at >= _EVICTION_LOG_INTERVAL:
+            logger.warning(
+                "closed %d connection(s) still in their handshake to make room for newer"
+                " ones: more than max_handshakes (%d) at once",
+                self._evictions_unlogged,
+                self.options.max_handshakes,
+            )
+            self._evictions_unlogged = 0
+            self._eviction_logged_at = now
+
+    async def _accept_handshake(self, stream: anyio.abc.SocketStream, address: str) -> _Link | None:
+        """The handshake of an accepted connection: the link, or None (stream closed)."""
         opts = self.options
         byte_stream: anyio.abc.ByteStream = stream
         try:
@@ -369,9 +438,9 @@ class TcpTransport(Transport):
                         ssl_context=opts.ssl_context,
                         standard_compatible=False,
                     )
-                link = await self._handshake(byte_stream, dialed=False, address=address)
+                return await self._handshake(byte_stream, dialed=False, address=address)
         except _Duplicate:
-            return
+            return None
         except TimeoutError:
             logger.warning(
                 "closed a connection from %s that did not finish its handshake within %g s",
@@ -379,15 +448,14 @@ class TcpTransport(Transport):
                 opts.handshake_timeout,
             )
             await _close_quietly(byte_stream)
-            return
+            return None
         except _LINK_ERRORS as exc:
             logger.warning("dropped connection from %s: %s", address, describe(exc))
             await _close_quietly(byte_stream)
-            return
+            return None
         except BaseException:
             await _close_quietly(byte_stream)
             raise
-        self._start_link(link)
 
     async def _dial_loop(self, address: tuple[str, int]) -> None:
         """Keep one link to ``address``: dial, back off on failure, redial after loss."""
@@ -504,6 +572,24 @@ class TcpTransport(Transport):
                     f"process {theirs.process!r} at {address} failed authentication"
                 )
         hello = PeerHello(theirs.process, theirs.incarnation, theirs.urls)
+        linked = self._links.get(theirs.process)
+        if (
+            secret is None
+            and linked is not None
+            and not linked.closing
+            and linked.hello.incarnation != theirs.incarnation
+        ):
+            # Without a secret a hello proves nothing: anyone could claim a linked
+            # process's ID with a new incarnation and so cut the real one off, failing
+            # its requests. A genuine restart closes the old link (at once when the
+            # process died; after the core's failure detector bound when it went
+            # silent), and its next dial is accepted.
+            raise HandshakeError(
+                f"{address} claims to be process {theirs.process!r} (incarnation"
+                f" {theirs.incarnation}) while that process is linked (incarnation"
+                f" {linked.hello.incarnation}); refused until that link ends (set a"
+                " secret to authenticate peers)"
+            )
         if arbitrates(local.process, theirs.process):
             existing = self._links.get(theirs.process)
             decision = verdict(
@@ -560,6 +646,7 @@ class TcpTransport(Transport):
                 link.fast_ended,
                 max_frame_size=opts.max_frame_size,
                 max_outbox_bytes=opts.max_outbox_bytes,
+                budget=self.receive_budget,
             ),
         )
         if adopted is None:
