@@ -7,8 +7,9 @@ import random
 import anyio
 import pytest
 
+from tests._transport_support import linked
 from tests.http import _hostile
-from tests.http._http_support import Node, linked, running, watching_logs
+from tests.http._http_support import Node, running, watching_logs
 
 pytestmark = pytest.mark.anyio
 

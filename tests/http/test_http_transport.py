@@ -13,11 +13,13 @@ import anyio.lowlevel
 import pytest
 
 from dispatchio import MessageTooLargeError, OutboxFullError, TransportConfigError, TransportError
+from dispatchio.testing import RecordingHandler
 from dispatchio.transport import PeerHello
 from dispatchio_http import HttpsTransport, HttpTransport
 from dispatchio_http._frames import BATCH_LIMIT
+from tests._transport_support import linked, tls_contexts
 from tests.http._hostile import peer_hello, peer_upgrade
-from tests.http._http_support import Recorder, linked, running, tls_contexts, watching_logs
+from tests.http._http_support import running, watching_logs
 
 pytestmark = pytest.mark.anyio
 
@@ -59,7 +61,9 @@ async def test_peers_are_told_the_bound_urls_in_place_of_the_listen_specs() -> N
     transport = HttpTransport(gateway=False)
     with anyio.fail_after(5):
         async with running("alpha") as a, anyio.create_task_group() as tg:
-            bound = await tg.start(partial(transport.serve, Recorder(), local, listen=listen))
+            bound = await tg.start(
+                partial(transport.serve, RecordingHandler(), local, listen=listen)
+            )
             await transport.connect(a.url)
             hello = await a.handler.wait_up("beta")
             await transport.aclose()
@@ -336,7 +340,9 @@ async def test_http_urls_with_an_ssl_context_are_refused() -> None:
 async def test_https_listening_without_an_ssl_context_is_refused() -> None:
     transport = HttpsTransport()
     with pytest.raises(TransportConfigError, match="needs the ssl_context option"):
-        await transport.serve(Recorder(), PeerHello("a", 1, ()), listen=["https://127.0.0.1:0"])
+        await transport.serve(
+            RecordingHandler(), PeerHello("a", 1, ()), listen=["https://127.0.0.1:0"]
+        )
 
 
 # --------------------------------------------------------------------- misc
@@ -355,7 +361,7 @@ async def test_binding_a_taken_port_is_a_transport_error() -> None:
     with anyio.fail_after(5):
         async with running("alpha") as a:
             with pytest.raises(TransportError, match="cannot listen on"):
-                await transport.serve(Recorder(), PeerHello("b", 1, ()), listen=[a.url])
+                await transport.serve(RecordingHandler(), PeerHello("b", 1, ()), listen=[a.url])
 
 
 async def test_logs_name_links_going_up_and_down() -> None:

@@ -16,11 +16,11 @@ import trustme
 from anyio.abc import SocketAttribute
 
 from dispatchio import ListenerId, OutboxFullError
+from dispatchio.testing import RecordingHandler
 from dispatchio_tcp import TcpTransport
 from dispatchio_tcp._framing import goodbye
 from tests.tcp._tcp_support import (
     Node,
-    Recorder,
     frame,
     raw_connect,
     raw_handshake,
@@ -105,7 +105,7 @@ async def test_a_reset_connection_reports_peer_down_exactly_once() -> None:
     assert reason.startswith("connection lost: ")
 
 
-class _Fussy(Recorder):
+class _Fussy(RecordingHandler):
     """Raises on the frame ``b"boom"``."""
 
     def frame_received(self, process: ListenerId, frame: bytes) -> None:
@@ -184,7 +184,7 @@ async def test_tls_links_keep_the_stream_path() -> None:
     assert fast == (False, False)
 
 
-class _AskingTheClock(Recorder):
+class _AskingTheClock(RecordingHandler):
     """Asks anyio for the time on every frame, which needs anyio to see the backend."""
 
     def __init__(self) -> None:

@@ -11,9 +11,10 @@ import pytest
 import trustme
 
 from dispatchio import MessageTooLargeError, OutboxFullError, TransportConfigError, TransportError
+from dispatchio.testing import RecordingHandler
 from dispatchio.transport import PeerHello
 from dispatchio_tcp import TcpTransport
-from tests.tcp._tcp_support import Recorder, raw_connect, raw_handshake, running, watching_logs
+from tests.tcp._tcp_support import raw_connect, raw_handshake, running, watching_logs
 
 pytestmark = pytest.mark.anyio
 
@@ -42,7 +43,9 @@ async def test_peers_are_told_the_bound_urls_in_place_of_the_listen_specs() -> N
     transport = TcpTransport()
     with anyio.fail_after(5):
         async with running("alpha") as a, anyio.create_task_group() as tg:
-            bound = await tg.start(partial(transport.serve, Recorder(), local, listen=listen))
+            bound = await tg.start(
+                partial(transport.serve, RecordingHandler(), local, listen=listen)
+            )
             await transport.connect(a.url)
             hello = await a.handler.wait_up("beta")
             await transport.aclose()
@@ -147,7 +150,9 @@ async def test_binding_a_port_in_use_raises_transport_error_before_started() -> 
             local = PeerHello("beta", 1, ())
             async with anyio.create_task_group() as tg:
                 with pytest.raises(TransportError, match="cannot listen on"):
-                    await tg.start(partial(transport.serve, Recorder(), local, listen=a.urls))
+                    await tg.start(
+                        partial(transport.serve, RecordingHandler(), local, listen=a.urls)
+                    )
 
 
 async def test_peer_down_when_the_peer_closes() -> None:
@@ -178,7 +183,7 @@ async def test_cancelling_serve_closes_links_promptly() -> None:
     with anyio.fail_after(5):
         async with running("alpha") as a:
             transport = TcpTransport()
-            handler = Recorder()
+            handler = RecordingHandler()
             async with anyio.create_task_group() as tg:
                 await tg.start(
                     partial(transport.serve, handler, PeerHello("beta", 1, ()), listen=())
