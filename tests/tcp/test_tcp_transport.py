@@ -8,12 +8,12 @@ from functools import partial
 import anyio
 import anyio.lowlevel
 import pytest
-import trustme
 
 from dispatchio import MessageTooLargeError, OutboxFullError, TransportConfigError, TransportError
 from dispatchio.testing import RecordingHandler
 from dispatchio.transport import PeerHello
 from dispatchio_tcp import TcpTransport
+from tests._transport_support import tls_contexts as shared_tls_contexts
 from tests.tcp._tcp_support import raw_connect, raw_handshake, running, watching_logs
 
 pytestmark = pytest.mark.anyio
@@ -268,15 +268,7 @@ async def test_peer_without_secret_is_refused_by_a_peer_with_one() -> None:
     assert "beta" in message
 
 
-@pytest.fixture
-def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """A server context with a certificate for 127.0.0.1 and a client that trusts it."""
-    ca = trustme.CA()
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server)
-    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    ca.configure_trust(client)
-    return server, client
+tls_contexts = pytest.fixture(shared_tls_contexts, name="tls_contexts")
 
 
 async def test_tls_round_trip(tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
