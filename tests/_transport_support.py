@@ -13,6 +13,7 @@ from functools import partial
 from typing import Generic, TypeVar
 
 import anyio
+import anyio.lowlevel
 
 from dispatchio.testing import RecordingHandler
 from dispatchio.transport import PeerHello, Transport
@@ -117,3 +118,24 @@ async def watching_logs(name: str) -> AsyncIterator[LogWatcher]:
     finally:
         logger.removeHandler(watcher)
         logger.setLevel(old_level)
+
+
+async def round_trip(receiver: Node[T], peer: Node[T], tag: bytes) -> None:
+    """One frame each way between ``receiver`` and its well-behaved ``peer``; asserts
+    that both arrive."""
+    seen_by_receiver = len(receiver.handler.frames.get(peer.process, ()))
+    seen_by_peer = len(peer.handler.frames.get(receiver.process, ()))
+    peer.transport.send(receiver.process, tag)
+    receiver.transport.send(peer.process, tag)
+    got = await receiver.handler.wait_frames(peer.process, seen_by_receiver + 1)
+    back = await peer.handler.wait_frames(receiver.process, seen_by_peer + 1)
+    assert got[-1] == back[-1] == tag
+
+
+async def send_until_outbox_full(transport: Transport, process: str) -> None:
+    """Send 16 KiB frames to ``process``, a peer that stopped reading, until ``send``
+    raises (`OutboxFullError`, the caller checks); fails the test if 1.6 GB go out."""
+    for _ in range(100_000):
+        transport.send(process, bytes(16 * 1024))
+        await anyio.lowlevel.checkpoint()  # let the writer fill the socket
+    raise AssertionError(f"the outbox to {process!r} never filled")

@@ -17,7 +17,7 @@ from dispatchio.testing import RecordingHandler
 from dispatchio.transport import PeerHello
 from dispatchio_http import HttpsTransport, HttpTransport
 from dispatchio_http._frames import BATCH_LIMIT
-from tests._transport_support import linked, tls_contexts
+from tests._transport_support import linked, send_until_outbox_full, tls_contexts
 from tests.http._hostile import peer_hello, peer_upgrade
 from tests.http._http_support import running, watching_logs
 
@@ -142,10 +142,8 @@ async def test_outbox_overflow_raises_outbox_full_when_the_peer_stops_reading() 
             async with stream:  # linked, then never reads again
                 assert status == 101
                 await a.handler.wait_up("zz-stalled")
-                with pytest.raises(OutboxFullError, match="zz-stalled"):  # noqa: PT012
-                    for _ in range(100_000):
-                        a.transport.send("zz-stalled", bytes(16 * 1024))
-                        await anyio.lowlevel.checkpoint()  # let the writer fill the socket
+                with pytest.raises(OutboxFullError, match="zz-stalled"):
+                    await send_until_outbox_full(a.transport, "zz-stalled")
 
 
 async def test_send_to_an_unknown_peer_raises_transport_error() -> None:
@@ -180,9 +178,7 @@ async def test_both_dialing_each_other_ends_with_one_link_that_carries_frames() 
     with anyio.fail_after(10):
         async with running("alpha") as a, running("beta") as b:
             await a.transport.connect(b.url)
-            await b.transport.connect(a.url)
-            await a.handler.wait_up("beta")
-            await b.handler.wait_up("alpha")
+            await linked(a, b)
             for i in range(100):
                 a.transport.send("beta", b"%d" % i)
             received = await b.handler.wait_frames("alpha", 100)

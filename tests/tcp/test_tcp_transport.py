@@ -13,6 +13,7 @@ from dispatchio import MessageTooLargeError, OutboxFullError, TransportConfigErr
 from dispatchio.testing import RecordingHandler
 from dispatchio.transport import PeerHello
 from dispatchio_tcp import TcpTransport
+from tests._transport_support import linked, send_until_outbox_full
 from tests._transport_support import tls_contexts as shared_tls_contexts
 from tests.tcp._tcp_support import raw_connect, raw_handshake, running, watching_logs
 
@@ -107,10 +108,8 @@ async def test_outbox_overflow_raises_outbox_full_when_the_peer_stops_reading() 
             async with stream:
                 await raw_handshake(stream, "zz-stalled")  # then never reads again
                 await a.handler.wait_up("zz-stalled")
-                with pytest.raises(OutboxFullError, match="zz-stalled"):  # noqa: PT012
-                    for _ in range(100_000):
-                        a.transport.send("zz-stalled", bytes(16 * 1024))
-                        await anyio.lowlevel.checkpoint()  # let the writer fill the socket
+                with pytest.raises(OutboxFullError, match="zz-stalled"):
+                    await send_until_outbox_full(a.transport, "zz-stalled")
 
 
 async def test_send_to_an_unknown_peer_raises_transport_error() -> None:
@@ -216,9 +215,7 @@ async def test_simultaneous_dials_keep_exactly_one_link() -> None:
     with anyio.fail_after(10):
         async with running("alpha") as a, running("beta") as b:
             await a.transport.connect(b.url)
-            await b.transport.connect(a.url)
-            await a.handler.wait_up("beta")
-            await b.handler.wait_up("alpha")
+            await linked(a, b)
             for i in range(count):
                 a.transport.send("beta", b"%d" % i)
                 b.transport.send("alpha", b"%d" % i)
@@ -247,9 +244,7 @@ async def test_wrong_secret_is_refused_and_logged_while_a_right_one_links() -> N
                 await m.transport.connect(a.url)
                 message = await logs.wait_for("failed authentication")
             async with running("beta", secret="right") as b:
-                await b.transport.connect(a.url)
-                await a.handler.wait_up("beta")
-                await b.handler.wait_up("alpha")
+                await linked(a, b)
                 b.transport.send("alpha", b"hello")
                 assert await a.handler.wait_frames("beta", 1) == [b"hello"]
             assert [hello.process for hello in a.handler.ups] == ["beta"]
@@ -278,9 +273,7 @@ async def test_tls_round_trip(tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext
             running("alpha", ssl_context=server, ssl_client_context=client) as a,
             running("beta", ssl_context=server, ssl_client_context=client) as b,
         ):
-            await b.transport.connect(a.url)
-            await a.handler.wait_up("beta")
-            await b.handler.wait_up("alpha")
+            await linked(a, b)
             a.transport.send("beta", b"ping")
             assert await b.handler.wait_frames("alpha", 1) == [b"ping"]
             b.transport.send("alpha", b"pong")
