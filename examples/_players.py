@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -17,7 +18,7 @@ import anyio
 from anyio.abc import ByteReceiveStream, Process
 from anyio.streams.text import TextReceiveStream
 
-from _cards import TABLE, Card, show
+from _cards import TABLE, Card, new_deck, player_name, show
 from dispatchio import Message, MessageDispatcher
 
 HIDDEN = argparse.SUPPRESS  # options for the child processes, not shown by --help
@@ -78,17 +79,19 @@ async def host_game(
     *,
     script: str,
     join: str,
-    names: list[str],
-    deck: list[Card],
+    players: int,
     cards_each: int,
+    seed: int | None,
     table_timeout: float,
 ) -> None:
-    """Start a player process per name (joining ``join``), play, send everyone home.
+    """Start ``players`` processes of ``script`` (joining ``join``), play, send them home.
 
-    ``dispatcher`` is the dealer's, running; ``play(deck, cards_each)`` deals and returns
-    the hands. Raises `SystemExit` naming the players whose process failed; a player
-    still running when this returns or fails is killed.
+    ``dispatcher`` is the dealer's, running; ``play(deck, cards_each)`` deals from a deck
+    shuffled with ``seed`` and returns the hands. Raises `SystemExit` naming the players
+    whose process failed; a player still running when this returns or fails is killed.
     """
+    names = [player_name(index) for index in range(players)]
+    deck = new_deck(random.Random(seed))
     children: list[Process] = []
     try:
         async with anyio.create_task_group() as relays:

@@ -21,13 +21,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import random
 import secrets
 from collections.abc import Iterator
 
 import anyio
 
-from _cards import new_deck, player_name
 from _players import add_game_options, check_game_options, host_game
 from card_dealer_tcp import DEALER_PROCESS, RemoteDealer, run_player
 from dispatchio import MessageDispatcher
@@ -47,9 +45,9 @@ async def run_dealer(url: str, players: int, cards_each: int, seed: int | None) 
             dealer.play,
             script=__file__,
             join=url,
-            names=[player_name(index) for index in range(players)],
-            deck=new_deck(random.Random(seed)),
+            players=players,
             cards_each=cards_each,
+            seed=seed,
             table_timeout=30,
         )
 

@@ -31,12 +31,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import random
 from typing import Any
 
 import anyio
 
-from _cards import TABLE, Card, CardPlayer, new_deck, player_name, show
+from _cards import TABLE, Card, CardPlayer, show
 from _players import add_game_options, check_game_options, host_game
 from card_dealer import DEALER, Dealer
 from dispatchio import Message, MessageDispatcher
@@ -183,9 +182,9 @@ async def run_dealer(players: int, cards_each: int, seed: int | None) -> None:
             dealer.play,
             script=__file__,
             join=url,
-            names=[player_name(index) for index in range(players)],
-            deck=new_deck(random.Random(seed)),
+            players=players,
             cards_each=cards_each,
+            seed=seed,
             table_timeout=10,
         )
 
