@@ -16,21 +16,16 @@ u64), for the frames since the previous fence, and starts counting again.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import struct
 import sys
 import threading
-from typing import Any
+
+from _dio_child import ready, serve_dispatcher
 
 HEAD = struct.Struct(">I")
 HEAD_SEQ = struct.Struct(">IQ")
 REPORT = struct.Struct(">QQ")
-
-
-def _ready(info: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(info) + "\n")
-    sys.stdout.flush()
 
 
 # --------------------------------------------------------------------------- raw asyncio
@@ -97,7 +92,7 @@ async def _sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 async def _raw_main() -> None:
     echo = await asyncio.start_server(_echo, "127.0.0.1", 0)
     sink = await asyncio.start_server(_sink, "127.0.0.1", 0)
-    _ready({"echo": echo.sockets[0].getsockname()[1], "sink": sink.sockets[0].getsockname()[1]})
+    ready({"echo": echo.sockets[0].getsockname()[1], "sink": sink.sockets[0].getsockname()[1]})
     loop = asyncio.get_running_loop()
     while await loop.run_in_executor(None, sys.stdin.readline):
         pass
@@ -144,69 +139,13 @@ def _zmq_main() -> None:
 
     for target in (serve_rep, serve_pull):
         threading.Thread(target=target, daemon=True).start()
-    _ready(ports)
+    ready(ports)
     while sys.stdin.readline():
         pass
     # The serving threads block inside libzmq; closing sockets under them is not safe,
     # and the process is done: leave without tearing the context down.
     sys.stdout.flush()
     os._exit(0)
-
-
-# --------------------------------------------------------------------------- dispatchio
-
-
-def _dio_main(backend: str) -> None:
-    import anyio
-    import anyio.to_thread
-
-    from dispatchio import BasicMessageListener, Message, MessageDispatcher
-
-    totals = {"count": 0, "in_order": True, "batches": 0}
-    batch = {"count": 0, "expected": 0, "in_order": True}
-
-    def on_data(message: Message) -> None:
-        seq = message.content
-        if seq != batch["expected"]:
-            batch["in_order"] = False
-        batch["expected"] = seq + 1
-        batch["count"] += 1
-
-    def on_done(message: Message) -> dict[str, Any]:
-        result = {"count": batch["count"], "in_order": bool(batch["in_order"])}
-        totals["count"] += batch["count"]
-        totals["in_order"] = bool(totals["in_order"] and batch["in_order"])
-        totals["batches"] += 1
-        batch.update(count=0, expected=0, in_order=True)
-        return result
-
-    def echo(message: Message) -> Any:
-        return message.content
-
-    async def main() -> None:
-        dispatcher = MessageDispatcher(
-            "bench-child", listen=["tcp://127.0.0.1:0"], reply_timeout=30.0
-        )
-        echo_listener = BasicMessageListener("echo")
-        echo_listener.add_rule(type="ping", callback=echo)
-        sink = BasicMessageListener("sink")
-        sink.add_rule(type="data", callback=on_data)
-        sink.add_rule(type="done", callback=on_done)
-        dispatcher.register(echo_listener)
-        dispatcher.register(sink)
-        async with dispatcher:
-            _ready({"url": dispatcher.listen_urls[0], "pid": os.getpid()})
-            while line := await anyio.to_thread.run_sync(sys.stdin.readline):
-                if line.strip() == "report":
-                    _ready(totals)
-
-    profile = os.environ.get("BENCH_TCP_CHILD_PROFILE")
-    if profile:
-        import cProfile
-
-        cProfile.runctx("anyio.run(main, backend=backend)", globals(), locals(), filename=profile)
-    else:
-        anyio.run(main, backend=backend)
 
 
 def main(argv: list[str]) -> None:
@@ -216,7 +155,7 @@ def main(argv: list[str]) -> None:
     elif mode == "zmq":
         _zmq_main()
     elif mode == "dio" and len(argv) == 2:
-        _dio_main(argv[1])
+        serve_dispatcher("tcp://127.0.0.1:0", argv[1])
     else:
         raise SystemExit(f"usage: {sys.argv[0]} raw | zmq | dio <asyncio|trio>")
 

@@ -28,13 +28,17 @@ import traceback
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+if TYPE_CHECKING:
+    from anyio.from_thread import BlockingPortal
 
 from _harness import (
     Config,
     Kind,
     PeerResult,
     Row,
+    Sampler,
     Stats,
     Unit,
     async_sampler,
@@ -289,24 +293,28 @@ def measure_dispatchio(cfg: Config, table: PeerTable) -> list[Row]:
 
     raw = label("asyncio_raw")
 
+    def request_samplers(
+        stack: contextlib.ExitStack[Any], loop: BlockingPortal
+    ) -> dict[str, Sampler]:
+        """Samplers of the dispatcher's request round trips (plain, async-def rule inline,
+        and queued behind a letter) in ``loop``, their setups kept open by ``stack``."""
+        n_dio = max(100, int(core.N_REQUEST_RT * cfg.async_scale))
+        n_queued = max(100, int(core.N_QUEUED_RT * cfg.async_scale))
+        sizes = {"dio": (core.requests, n_dio), "async": (core.async_requests, n_dio),
+                 "queued": (core.queued_requests, n_queued)}  # fmt: skip
+        return {
+            key: async_sampler(
+                loop, stack.enter_context(loop.wrap_async_context_manager(setup())), number
+            )
+            for key, (setup, number) in sizes.items()
+        }
+
     # 3. async request round trips on asyncio: inline and queued, beside raw asyncio
     # (target), anyio streams and Thespian, all interleaved in one run.
     def three() -> list[Row]:
-        n_dio = max(100, int(core.N_REQUEST_RT * cfg.async_scale))
-        n_queued = max(100, int(core.N_QUEUED_RT * cfg.async_scale))
         with contextlib.ExitStack() as stack:
             portal = stack.enter_context(event_loop("asyncio"))
-            samplers = {
-                "dio": async_sampler(
-                    portal, stack.enter_context(portal.wrap_async_context_manager(
-                        core.requests())), n_dio),
-                "async": async_sampler(
-                    portal, stack.enter_context(portal.wrap_async_context_manager(
-                        core.async_requests())), n_dio),
-                "queued": async_sampler(
-                    portal, stack.enter_context(portal.wrap_async_context_manager(
-                        core.queued_requests())), n_queued),
-            }  # fmt: skip
+            samplers = request_samplers(stack, portal)
             for key in ("asyncio_raw", "anyio", "thespian"):
                 spec = table.specs[key]
                 number = peers.scaled(spec.number, cfg)
@@ -340,21 +348,8 @@ def measure_dispatchio(cfg: Config, table: PeerTable) -> list[Row]:
     def three_trio() -> list[Row]:
         if not have_trio:
             return [Row(t, None, "rt/s", raw, skipped=no_trio) for t in trio_labels]
-        n_dio = max(100, int(core.N_REQUEST_RT * cfg.async_scale))
-        n_queued = max(100, int(core.N_QUEUED_RT * cfg.async_scale))
         with contextlib.ExitStack() as stack:
-            trio = stack.enter_context(event_loop("trio"))
-            samplers = {
-                "dio": async_sampler(
-                    trio, stack.enter_context(trio.wrap_async_context_manager(core.requests())),
-                    n_dio),
-                "async": async_sampler(
-                    trio, stack.enter_context(trio.wrap_async_context_manager(
-                        core.async_requests())), n_dio),
-                "queued": async_sampler(
-                    trio, stack.enter_context(trio.wrap_async_context_manager(
-                        core.queued_requests())), n_queued),
-            }  # fmt: skip
+            samplers = request_samplers(stack, stack.enter_context(event_loop("trio")))
             asyncio_loop = stack.enter_context(event_loop("asyncio"))
             loop = table.enter(
                 stack, "asyncio_raw", asyncio_loop.wrap_async_context_manager(peers.asyncio_raw())

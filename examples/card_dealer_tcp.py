@@ -31,20 +31,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import random
-import subprocess
-import sys
 from typing import Any
 
 import anyio
-from anyio.abc import ByteReceiveStream, Process
-from anyio.streams.text import TextReceiveStream
 
-from _cards import TABLE, Card, CardPlayer, new_deck, player_name, show
+from _cards import TABLE, Card, CardPlayer, show
+from _players import add_game_options, check_game_options, host_game
 from card_dealer import DEALER, Dealer
 from dispatchio import Message, MessageDispatcher
 
-HIDDEN = argparse.SUPPRESS  # options for the child processes, not shown by --help
 DEALER_PROCESS = "dealer-process"  # the dealer's process ID
 PLAYER_PATIENCE = 30.0  # a player left alone this long (dealer gone) gives up
 
@@ -175,95 +170,34 @@ class RemoteDealer(Dealer):
 # ----------------------------------------------------------------------------- the launcher
 
 
-async def relay(stream: ByteReceiveStream) -> None:
-    """Print a child's output, line by line, as it arrives."""
-    pending = ""
-    async for chunk in TextReceiveStream(stream, encoding="utf-8"):
-        *lines, pending = (pending + chunk).split("\n")
-        for line in lines:
-            print(line, flush=True)
-    if pending:
-        print(pending, flush=True)
-
-
-async def start_player(name: str, url: str, loves_hearts: bool) -> Process:
-    command = [sys.executable, "-u", __file__, "--role", "player", "--name", name, "--join", url]
-    if loves_hearts:
-        command.append("--loves-hearts")
-    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
-    return await anyio.open_process(command, stdout=subprocess.PIPE, stderr=None, env=env)
-
-
 async def run_dealer(players: int, cards_each: int, seed: int | None) -> None:
     dispatcher = MessageDispatcher(DEALER_PROCESS, listen=["tcp://127.0.0.1:0"], reply_timeout=2.0)
     dealer = RemoteDealer(dispatcher, players)
     dispatcher.register(dealer)
-    deck = new_deck(random.Random(seed))
-    names = [player_name(index) for index in range(players)]
-    children: list[Process] = []
     async with dispatcher:
         url = dispatcher.listen_urls[0]
         print(f"{DEALER}: pid {os.getpid()}, process {dispatcher.process_id!r} listens on {url}")
-        try:
-            async with anyio.create_task_group() as relays:
-                for index, name in enumerate(names):
-                    child = await start_player(name, url, loves_hearts=index == 0)
-                    children.append(child)
-                    assert child.stdout is not None
-                    relays.start_soon(relay, child.stdout)
-
-                # Every player's process connected, and its listener subscribed to the table.
-                await dispatcher.wait_for_subscribers(TABLE, players, timeout=10)
-                hands = await dealer.play(deck, cards_each)
-                print_hands(hands, deck)
-
-                print(f"{DEALER} -> {TABLE}: quit")
-                byes = await dispatcher.gather(Message("quit", source=DEALER, group=TABLE))
-                print(f"{DEALER}: {len(byes)} players said bye")
-                with anyio.fail_after(10):
-                    for child in children:
-                        await child.wait()
-        finally:
-            for child in children:
-                if child.returncode is None:
-                    child.kill()
-                with anyio.CancelScope(shield=True):
-                    await child.aclose()
-    for name, child in zip(names, children, strict=True):
-        print(f"EXIT {name} {child.returncode}")
-    failed = [name for name, child in zip(names, children, strict=True) if child.returncode != 0]
-    if failed:
-        raise SystemExit(f"player process(es) failed: {', '.join(failed)}")
-
-
-def print_hands(hands: dict[str, list[Card]], deck: list[Card]) -> None:
-    """The summary lines, as `_cards.print_hands` (whose table is local subscribers)."""
-    print("== hands")
-    for player, hand in sorted(hands.items()):
-        print(f"HAND {player}: {show(hand)}")
-    dealt = [card for hand in hands.values() for card in hand]
-    print(f"DEALT {len(dealt)} cards, {len(set(dealt))} distinct, {len(deck)} left in the deck")
+        await host_game(
+            dispatcher,
+            dealer.play,
+            script=__file__,
+            join=url,
+            players=players,
+            cards_each=cards_each,
+            seed=seed,
+            table_timeout=10,
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--players", type=int, default=2, help="number of players (default 2)")
-    parser.add_argument("--cards", type=int, default=5, help="cards per player (default 5)")
-    parser.add_argument("--seed", type=int, default=None, help="shuffle seed (default random)")
-    # The launcher passes these to the player processes it starts.
-    parser.add_argument("--role", choices=["dealer", "player"], default="dealer", help=HIDDEN)
-    parser.add_argument("--name", help=HIDDEN)
-    parser.add_argument("--join", help=HIDDEN)
-    parser.add_argument("--loves-hearts", action="store_true", help=HIDDEN)
+    add_game_options(parser)
     args = parser.parse_args()
+    check_game_options(parser, args)
     if args.role == "player":
-        if not (args.name and args.join):
-            parser.error("--role player needs --name and --join")
         anyio.run(run_player, args.name, args.join, args.loves_hearts)
-        return
-    if not 1 <= args.players <= 10 or args.cards < 1 or args.players * args.cards > 52:
-        parser.error("need 1 <= players <= 10, cards >= 1 and players * cards <= 52")
-    anyio.run(run_dealer, args.players, args.cards, args.seed)
+    else:
+        anyio.run(run_dealer, args.players, args.cards, args.seed)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 import dispatchio
@@ -19,6 +16,7 @@ from dispatchio import (
     SyncSendError,
     UndeliverableError,
 )
+from tests._imports import loaded_after
 
 # Pinned on purpose: changing the public API must change this list too.
 EXPECTED_ALL = [
@@ -138,12 +136,4 @@ def test_dispatch_error_is_an_exception() -> None:
 
 
 def test_importing_dispatchio_imports_no_transport_or_trio() -> None:
-    code = (
-        "import sys, dispatchio\n"
-        "loaded = sorted(m for m in ('aiohttp', 'kafka', 'trio') if m in sys.modules)\n"
-        "print(','.join(loaded))\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert result.stdout.strip() == ""
+    assert loaded_after("import dispatchio", ["aiohttp", "kafka", "trio"]) == []

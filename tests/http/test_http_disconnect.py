@@ -6,8 +6,9 @@ import anyio
 import anyio.abc
 import pytest
 
+from tests._transport_support import linked
 from tests.http._hostile import peer_hello, peer_upgrade
-from tests.http._http_support import linked, running
+from tests.http._http_support import running
 
 pytestmark = pytest.mark.anyio
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import anyio
@@ -17,6 +16,7 @@ from dispatchio import (
 )
 from dispatchio.transport import resolve_transport
 from dispatchio_http import HttpOptions, HttpsTransport, HttpTransport
+from tests._imports import loaded_after
 
 pytestmark = pytest.mark.anyio
 OFF = {"http": {"gateway": False}}
@@ -144,11 +144,4 @@ def test_cors_origins_must_be_origins(origin: str) -> None:
 
 
 def test_importing_the_package_imports_no_aiohttp() -> None:
-    code = (
-        "import sys, dispatchio_http, dispatchio_http._plugin;"
-        " assert 'aiohttp' not in sys.modules, 'aiohttp imported'"
-    )
-    import subprocess
-
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
+    assert loaded_after("import dispatchio_http, dispatchio_http._plugin", ["aiohttp"]) == []

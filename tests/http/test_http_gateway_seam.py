@@ -16,9 +16,9 @@ import anyio
 import pytest
 
 from dispatchio import BasicMessageListener, Message, MessageDispatcher
+from tests._transport_support import tls_contexts
 from tests.http import _hostile
 from tests.http._gateway_support import next_event
-from tests.http._http_support import tls_contexts
 
 pytestmark = pytest.mark.anyio
 TOKEN = "seam-token"

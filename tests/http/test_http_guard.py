@@ -19,9 +19,11 @@ import pytest
 from aiohttp import web
 
 from dispatchio import MessageDispatcher
+from dispatchio.testing import RecordingHandler
 from dispatchio_http import HttpOptions, _server
+from tests._transport_support import linked
 from tests.http import _hostile
-from tests.http._http_support import Recorder, linked, running, watching_logs
+from tests.http._http_support import running, watching_logs
 
 pytestmark = pytest.mark.anyio
 
@@ -335,7 +337,7 @@ async def test_the_gateway_off_means_its_routes_are_404_and_peers_still_link() -
                 status = response.status
             await linked(a, b)
     assert status == 404
-    assert isinstance(a.handler, Recorder)
+    assert isinstance(a.handler, RecordingHandler)
 
 
 # --------------------------------------------------------------------- the token in logs

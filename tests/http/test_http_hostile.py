@@ -7,8 +7,9 @@ import random
 import anyio
 import pytest
 
+from tests._transport_support import linked, round_trip
 from tests.http import _hostile
-from tests.http._http_support import Node, linked, running, watching_logs
+from tests.http._http_support import running, watching_logs
 
 pytestmark = pytest.mark.anyio
 
@@ -16,17 +17,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-async def _round_trip(receiver: Node, peer: Node, tag: bytes) -> None:
-    """One frame each way between the receiver and its well-behaved peer."""
-    seen_by_receiver = len(receiver.handler.frames.get(peer.process, ()))
-    seen_by_peer = len(peer.handler.frames.get(receiver.process, ()))
-    peer.transport.send(receiver.process, tag)
-    receiver.transport.send(peer.process, tag)
-    got = await receiver.handler.wait_frames(peer.process, seen_by_receiver + 1)
-    back = await peer.handler.wait_frames(receiver.process, seen_by_peer + 1)
-    assert got[-1] == back[-1] == tag
 
 
 def _frames(*payloads: bytes) -> bytes:
@@ -59,7 +49,7 @@ async def test_a_bad_frame_drops_only_that_link_after_the_whole_frames_before_it
             await linked(receiver, good)
             await _hostile.hostile_peer(receiver.url, "zz-bad", payload)
             await receiver.handler.wait(lambda: len(receiver.handler.downs) == 1)
-            await _round_trip(receiver, good, b"still here")
+            await round_trip(receiver, good, b"still here")
     assert receiver.handler.frames["zz-bad"] == [b"ok"]
     process, reason = receiver.handler.downs[0]
     assert process == "zz-bad"
@@ -78,7 +68,7 @@ async def test_random_bytes_on_a_linked_socket_drop_it() -> None:
                 await _hostile.hostile_peer(receiver.url, process, rng.randbytes(5000))
                 await receiver.handler.wait_down(process)
                 assert process in [hello.process for hello in receiver.handler.ups]
-                await _round_trip(receiver, good, b"after random %d" % i)
+                await round_trip(receiver, good, b"after random %d" % i)
 
 
 async def test_the_whole_hostile_http_barrage_leaves_the_receiver_serving() -> None:
@@ -89,7 +79,7 @@ async def test_the_whole_hostile_http_barrage_leaves_the_receiver_serving() -> N
         ):
             await linked(receiver, good)
             await _hostile.send_hostile_http(receiver.url, max_frame_size=1 << 20, linger=1.0)
-            await _round_trip(receiver, good, b"after the barrage")
+            await round_trip(receiver, good, b"after the barrage")
     # Every link the barrage opened was dropped; the good peer's link never was.
     downs = [process for process, _ in receiver.handler.downs]
     assert downs[-1] == "beta"  # only when the block ended

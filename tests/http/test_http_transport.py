@@ -13,11 +13,13 @@ import anyio.lowlevel
 import pytest
 
 from dispatchio import MessageTooLargeError, OutboxFullError, TransportConfigError, TransportError
+from dispatchio.testing import RecordingHandler
 from dispatchio.transport import PeerHello
 from dispatchio_http import HttpsTransport, HttpTransport
 from dispatchio_http._frames import BATCH_LIMIT
+from tests._transport_support import linked, send_until_outbox_full, tls_contexts
 from tests.http._hostile import peer_hello, peer_upgrade
-from tests.http._http_support import Recorder, linked, running, tls_contexts, watching_logs
+from tests.http._http_support import running, watching_logs
 
 pytestmark = pytest.mark.anyio
 
@@ -59,7 +61,9 @@ async def test_peers_are_told_the_bound_urls_in_place_of_the_listen_specs() -> N
     transport = HttpTransport(gateway=False)
     with anyio.fail_after(5):
         async with running("alpha") as a, anyio.create_task_group() as tg:
-            bound = await tg.start(partial(transport.serve, Recorder(), local, listen=listen))
+            bound = await tg.start(
+                partial(transport.serve, RecordingHandler(), local, listen=listen)
+            )
             await transport.connect(a.url)
             hello = await a.handler.wait_up("beta")
             await transport.aclose()
@@ -138,10 +142,8 @@ async def test_outbox_overflow_raises_outbox_full_when_the_peer_stops_reading() 
             async with stream:  # linked, then never reads again
                 assert status == 101
                 await a.handler.wait_up("zz-stalled")
-                with pytest.raises(OutboxFullError, match="zz-stalled"):  # noqa: PT012
-                    for _ in range(100_000):
-                        a.transport.send("zz-stalled", bytes(16 * 1024))
-                        await anyio.lowlevel.checkpoint()  # let the writer fill the socket
+                with pytest.raises(OutboxFullError, match="zz-stalled"):
+                    await send_until_outbox_full(a.transport, "zz-stalled")
 
 
 async def test_send_to_an_unknown_peer_raises_transport_error() -> None:
@@ -176,9 +178,7 @@ async def test_both_dialing_each_other_ends_with_one_link_that_carries_frames() 
     with anyio.fail_after(10):
         async with running("alpha") as a, running("beta") as b:
             await a.transport.connect(b.url)
-            await b.transport.connect(a.url)
-            await a.handler.wait_up("beta")
-            await b.handler.wait_up("alpha")
+            await linked(a, b)
             for i in range(100):
                 a.transport.send("beta", b"%d" % i)
             received = await b.handler.wait_frames("alpha", 100)
@@ -336,7 +336,9 @@ async def test_http_urls_with_an_ssl_context_are_refused() -> None:
 async def test_https_listening_without_an_ssl_context_is_refused() -> None:
     transport = HttpsTransport()
     with pytest.raises(TransportConfigError, match="needs the ssl_context option"):
-        await transport.serve(Recorder(), PeerHello("a", 1, ()), listen=["https://127.0.0.1:0"])
+        await transport.serve(
+            RecordingHandler(), PeerHello("a", 1, ()), listen=["https://127.0.0.1:0"]
+        )
 
 
 # --------------------------------------------------------------------- misc
@@ -355,7 +357,7 @@ async def test_binding_a_taken_port_is_a_transport_error() -> None:
     with anyio.fail_after(5):
         async with running("alpha") as a:
             with pytest.raises(TransportError, match="cannot listen on"):
-                await transport.serve(Recorder(), PeerHello("b", 1, ()), listen=[a.url])
+                await transport.serve(RecordingHandler(), PeerHello("b", 1, ()), listen=[a.url])
 
 
 async def test_logs_name_links_going_up_and_down() -> None:

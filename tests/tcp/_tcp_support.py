@@ -1,21 +1,15 @@
-"""Helpers for the dispatchio-tcp tests: a recording handler, running nodes, raw peers."""
+"""Helpers for the dispatchio-tcp tests: running nodes, raw peers, hostile input."""
 
 from __future__ import annotations
 
-import itertools
-import logging
 import random
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from functools import partial
+from contextlib import AbstractAsyncContextManager
 
 import anyio
 import anyio.abc
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from dispatchio import ListenerId, MessageDispatcher
-from dispatchio.transport import PeerHello
+from dispatchio.testing import RecordingHandler
 from dispatchio_tcp import TcpOptions, TcpTransport
 from dispatchio_tcp._framing import GOODBYE, encode_header, goodbye
 from dispatchio_tcp._handshake import (
@@ -28,101 +22,22 @@ from dispatchio_tcp._handshake import (
     encode_hello,
 )
 from dispatchio_tcp._options import parse_url
+from tests._transport_support import LogWatcher, serving
+from tests._transport_support import Node as _Node
+from tests._transport_support import watching_logs as _watching_logs
 
-_incarnations = itertools.count(1)
-
-
-class Recorder:
-    """A `TransportHandler` that records every call and lets a test wait for a state."""
-
-    def __init__(self) -> None:
-        self.ups: list[PeerHello] = []
-        self.downs: list[tuple[ListenerId, str]] = []
-        self.frames: dict[ListenerId, list[bytes]] = {}
-        self.up: dict[ListenerId, PeerHello] = {}
-        self.dial_errors: list[tuple[str, str]] = []
-        self._changed = anyio.Event()
-
-    @property
-    def dispatcher(self) -> MessageDispatcher:
-        """TCP never asks: it serves dispatchers only."""
-        raise AttributeError("a Recorder runs no dispatcher")
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
-
-    def peer_up(self, hello: PeerHello) -> None:
-        self.ups.append(hello)
-        self.up[hello.process] = hello
-        self._notify()
-
-    def peer_down(self, process: ListenerId, reason: str) -> None:
-        self.downs.append((process, reason))
-        self.up.pop(process, None)
-        self._notify()
-
-    def frame_received(self, process: ListenerId, frame: bytes) -> None:
-        self.frames.setdefault(process, []).append(bytes(frame))
-        self._notify()
-
-    def dial_failed(self, url: str, error: str) -> None:
-        self.dial_errors.append((url, error))
-        self._notify()
-
-    async def wait(self, condition: Callable[[], bool]) -> None:
-        """Return once ``condition()`` holds (the caller bounds the wait)."""
-        while not condition():
-            await self._changed.wait()
-
-    async def wait_up(self, process: ListenerId) -> PeerHello:
-        await self.wait(lambda: process in self.up)
-        return self.up[process]
-
-    async def wait_down(self, process: ListenerId) -> None:
-        await self.wait(lambda: process not in self.up)
-
-    async def wait_frames(self, process: ListenerId, count: int) -> list[bytes]:
-        await self.wait(lambda: len(self.frames.get(process, ())) >= count)
-        return self.frames[process]
+Node = _Node[TcpTransport]
 
 
-@dataclass
-class Node:
-    """A running transport with its recorder."""
-
-    process: str
-    transport: TcpTransport
-    handler: Recorder
-    urls: tuple[str, ...]
-    incarnation: int
-
-    @property
-    def url(self) -> str:
-        return self.urls[0]
-
-
-@asynccontextmanager
-async def running(
+def running(
     process: str,
     *,
     listen: tuple[str, ...] = ("tcp://127.0.0.1:0",),
-    handler: Recorder | None = None,
+    handler: RecordingHandler | None = None,
     **options: object,
-) -> AsyncIterator[Node]:
+) -> AbstractAsyncContextManager[Node]:
     """Serve a `TcpTransport` for the duration of the block, then close it."""
-    transport = TcpTransport(TcpOptions.model_validate(options))
-    handler = Recorder() if handler is None else handler
-    incarnation = next(_incarnations)
-    local = PeerHello(process, incarnation, ())
-    async with anyio.create_task_group() as tg:
-        urls: tuple[str, ...] = await tg.start(
-            partial(transport.serve, handler, local, listen=listen)
-        )
-        try:
-            yield Node(process, transport, handler, urls, incarnation)
-        finally:
-            await transport.aclose()
+    return serving(TcpTransport(TcpOptions.model_validate(options)), process, listen, handler)
 
 
 async def raw_connect(url: str) -> anyio.abc.SocketStream:
@@ -165,49 +80,9 @@ def frame(payload: bytes) -> bytes:
     return encode_header(len(payload)) + payload
 
 
-@dataclass
-class LogWatcher(logging.Handler):
-    """Collects records of logger ``dispatchio.tcp``; a test can wait for one."""
-
-    records: list[logging.LogRecord] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        logging.Handler.__init__(self, logging.DEBUG)
-        self._changed = anyio.Event()
-
-    def __hash__(self) -> int:
-        return id(self)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-        self._changed.set()
-        self._changed = anyio.Event()
-
-    def messages(self, level: int = logging.WARNING) -> list[str]:
-        return [r.getMessage() for r in self.records if r.levelno >= level]
-
-    async def wait_for(self, text: str, level: int = logging.WARNING) -> str:
-        """Return the first message of ``level`` or worse containing ``text``."""
-        while True:
-            for message in self.messages(level):
-                if text in message:
-                    return message
-            await self._changed.wait()
-
-
-@asynccontextmanager
-async def watching_logs() -> AsyncIterator[LogWatcher]:
+def watching_logs() -> AbstractAsyncContextManager[LogWatcher]:
     """Attach a `LogWatcher` to logger ``dispatchio.tcp`` for the block."""
-    watcher = LogWatcher()
-    logger = logging.getLogger("dispatchio.tcp")
-    logger.addHandler(watcher)
-    old_level = logger.level
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield watcher
-    finally:
-        logger.removeHandler(watcher)
-        logger.setLevel(old_level)
+    return _watching_logs("dispatchio.tcp")
 
 
 async def send_hostile_input(url: str, *, linger: float = 2.0) -> None:

@@ -16,11 +16,12 @@ import trustme
 from anyio.abc import SocketAttribute
 
 from dispatchio import ListenerId, OutboxFullError
+from dispatchio.testing import RecordingHandler
 from dispatchio_tcp import TcpTransport
 from dispatchio_tcp._framing import goodbye
+from tests._transport_support import linked
 from tests.tcp._tcp_support import (
     Node,
-    Recorder,
     frame,
     raw_connect,
     raw_handshake,
@@ -105,7 +106,7 @@ async def test_a_reset_connection_reports_peer_down_exactly_once() -> None:
     assert reason.startswith("connection lost: ")
 
 
-class _Fussy(Recorder):
+class _Fussy(RecordingHandler):
     """Raises on the frame ``b"boom"``."""
 
     def frame_received(self, process: ListenerId, frame: bytes) -> None:
@@ -122,9 +123,7 @@ async def test_a_frame_handler_that_raises_is_logged_and_the_link_goes_on() -> N
             running("alpha", handler=_Fussy()) as a,
             running("beta") as b,
         ):
-            await b.transport.connect(a.url)
-            await a.handler.wait_up("beta")
-            await b.handler.wait_up("alpha")
+            await linked(a, b)
             for payload in (b"before", b"boom", b"after"):
                 b.transport.send("alpha", payload)
             received = await a.handler.wait_frames("beta", 2)
@@ -139,9 +138,7 @@ async def test_sends_in_one_go_past_max_outbox_bytes_raise_and_the_rest_arrive()
     payload = bytes(1024)
     with anyio.fail_after(5):
         async with running("alpha", max_outbox_bytes=16 * 1024) as a, running("beta") as b:
-            await b.transport.connect(a.url)
-            await a.handler.wait_up("beta")
-            await b.handler.wait_up("alpha")
+            await linked(a, b)
             accepted = 0
             with pytest.raises(OutboxFullError, match="'beta'"):  # noqa: PT012
                 for _ in range(100):  # no checkpoint: nothing leaves in between
@@ -157,9 +154,7 @@ async def test_sends_in_one_go_past_max_outbox_bytes_raise_and_the_rest_arrive()
 async def test_plain_links_use_the_buffered_protocol_on_asyncio_only(anyio_backend: str) -> None:
     with anyio.fail_after(5):
         async with running("alpha") as a, running("beta") as b:
-            await b.transport.connect(a.url)
-            await a.handler.wait_up("beta")
-            await b.handler.wait_up("alpha")
+            await linked(a, b)
             fast = (_uses_fast_path(a, "beta"), _uses_fast_path(b, "alpha"))
     expected = anyio_backend == "asyncio"
     assert fast == (expected, expected)
@@ -177,14 +172,12 @@ async def test_tls_links_keep_the_stream_path() -> None:
             running("alpha", ssl_context=server, ssl_client_context=client) as a,
             running("beta", ssl_context=server, ssl_client_context=client) as b,
         ):
-            await b.transport.connect(a.url)
-            await a.handler.wait_up("beta")
-            await b.handler.wait_up("alpha")
+            await linked(a, b)
             fast = (_uses_fast_path(a, "beta"), _uses_fast_path(b, "alpha"))
     assert fast == (False, False)
 
 
-class _AskingTheClock(Recorder):
+class _AskingTheClock(RecordingHandler):
     """Asks anyio for the time on every frame, which needs anyio to see the backend."""
 
     def __init__(self) -> None:
@@ -202,9 +195,7 @@ def test_frame_handlers_can_use_anyio_under_plain_asyncio_run() -> None:
     async def main() -> list[bytes]:
         with anyio.fail_after(5):
             async with running("alpha", handler=handler) as a, running("beta") as b:
-                await b.transport.connect(a.url)
-                await a.handler.wait_up("beta")
-                await b.handler.wait_up("alpha")
+                await linked(a, b)
                 b.transport.send("alpha", b"tick")
                 return await a.handler.wait_frames("beta", 1)
 

@@ -7,8 +7,8 @@ import random
 import anyio
 import pytest
 
+from tests._transport_support import round_trip
 from tests.tcp._tcp_support import (
-    Node,
     frame,
     raw_connect,
     raw_handshake,
@@ -17,17 +17,6 @@ from tests.tcp._tcp_support import (
 )
 
 pytestmark = pytest.mark.anyio
-
-
-async def _round_trip(receiver: Node, peer: Node, tag: bytes) -> None:
-    """One frame each way between the receiver and its well-behaved peer."""
-    seen_by_receiver = len(receiver.handler.frames.get(peer.process, ()))
-    seen_by_peer = len(peer.handler.frames.get(receiver.process, ()))
-    peer.transport.send(receiver.process, tag)
-    receiver.transport.send(peer.process, tag)
-    got = await receiver.handler.wait_frames(peer.process, seen_by_receiver + 1)
-    back = await peer.handler.wait_frames(receiver.process, seen_by_peer + 1)
-    assert got[-1] == back[-1] == tag
 
 
 async def test_hostile_connections_are_dropped_while_a_good_peer_keeps_working() -> None:
@@ -48,7 +37,7 @@ async def test_hostile_connections_are_dropped_while_a_good_peer_keeps_working()
                     await stream.send(rng.randbytes(rng.randrange(1, 300)))
                     await logs.wait_for("dropped connection from")
                     logs.records.clear()
-                await _round_trip(receiver, good, b"after garbage")
+                await round_trip(receiver, good, b"after garbage")
 
             # 2. A frame length above max_frame_size, after a valid handshake.
             async with await raw_connect(receiver.url) as stream:
@@ -58,7 +47,7 @@ async def test_hostile_connections_are_dropped_while_a_good_peer_keeps_working()
                 await receiver.handler.wait_down("zz-oversized")
             assert receiver.handler.frames["zz-oversized"] == [b"ok"]
             await logs.wait_for("exceeds max_frame_size")
-            await _round_trip(receiver, good, b"after oversized")
+            await round_trip(receiver, good, b"after oversized")
 
             # 3. A truncated frame, then the connection closes.
             async with await raw_connect(receiver.url) as stream:
@@ -67,7 +56,7 @@ async def test_hostile_connections_are_dropped_while_a_good_peer_keeps_working()
                 await stream.send(frame(b"whole") + frame(b"cut short")[:7])
             await receiver.handler.wait_down("zz-truncated")
             assert receiver.handler.frames["zz-truncated"] == [b"whole"]
-            await _round_trip(receiver, good, b"after truncated")
+            await round_trip(receiver, good, b"after truncated")
 
             # 4. Random bytes after a valid handshake.
             for i in range(5):
@@ -77,13 +66,13 @@ async def test_hostile_connections_are_dropped_while_a_good_peer_keeps_working()
                     await receiver.handler.wait_up(process)
                     await stream.send(rng.randbytes(rng.randrange(1, 20_000)))
                 await receiver.handler.wait_down(process)
-                await _round_trip(receiver, good, b"after random %d" % i)
+                await round_trip(receiver, good, b"after random %d" % i)
 
             # 5. A handshake claiming a hello far over the 4 KiB cap.
             async with await raw_connect(receiver.url) as stream:
                 await stream.send(b"DSPT\x00\x01\xff\xff")
                 await logs.wait_for("exceeds 4096")
-            await _round_trip(receiver, good, b"after big hello")
+            await round_trip(receiver, good, b"after big hello")
 
             assert [hello.process for hello in good.handler.ups] == ["alpha"]
             assert good.handler.downs == []

@@ -5,8 +5,6 @@ from __future__ import annotations
 import pydoc
 import re
 import ssl
-import subprocess
-import sys
 
 import pytest
 
@@ -15,6 +13,7 @@ from dispatchio import TransportConfigError, make_plugin_manager
 from dispatchio.transport import resolve_transport
 from dispatchio_tcp import TcpOptions, TcpTransport
 from dispatchio_tcp._options import parse_url
+from tests._imports import loaded_after
 
 
 def test_public_names_are_pinned_and_sorted() -> None:
@@ -49,11 +48,7 @@ def test_the_entry_point_registers_the_tcp_scheme_lazily() -> None:
 
 
 def test_importing_the_plugin_module_does_not_import_the_transport() -> None:
-    code = (
-        "import sys, dispatchio_tcp._plugin\n"
-        "assert 'dispatchio_tcp._transport' not in sys.modules\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    assert loaded_after("import dispatchio_tcp._plugin", ["dispatchio_tcp._transport"]) == []
 
 
 def test_resolve_transport_builds_a_tcp_transport_with_url_options() -> None:

@@ -8,12 +8,14 @@ from functools import partial
 import anyio
 import anyio.lowlevel
 import pytest
-import trustme
 
 from dispatchio import MessageTooLargeError, OutboxFullError, TransportConfigError, TransportError
+from dispatchio.testing import RecordingHandler
 from dispatchio.transport import PeerHello
 from dispatchio_tcp import TcpTransport
-from tests.tcp._tcp_support import Recorder, raw_connect, raw_handshake, running, watching_logs
+from tests._transport_support import linked, send_until_outbox_full
+from tests._transport_support import tls_contexts as shared_tls_contexts
+from tests.tcp._tcp_support import raw_connect, raw_handshake, running, watching_logs
 
 pytestmark = pytest.mark.anyio
 
@@ -42,7 +44,9 @@ async def test_peers_are_told_the_bound_urls_in_place_of_the_listen_specs() -> N
     transport = TcpTransport()
     with anyio.fail_after(5):
         async with running("alpha") as a, anyio.create_task_group() as tg:
-            bound = await tg.start(partial(transport.serve, Recorder(), local, listen=listen))
+            bound = await tg.start(
+                partial(transport.serve, RecordingHandler(), local, listen=listen)
+            )
             await transport.connect(a.url)
             hello = await a.handler.wait_up("beta")
             await transport.aclose()
@@ -104,10 +108,8 @@ async def test_outbox_overflow_raises_outbox_full_when_the_peer_stops_reading() 
             async with stream:
                 await raw_handshake(stream, "zz-stalled")  # then never reads again
                 await a.handler.wait_up("zz-stalled")
-                with pytest.raises(OutboxFullError, match="zz-stalled"):  # noqa: PT012
-                    for _ in range(100_000):
-                        a.transport.send("zz-stalled", bytes(16 * 1024))
-                        await anyio.lowlevel.checkpoint()  # let the writer fill the socket
+                with pytest.raises(OutboxFullError, match="zz-stalled"):
+                    await send_until_outbox_full(a.transport, "zz-stalled")
 
 
 async def test_send_to_an_unknown_peer_raises_transport_error() -> None:
@@ -147,7 +149,9 @@ async def test_binding_a_port_in_use_raises_transport_error_before_started() -> 
             local = PeerHello("beta", 1, ())
             async with anyio.create_task_group() as tg:
                 with pytest.raises(TransportError, match="cannot listen on"):
-                    await tg.start(partial(transport.serve, Recorder(), local, listen=a.urls))
+                    await tg.start(
+                        partial(transport.serve, RecordingHandler(), local, listen=a.urls)
+                    )
 
 
 async def test_peer_down_when_the_peer_closes() -> None:
@@ -178,7 +182,7 @@ async def test_cancelling_serve_closes_links_promptly() -> None:
     with anyio.fail_after(5):
         async with running("alpha") as a:
             transport = TcpTransport()
-            handler = Recorder()
+            handler = RecordingHandler()
             async with anyio.create_task_group() as tg:
                 await tg.start(
                     partial(transport.serve, handler, PeerHello("beta", 1, ()), listen=())
@@ -211,9 +215,7 @@ async def test_simultaneous_dials_keep_exactly_one_link() -> None:
     with anyio.fail_after(10):
         async with running("alpha") as a, running("beta") as b:
             await a.transport.connect(b.url)
-            await b.transport.connect(a.url)
-            await a.handler.wait_up("beta")
-            await b.handler.wait_up("alpha")
+            await linked(a, b)
             for i in range(count):
                 a.transport.send("beta", b"%d" % i)
                 b.transport.send("alpha", b"%d" % i)
@@ -242,9 +244,7 @@ async def test_wrong_secret_is_refused_and_logged_while_a_right_one_links() -> N
                 await m.transport.connect(a.url)
                 message = await logs.wait_for("failed authentication")
             async with running("beta", secret="right") as b:
-                await b.transport.connect(a.url)
-                await a.handler.wait_up("beta")
-                await b.handler.wait_up("alpha")
+                await linked(a, b)
                 b.transport.send("alpha", b"hello")
                 assert await a.handler.wait_frames("beta", 1) == [b"hello"]
             assert [hello.process for hello in a.handler.ups] == ["beta"]
@@ -263,15 +263,7 @@ async def test_peer_without_secret_is_refused_by_a_peer_with_one() -> None:
     assert "beta" in message
 
 
-@pytest.fixture
-def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """A server context with a certificate for 127.0.0.1 and a client that trusts it."""
-    ca = trustme.CA()
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server)
-    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    ca.configure_trust(client)
-    return server, client
+tls_contexts = pytest.fixture(shared_tls_contexts, name="tls_contexts")
 
 
 async def test_tls_round_trip(tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
@@ -281,9 +273,7 @@ async def test_tls_round_trip(tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext
             running("alpha", ssl_context=server, ssl_client_context=client) as a,
             running("beta", ssl_context=server, ssl_client_context=client) as b,
         ):
-            await b.transport.connect(a.url)
-            await a.handler.wait_up("beta")
-            await b.handler.wait_up("alpha")
+            await linked(a, b)
             a.transport.send("beta", b"ping")
             assert await b.handler.wait_frames("alpha", 1) == [b"ping"]
             b.transport.send("alpha", b"pong")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import anyio
 import pytest
@@ -12,16 +14,27 @@ from dispatchio import MessageDispatcher, make_plugin_manager
 from tests.tcp._tcp_support import watching_logs
 
 
-@pytest.mark.anyio
-async def test_wait_for_listener_with_no_server_names_the_url_tried_and_its_last_error() -> None:
-    # A bound socket that never listens: connecting is refused, and no other process can
-    # take the port while the test runs.
+@contextmanager
+def client_of_a_refusing_port() -> Iterator[tuple[str, MessageDispatcher]]:
+    """A URL whose port refuses connections, and a (not started) dispatcher dialing it.
+
+    The port is bound by a socket that never listens: connecting is refused, and no other
+    process can take the port while the block runs.
+    """
     with socket.socket() as placeholder:
         placeholder.bind(("127.0.0.1", 0))
         url = f"tcp://127.0.0.1:{placeholder.getsockname()[1]}"
-        dispatcher = MessageDispatcher(
-            "client", connect=[url], plugins=make_plugin_manager(), reply_timeout=5.0
+        yield (
+            url,
+            MessageDispatcher(
+                "client", connect=[url], plugins=make_plugin_manager(), reply_timeout=5.0
+            ),
         )
+
+
+@pytest.mark.anyio
+async def test_wait_for_listener_with_no_server_names_the_url_tried_and_its_last_error() -> None:
+    with client_of_a_refusing_port() as (url, dispatcher):
         with anyio.fail_after(5):
             async with watching_logs() as logs, dispatcher:
                 # The transport logs a failed dial just before it reports it to the core.
@@ -38,12 +51,7 @@ async def test_wait_for_listener_with_no_server_names_the_url_tried_and_its_last
 
 @pytest.mark.anyio
 async def test_wait_for_listener_before_any_dial_failed_says_none_has_yet() -> None:
-    with socket.socket() as placeholder:
-        placeholder.bind(("127.0.0.1", 0))
-        url = f"tcp://127.0.0.1:{placeholder.getsockname()[1]}"
-        dispatcher = MessageDispatcher(
-            "client", connect=[url], plugins=make_plugin_manager(), reply_timeout=5.0
-        )
+    with client_of_a_refusing_port() as (url, dispatcher):
         with anyio.fail_after(5):
             async with dispatcher:
                 # No await between start and the wait's check: no dial has run yet.

@@ -1,4 +1,5 @@
-"""Tools for testing transports: the conformance suite every transport must pass.
+"""Tools for testing transports: the conformance suite every transport must pass, and
+`RecordingHandler`, a `TransportHandler` that records what a transport reports.
 
 A transport's test module subclasses `TransportConformance`, gives it one fixture,
 ``transport_url``, and its own malformed input (or a reason it has none, see
@@ -15,7 +16,11 @@ A transport's test module subclasses `TransportConformance`, gives it one fixtur
         async def send_hostile_input(self, url: str) -> None:
             ...  # random bytes, a bad handshake, an oversized frame, in my wire format
 
-This package needs pytest and anyio's pytest plugin; ``import dispatchio`` never imports it.
+To test a transport below the dispatcher, serve it with a `RecordingHandler` and wait
+on what it records: ``await handler.wait_up("b")``, ``await handler.wait_frames("b", 3)``.
+
+`TransportConformance` needs pytest and anyio's pytest plugin; ``import dispatchio``
+never imports this package.
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from dispatchio.testing._conformance import TransportConformance
+    from dispatchio.testing._recording import RecordingHandler
 
-__all__ = ["TransportConformance"]
+__all__ = ["RecordingHandler", "TransportConformance"]
 
 
 def __getattr__(name: str) -> Any:
@@ -35,4 +41,8 @@ def __getattr__(name: str) -> Any:
         from dispatchio.testing._conformance import TransportConformance
 
         return TransportConformance
+    if name == "RecordingHandler":
+        from dispatchio.testing._recording import RecordingHandler
+
+        return RecordingHandler
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
