@@ -8,9 +8,10 @@ import anyio
 import pytest
 
 from dispatchio import TransportConfigError
+from dispatchio.testing import RecordingHandler
 from dispatchio.transport import PeerHello
 from dispatchio_http import HttpsTransport, HttpTransport
-from tests.http._http_support import Recorder, tls_contexts
+from tests._transport_support import tls_contexts
 
 pytestmark = pytest.mark.anyio
 
@@ -29,7 +30,7 @@ async def test_listening_beyond_loopback_without_a_token_is_refused_before_bindi
     transport = HttpTransport()
     with pytest.raises(TransportConfigError) as caught:
         # 192.0.2.1 is no address of this machine: binding it would fail otherwise.
-        await transport.serve(Recorder(), PeerHello("a", 1, ()), listen=[url])
+        await transport.serve(RecordingHandler(), PeerHello("a", 1, ()), listen=[url])
     text = str(caught.value)
     assert text.startswith(f"refusing to listen on {url!r}: beyond loopback")
     assert 'token="..."' in text
@@ -56,7 +57,10 @@ async def test_a_token_tls_or_insecure_allows_listening_on_every_interface(
         async with anyio.create_task_group() as tg:
             urls = await tg.start(
                 partial(
-                    made.serve, Recorder(), PeerHello("a", 1, ()), listen=[f"{scheme}://0.0.0.0:0"]
+                    made.serve,
+                    RecordingHandler(),
+                    PeerHello("a", 1, ()),
+                    listen=[f"{scheme}://0.0.0.0:0"],
                 )
             )
             assert urls
@@ -69,7 +73,10 @@ async def test_loopback_needs_no_token() -> None:
         async with anyio.create_task_group() as tg:
             assert await tg.start(
                 partial(
-                    made.serve, Recorder(), PeerHello("a", 1, ()), listen=["http://localhost:0"]
+                    made.serve,
+                    RecordingHandler(),
+                    PeerHello("a", 1, ()),
+                    listen=["http://localhost:0"],
                 )
             )
             await made.aclose()

@@ -8,9 +8,9 @@ import anyio
 import pytest
 
 from dispatchio import MessageDispatcher, TransportConfigError, make_plugin_manager
+from dispatchio.testing import RecordingHandler
 from dispatchio.transport import PeerHello
 from dispatchio_tcp import TcpOptions, TcpTransport
-from tests.tcp._tcp_support import Recorder
 
 pytestmark = pytest.mark.anyio
 
@@ -24,7 +24,7 @@ async def test_listening_beyond_loopback_without_a_secret_or_tls_is_refused_befo
     transport = TcpTransport()
     with pytest.raises(TransportConfigError) as caught:
         # 192.0.2.1 is no address of this machine: binding it would fail otherwise.
-        await transport.serve(Recorder(), PeerHello("a", 1, ()), listen=[url])
+        await transport.serve(RecordingHandler(), PeerHello("a", 1, ()), listen=[url])
     text = str(caught.value)
     assert text.startswith(f"refusing to listen on {url!r}: beyond loopback")
     assert 'secret="..."' in text
@@ -57,7 +57,7 @@ async def _serves(transport: TcpTransport, url: str) -> None:
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             urls = await tg.start(
-                partial(transport.serve, Recorder(), PeerHello("a", 1, ()), listen=[url])
+                partial(transport.serve, RecordingHandler(), PeerHello("a", 1, ()), listen=[url])
             )
             assert urls
             await transport.aclose()
