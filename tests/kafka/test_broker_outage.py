@@ -41,15 +41,6 @@ def test_requests_fail_clearly_while_the_broker_is_down_and_resume_after(backend
 RESTART_CHILD = Path(__file__).with_name("_restart_child.py")
 
 
-# A known defect, not a flaky test: after tansu loses its data the receiver may keep its
-# old read position on the re-created inbox until its next metadata refresh, and then skip
-# or reread records (seen in about 1 run of 16 under load). Until the receiver notices a
-# re-created topic at once, this test may fail; it is reported as xfailed/xpassed, never
-# counted as passing.
-@pytest.mark.xfail(
-    reason="receiver may keep a stale read position on an inbox re-created by a broker restart",
-    strict=False,
-)
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_letters_across_a_broker_restart_arrive_once_each_in_order(backend: str) -> None:
     # The restarted broker lost its state and refuses what the producer held through the

@@ -43,9 +43,11 @@ Limitations:
     * Latency is the broker's: a request costs two produce-and-fetch trips
       (``fetch_max_wait_ms`` bounds the fetch side).
     * A broker that lost its data (tansu's memory storage restarted) is noticed by its
-      re-created topics (new topic IDs in the metadata, refreshed every few seconds):
-      they are read from 0, this process is announced again, and a producer the broker
-      no longer knows is rebuilt. Frames it had not acknowledged are sent again, in
+      re-created topics (new topic IDs in the metadata, refreshed every few seconds and
+      after any lost connection; no record is delivered before that refresh, so a read
+      position kept from the old log never reads the new one from its middle): they are
+      read from 0, this process is announced again, and a producer the broker no longer
+      knows is rebuilt. Frames it had not acknowledged are sent again, in
       order (`KafkaTransport._produce_loop`).
 """
 
@@ -93,6 +95,8 @@ _BATCH = 500
 _POLL = 0.1
 #: How old the consumer's metadata (and so the topic IDs it compares) may get.
 _METADATA_AGE_MS = 3_000
+#: Seconds the consumer waits for fresh metadata before it reads held-back records again.
+_STALE_WAIT = 0.02
 # The prefix of a message frame (kind 0): only those are de-duplicated and replayed
 # from an earlier incarnation; control frames of an old incarnation mean nothing now.
 _MESSAGE = b"[0,"
@@ -755,7 +759,7 @@ class KafkaTransport(Transport):
             last_commit = time.monotonic()
             cluster = consumer._client.cluster  # kafka-python keeps topic IDs only there
             ids = {inbox: cluster.topic_id(inbox.topic), members: cluster.topic_id(members.topic)}
-            failing = False
+            failing = holding = False
             while not self._stop.is_set():
                 try:
                     for partition, known in ids.items():
@@ -778,6 +782,26 @@ class KafkaTransport(Transport):
                     if members_end is None:
                         members_end = consumer.end_offsets([members]).get(members, 0)
                     polled = consumer.poll(timeout_ms=int(_POLL * 1000), max_records=_BATCH)
+                    if polled and not _current(cluster, ids):
+                        # A connection closed since the metadata was read (kafka-python
+                        # then asks for fresh metadata), or a topic is missing from it:
+                        # the broker may have restarted and re-created these topics, and
+                        # a position kept from the old log reads the new one from the
+                        # middle. Read these records again once the metadata is fresh,
+                        # which tells whether the topics were re-created (then from 0).
+                        for partition, records in polled.items():
+                            if records:
+                                consumer.seek(partition, records[0].offset)
+                        if not holding:
+                            logger.warning(
+                                "holding records until fresh metadata tells whether the"
+                                " broker re-created the topics"
+                            )
+                        holding = True
+                        cluster.request_update()
+                        self._stop.wait(_STALE_WAIT)
+                        continue
+                    holding = False
                     batch: list[tuple[bool, Any]] = []
                     last = -1
                     for partition, records in polled.items():
@@ -918,6 +942,21 @@ def _close_producer(producer: kafka.KafkaProducer, timeout: float) -> None:
         if sender is not None:
             sender.force_close()
         producer._closed = True
+
+
+def _current(cluster: Any, ids: dict[Any, Any]) -> bool:
+    """Whether ``cluster``'s metadata is fresh and still names the topics of ``ids``.
+
+    ``ids`` maps the consumer's partitions to the topic IDs it is reading. False while a
+    metadata update is pending (kafka-python requests one when a connection to a broker
+    closes on an error) or a topic is unknown to the metadata or has another ID.
+    """
+    if cluster.need_update:
+        return False
+    return all(
+        known is not None and cluster.topic_id(partition.topic) == known
+        for partition, known in ids.items()
+    )
 
 
 def _past(deadline: float | None) -> bool:
