@@ -18,10 +18,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from dispatchio.testing._faults import FaultProxy
+
 if TYPE_CHECKING:
     from dispatchio.testing._conformance import TransportConformance
 
-__all__ = ["TransportConformance"]
+__all__ = ["FaultProxy", "TransportConformance"]
 
 
 def __getattr__(name: str) -> Any:
