@@ -267,6 +267,28 @@ class MessageDispatcher:
                 else:
                     await self._mesh.changed.wait()
 
+    def debug_counts(self) -> dict[str, int]:
+        """Sizes of this dispatcher's internal tables, for tests and leak hunts (a copy).
+
+        ``pending``: messages waiting for replies; ``timers``: their live deadlines;
+        ``timer_entries``: entries in the deadline heap, finished ones included (at most
+        about twice ``timers``); ``expired_ids``: IDs of finished waits remembered so
+        late replies are counted and dropped (at most 65,536, oldest forgotten first);
+        ``queued``: messages accepted and not yet started; ``awaiting_remote``: replies
+        other processes are still counted as owing; ``remote_listeners``: listener IDs
+        known in other processes.
+        """
+        replies, mesh = self._replies, self._mesh
+        return {
+            "pending": len(replies.pending),
+            "timers": len(replies.timers),
+            "timer_entries": replies.timers.entries,
+            "expired_ids": len(replies.expired),
+            "queued": len(self._queue),
+            "awaiting_remote": 0 if mesh is None else sum(map(len, mesh.awaiting.values())),
+            "remote_listeners": 0 if mesh is None else len(mesh.remote_listener),
+        }
+
     @property
     def running(self) -> bool:
         """Whether the asynchronous machinery runs (inside ``async with dispatcher:``)."""

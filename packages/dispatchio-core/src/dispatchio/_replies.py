@@ -105,6 +105,11 @@ class TimerHeap:
     def __len__(self) -> int:
         return len(self._heap) - self._dead
 
+    @property
+    def entries(self) -> int:
+        """Entries held, finished ones included (what the heap costs in memory)."""
+        return len(self._heap)
+
     def push(self, pending: Pending) -> bool:
         """Add a timer; return whether it is now the earliest one."""
         heap = self._heap
@@ -168,6 +173,9 @@ class Expired:
 
     def __contains__(self, message_id: object) -> bool:
         return message_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
 
 
 class Replies:
