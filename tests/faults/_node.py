@@ -246,14 +246,27 @@ class Node:
                 tg.start_soon(functools.partial(dispatcher.request, message, timeout=30))
 
     async def cmd_soak(self, command: dict[str, Any]) -> None:
-        self.soak = Soak(self.running, command)
+        """Register the workload's listeners, wait for ``wait_listeners`` and for
+        ``wait_subscribers`` members of group ``all``, then start the workload."""
+        dispatcher = self.running
+        self.soak = Soak(dispatcher, command)
+        for lid in command.get("wait_listeners", ()):
+            await dispatcher.wait_for_listener(lid, timeout=30)
+        await dispatcher.wait_for_subscribers("all", command.get("wait_subscribers", 0), timeout=30)
         await self.task_group.start(self.soak.run)
 
     async def cmd_soak_stop(self, command: dict[str, Any]) -> dict[str, Any]:
-        """Stop the workload, wait for every reply it waits for, flush its records."""
+        """Stop the workload and wait (at most ``drain_timeout``) for the replies it
+        waits for; answer what is still unresolved."""
         if self.soak is None:
             raise CommandError("no workload runs")
         return await self.soak.stop(command.get("drain_timeout", 10.0))
+
+    async def cmd_soak_close(self, command: dict[str, Any]) -> None:
+        """Flush and close the record file."""
+        if self.soak is None:
+            raise CommandError("no workload runs")
+        self.soak.close()
 
 
 def _fields(message: Message) -> dict[str, Any]:
@@ -278,7 +291,8 @@ class Soak:
       ``response_required``; ``["grp", seq]``: a group letter sent;
     * ``["sent_err", kind, to, seq_or_id, error]``: ``send`` refused one (raised);
     * ``["let_in", from, incarnation, seq]``, ``["grp_in", from, incarnation, seq]``;
-    * ``["back", id, error_code_or_None]``: a response or returned letter at ``src-<me>``.
+    * ``["back", id, error_code_or_None, content]``: a response or a returned letter
+      arriving at ``src-<me>``.
     """
 
     def __init__(self, dispatcher: MessageDispatcher, config: dict[str, Any]) -> None:
@@ -312,6 +326,8 @@ class Soak:
         d.subscribe("all", member.id)  # type: ignore[arg-type]
 
     def write(self, *record: Any) -> None:
+        if self.out.closed:
+            return
         self.out.write(json.dumps(record, separators=(",", ":")) + "\n")
 
     def _arrived(self, kind: str, message: Message) -> None:
@@ -320,7 +336,7 @@ class Soak:
 
     def _back(self, message: Message) -> None:
         code = None if message.error is None else message.error.partition(":")[0]
-        self.write("back", message.id, code)
+        self.write("back", message.id, code, message.content)
         if message.id in self.rr:
             self.rr.discard(message.id)
             self._check_idle()
@@ -348,7 +364,7 @@ class Soak:
         d, me, inc = self.dispatcher, self.me, self.incarnation
         for other in self.others:
             seq = self.seq[other]
-            content = {"from": me, "inc": inc, "seq": seq}
+            content = {"from": me, "inc": inc, "seq": seq, "to": other}
             try:
                 letter = Message("let", content, source=f"src-{me}", destination=f"sink-{other}")
                 await d.send(letter)
@@ -409,11 +425,13 @@ class Soak:
         self._check_idle()
         with anyio.move_on_after(drain_timeout):
             await self.idle.wait()
-        left = {"unresolved_rr": sorted(map(str, self.rr)), "in_flight": self.in_flight}
         self.done.set()
         self.out.flush()
+        return {"unresolved_rr": sorted(map(str, self.rr)), "in_flight": self.in_flight}
+
+    def close(self) -> None:
+        self.out.flush()
         self.out.close()
-        return left
 
 
 async def _read_lines(fd: int) -> Any:
