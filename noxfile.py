@@ -49,12 +49,26 @@ PACKAGES: dict[str, Package] = {
 }
 
 
+# Test folders that span packages: tests/<name>/ runs against core plus the packages
+# named here (their test_deps too). The fault tests run once per transport installed.
+SUITES: dict[str, tuple[str, ...]] = {
+    "faults": ("tcp",),
+}
+
+
 def requirements(short: str) -> list[str]:
-    """Local folders to install for one package: core first, then the package itself."""
+    """Local folders to install for one package or suite: core first, then the others."""
     folders = [PACKAGES[CORE].folder]
-    if short != CORE:
-        folders.append(PACKAGES[short].folder)
+    for name in SUITES.get(short, (short,)):
+        if name != CORE:
+            folders.append(PACKAGES[name].folder)
     return folders
+
+
+def suite_test_deps(short: str) -> list[str]:
+    """Extra requirements of one package's or suite's tests."""
+    names = SUITES.get(short, (short,))
+    return [dep for name in names for dep in PACKAGES[name].test_deps]
 
 
 def group(*names: str) -> tuple[str, ...]:
@@ -63,10 +77,10 @@ def group(*names: str) -> tuple[str, ...]:
 
 
 @nox.session
-@nox.parametrize("package", list(PACKAGES), ids=list(PACKAGES))
+@nox.parametrize("package", [*PACKAGES, *SUITES], ids=[*PACKAGES, *SUITES])
 def tests(session: nox.Session, package: str) -> None:
-    """Run one package's test suite against a non-editable install of it."""
-    session.install(*requirements(package), *group("test"), *PACKAGES[package].test_deps)
+    """Run one package's (or cross-package suite's) tests against non-editable installs."""
+    session.install(*requirements(package), *group("test"), *suite_test_deps(package))
     session.run("pytest", f"tests/{package}", *session.posargs)
 
 

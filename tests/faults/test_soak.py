@@ -286,3 +286,33 @@ def check(records: dict[tuple[str, int], list[list[Any]]]) -> dict[str, Any]:
         "letters_checked": letters_checked,
         "group_checked": group_checked,
     }
+
+
+def test_the_checker_sees_each_kind_of_violation() -> None:
+    clean: dict[tuple[str, int], list[list[Any]]] = {
+        ("a", 0): [
+            ["let", "b", 0],
+            ["let", "b", 1],
+            ["rr", 10, "b"],
+            ["back", 10, None, {}],
+            ["req", 11, "b", 0, "ok", 0.01, True],
+            ["grp", 0],
+            ["grp_in", "a", 0, 0],
+        ],
+        ("b", 0): [["let_in", "a", 0, 0], ["let_in", "a", 0, 1], ["grp_in", "a", 0, 0]],
+    }
+    assert check(clean)["violations"] == []
+    broken = {key: list(items) for key, items in clean.items()}
+    broken["b", 0] = [["let_in", "a", 0, 1], ["let_in", "a", 0, 0]]  # reordered, group lost
+    broken["a", 0] = [
+        *clean["a", 0],
+        ["back", 10, "timeout", {}],  # the letter resolved twice
+        ["back", 11, None, {"from": "a", "n": 0}],  # the request answered again
+        ["req", 12, "b", 1, "ok", 0.01, False],  # another request's reply
+        ["req", 13, "c", 2, "ok", TIMEOUT + HANG_SLACK + 1, True],  # a hang
+    ]
+    found = check(broken)["violations"]
+    for text in ("resolved 2 times", "stray response", "got another's reply", "took"):
+        assert any(text in violation for violation in found), (text, found)
+    assert any(v.startswith("letters a->b") for v in found)
+    assert any(v.startswith("group a->b") for v in found)
