@@ -7,26 +7,38 @@ Methodology
   The per-operation figure is ``elapsed / n`` (loop overhead included, the
   same for every contender).  ``n`` is calibrated once so that one repeat
   takes roughly ``Config.target_ns``.
-* Every measurement does ``warmup`` untimed runs, then ``repeats`` timed
-  runs, and reports the MEDIAN (min and max are kept for the spread).
+* A row that compares dispatchio with a peer (or with another dispatchio set-up)
+  measures both sides INTERLEAVED: after ``warmup`` untimed rounds, each of
+  ``repeats`` rounds times one repeat of every side, A B, B A, A B, ... (the order
+  rotates), so that a machine slowing down or speeding up hits both sides alike.
+  The row's ratio is the MEDIAN of the per-round ratios (dispatchio's repeat over
+  the peer's repeat of the same round), printed with the range of those ratios.
+  Each side's own figure is the median of its repeats.
+* Asynchronous sides run in an event loop of their own in a helper thread (an anyio
+  blocking portal), which keeps their tasks and connections alive between repeats;
+  only one side runs at a time, the others' threads sleep.
 * The garbage collector is disabled during timed micro-benchmark runs (as
   ``timeit`` does) and collected in between; async round-trip benchmarks run
   with the collector enabled, as a real application would.
-* Comparisons whose target is a ratio between two dispatchio set-ups are
-  measured interleaved (A, B, A, B, ...) so that drift hits both sides alike.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from anyio.from_thread import BlockingPortal
 
 LoopFn = Callable[[int], object]
 AsyncLoopFn = Callable[[int], Awaitable[object]]
+Sampler = Callable[[], float]
+"""One timed repeat of one side of a comparison: returns its figure."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +53,11 @@ class Config:
     @classmethod
     def quick(cls) -> Config:
         return cls(repeats=3, warmup=1, target_ns=25_000_000, async_scale=0.35)
+
+    @classmethod
+    def smoke(cls) -> Config:
+        """Just enough to see every benchmark run: the figures mean nothing."""
+        return cls(repeats=1, warmup=0, target_ns=1_000_000, async_scale=0.01)
 
 
 @dataclass(frozen=True)
@@ -90,23 +107,91 @@ def bench_ns(loop: LoopFn, cfg: Config, *, number: int | None = None) -> Stats:
     return bench_interleaved({"x": loop}, cfg, number=number)["x"]
 
 
-def bench_interleaved(
-    loops: dict[str, LoopFn], cfg: Config, *, number: int | None = None
-) -> dict[str, Stats]:
-    """Time several variants, interleaving them each repeat (rotating the order)."""
-    names = list(loops)
-    counts = {
-        k: number if number is not None else calibrate(loops[k], cfg.target_ns) for k in names
-    }
+def interleave(samplers: Mapping[str, Sampler], cfg: Config) -> dict[str, Stats]:
+    """Time every side in turn, repeat after repeat (A B, B A, A B, ...).
+
+    ``cfg.warmup`` untimed rounds first. Sample ``r`` of every side comes from round
+    ``r``, so `paired` can divide the samples of one round by each other.
+    """
+    names = list(samplers)
     for _ in range(cfg.warmup):
         for k in names:
-            loops[k](counts[k])
+            samplers[k]()
     samples: dict[str, list[float]] = {k: [] for k in names}
     for r in range(cfg.repeats):
         order = names[r % len(names) :] + names[: r % len(names)]
         for k in order:
-            samples[k].append(_timed(loops[k], counts[k]) / counts[k])
+            samples[k].append(samplers[k]())
     return {k: Stats(tuple(v)) for k, v in samples.items()}
+
+
+def bench_interleaved(
+    loops: dict[str, LoopFn], cfg: Config, *, number: int | None = None
+) -> dict[str, Stats]:
+    """Per-op nanoseconds of several micro-benchmark loops, interleaved (see `interleave`)."""
+
+    def sampler(loop: LoopFn) -> Sampler:
+        n = number if number is not None else calibrate(loop, cfg.target_ns)
+        return lambda: _timed(loop, n) / n
+
+    return interleave({k: sampler(loop) for k, loop in loops.items()}, cfg)
+
+
+@contextlib.contextmanager
+def event_loop(backend: str) -> Iterator[BlockingPortal]:
+    """An event loop running in a helper thread; `async_sampler` times work inside it."""
+    from anyio.from_thread import start_blocking_portal
+
+    with start_blocking_portal(backend) as portal:
+        yield portal
+
+
+async def _rate_of(op_loop: AsyncLoopFn, number: int) -> float:
+    gc.collect()
+    t0 = time.perf_counter_ns()
+    await op_loop(number)
+    return number * 1e9 / (time.perf_counter_ns() - t0)
+
+
+def async_sampler(portal: BlockingPortal, op_loop: AsyncLoopFn, number: int) -> Sampler:
+    """Operations per second of one ``await op_loop(number)`` in ``portal``'s loop (GC on)."""
+    return lambda: portal.call(_rate_of, op_loop, number)
+
+
+def sync_sampler(op_loop: LoopFn, number: int) -> Sampler:
+    """Operations per second of one blocking ``op_loop(number)`` (GC on)."""
+
+    def sample() -> float:
+        gc.collect()
+        t0 = time.perf_counter_ns()
+        op_loop(number)
+        return number * 1e9 / (time.perf_counter_ns() - t0)
+
+    return sample
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """One side over the other, round by round of an interleaved measurement."""
+
+    pairs: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.pairs)
+
+    @property
+    def low(self) -> float:
+        return min(self.pairs)
+
+    @property
+    def high(self) -> float:
+        return max(self.pairs)
+
+
+def paired(value: Stats, peer: Stats) -> Ratio:
+    """``value / peer`` for every round of an `interleave` (same number of samples)."""
+    return Ratio(tuple(v / p for v, p in zip(value.samples, peer.samples, strict=True)))
 
 
 async def bench_rate(op_loop: AsyncLoopFn, number: int, cfg: Config) -> Stats:
@@ -162,7 +247,7 @@ class PeerResult:
 class Row:
     """One dispatchio figure set beside a peer figure.
 
-    ``kind`` says how the ratio ``value / peer`` is judged against ``target``:
+    ``kind`` says how the ratio (`ratio`) is judged against ``target``:
     "max" -> ratio must be <= target, "min" -> ratio must be >= target,
     "info" -> reported only.
     """
@@ -177,9 +262,14 @@ class Row:
     error: str | None = None
     spread: float | None = None
     skipped: str | None = None
+    pairs: Ratio | None = None
+    """The ratio round by round, when both sides were measured interleaved."""
 
     @property
     def ratio(self) -> float | None:
+        """The median of the per-round ratios, else the ratio of the two medians."""
+        if self.pairs is not None:
+            return self.pairs.median
         if self.value is None or self.peer is None or self.peer == 0:
             return None
         return self.value / self.peer
@@ -247,6 +337,12 @@ def render_peers(peers: Sequence[PeerResult]) -> str:
     return render_table(["peer", "this run (median)", "spread", "reference", "note"], rows)
 
 
+def _fmt_pairs(pairs: Ratio | None) -> str:
+    if pairs is None:
+        return ""
+    return f"{pairs.low:.2f}-{pairs.high:.2f}x ({len(pairs.pairs)})"
+
+
 def render_rows(rows: Sequence[Row]) -> str:
     out = []
     for r in rows:
@@ -262,14 +358,17 @@ def render_rows(rows: Sequence[Row]) -> str:
         if r.target is not None:
             target = f"{'<=' if r.kind == 'max' else '>='} {r.target:g}x"
         ratio = r.ratio
+        value = "ERROR" if r.error is not None else fmt_value(r.value, r.unit)
+        if r.error is None and r.value is not None and r.spread is not None:
+            value = f"{value} {_fmt_spread(r.spread)}"
         out.append(
             [
                 r.label,
-                "ERROR" if r.error is not None else fmt_value(r.value, r.unit),
-                _fmt_spread(r.spread),
+                value,
                 r.peer_label,
                 fmt_value(r.peer, r.unit),
                 "-" if ratio is None else f"{ratio:.3f}x",
+                _fmt_pairs(r.pairs),
                 target,
                 verdict,
             ]
@@ -278,10 +377,10 @@ def render_rows(rows: Sequence[Row]) -> str:
         [
             "dispatchio benchmark",
             "dispatchio",
-            "spread",
             "peer (same run)",
             "peer",
             "ratio",
+            "rounds: range (n)",
             "target",
             "result",
         ],

@@ -1,20 +1,23 @@
-"""dispatchio measurements.
+"""dispatchio set-ups: the loops the benchmark rows time, beside their peers.
 
-``dispatchio`` is imported inside the functions only, so this module imports without it;
-call `load` first to find out whether it is usable.
+Each function builds one dispatchio set-up and returns (or, for the asynchronous ones,
+yields from inside the event loop that runs it) the loop to time: ``loop(n)`` does the
+operation ``n`` times. ``run.py`` interleaves them with the peers of `bench_peers`.
+``dispatchio`` is imported inside the functions only, so this module imports without
+it; call `load` first to find out whether it is usable.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import itertools
 import tracemalloc
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from _harness import Config, Stats, bench_interleaved, bench_ns, bench_rate
+from _harness import AsyncLoopFn, LoopFn
 
 if TYPE_CHECKING:
     from dispatchio import BasicMessageListener, Message, MessageDispatcher, PluginManager
@@ -83,7 +86,7 @@ def _send_loop(dispatcher: MessageDispatcher, destination: str) -> Callable[[int
 # --------------------------------------------------------------------------- 1. send_sync
 
 
-def send_sync_one(cfg: Config) -> Stats:
+def send_sync_one() -> LoopFn:
     """Message(...) + send_sync to a BasicMessageListener with one sync callback rule."""
     from dispatchio import Message
 
@@ -91,10 +94,10 @@ def send_sync_one(cfg: Config) -> Stats:
     d.register(_listener("target"))
     if d.send_sync(Message("ping", 1, destination="target")) != 1:
         raise RuntimeError("send_sync did not return the callback's result")
-    return bench_ns(_send_loop(d, "target"), cfg)
+    return _send_loop(d, "target")
 
 
-def message_only(cfg: Config) -> Stats:
+def message_only() -> LoopFn:
     """Building the Message alone (to split row 1 into construction and dispatch)."""
     from dispatchio import Message
 
@@ -103,14 +106,14 @@ def message_only(cfg: Config) -> Stats:
         for _ in itertools.repeat(None, n):
             msg("ping", 1, destination="target")
 
-    return bench_ns(loop, cfg)
+    return loop
 
 
 # --------------------------------------------------------------------------- 2. group fan-out
 
 
-def group_fanout(cfg: Config) -> Stats:
-    """Group send_sync to FANOUT subscribers; per-recipient ns."""
+def group_fanout() -> LoopFn:
+    """Group send_sync to FANOUT subscribers (divide by FANOUT for per-recipient)."""
     from dispatchio import Message
 
     d = _dispatcher()
@@ -128,64 +131,47 @@ def group_fanout(cfg: Config) -> Stats:
         for _ in itertools.repeat(None, n):
             send(msg("ping", 1, group="g"))
 
-    stats = bench_ns(loop, cfg)
-    return Stats(tuple(s / FANOUT for s in stats.samples))
+    return loop
 
 
 # --------------------------------------------------------------------------- 3. async request
 
 
-def request_rate(
-    cfg: Config, backend: str, callback: Callable[[Message], Any] = _echo, number: int = 0
-) -> Stats:
-    """Sequential ``await d.request(...)`` round trips per second on ``backend``.
+@contextlib.asynccontextmanager
+async def requests(callback: Callable[[Message], Any] = _echo) -> AsyncIterator[AsyncLoopFn]:
+    """A running dispatcher; yields a loop of sequential ``await d.request(...)``.
 
     With the default sync callback the dispatcher may answer inline (no task switch);
-    pass ``_async_echo`` (see `queued_request_rate`) to measure the queued path.
+    pass ``_async_echo`` (see `queued_requests`) to measure the queued path.
     """
-    import anyio
-
     from dispatchio import Message
 
-    async def main() -> Stats:
-        d = _dispatcher()
-        d.register(_listener("target", callback))
-        async with d:
-            reply = await d.request(Message("ping", 7, destination="target"), timeout=5.0)
-            if reply.content != 7:
-                raise RuntimeError(f"unexpected reply {reply!r}")
+    d = _dispatcher()
+    d.register(_listener("target", callback))
+    async with d:
+        reply = await d.request(Message("ping", 7, destination="target"), timeout=5.0)
+        if reply.content != 7:
+            raise RuntimeError(f"unexpected reply {reply!r}")
 
-            async def requests(n: int) -> None:
-                request = d.request
-                msg = Message
-                for i in range(n):
-                    await request(msg("ping", i, destination="target"), timeout=5.0)
+        async def loop(n: int) -> None:
+            request = d.request
+            msg = Message
+            for i in range(n):
+                await request(msg("ping", i, destination="target"), timeout=5.0)
 
-            count = max(100, int((number or N_REQUEST_RT) * cfg.async_scale))
-            return await bench_rate(requests, count, cfg)
-
-    result: Stats = anyio.run(main, backend=backend)
-    return result
+        yield loop
 
 
-def queued_request_rate(cfg: Config, backend: str) -> Stats:
-    """``request`` to an ``async def`` callback rule: the message goes through the queue."""
-    callback: Callable[[Message], Awaitable[Any]] = _async_echo
-    return request_rate(cfg, backend, callback, N_QUEUED_RT)
+def queued_requests() -> contextlib.AbstractAsyncContextManager[AsyncLoopFn]:
+    """`requests` to an ``async def`` callback rule: the message goes through the queue."""
+    return requests(_async_echo)
 
 
 # --------------------------------------------------------------------------- 4. many listeners
 
 
-@dataclass(frozen=True)
-class ScaleResult:
-    few: Stats
-    many: Stats
-    bytes_per_listener: float
-
-
-def listener_scale(cfg: Config) -> ScaleResult:
-    """send_sync to one listener among MANY vs among FEW; memory per registered listener."""
+def listener_scale() -> tuple[LoopFn, LoopFn, float]:
+    """send_sync to one listener among FEW and among MANY; bytes per registered listener."""
     few = _dispatcher()
     for i in range(FEW):
         few.register(_listener(f"l{i}"))
@@ -201,27 +187,16 @@ def listener_scale(cfg: Config) -> ScaleResult:
         after = tracemalloc.get_traced_memory()[0]
     finally:
         tracemalloc.stop()
-    per_listener = (after - before) / MANY
-
     target = f"l{FEW // 2}"
-    stats = bench_interleaved(
-        {"few": _send_loop(few, target), "many": _send_loop(many, target)}, cfg
-    )
-    return ScaleResult(stats["few"], stats["many"], per_listener)
+    return _send_loop(few, target), _send_loop(many, target), (after - before) / MANY
 
 
 # --------------------------------------------------------------------------- 5. hooks
 
 
-@dataclass(frozen=True)
-class HookResult:
-    bare: Stats
-    unimplemented: Stats
-    observer: Stats
-
-
-def hook_cost(cfg: Config) -> HookResult:
-    """send_sync with no plugin / a plugin with only a non-observation hook / an observer."""
+def hook_loops() -> dict[str, LoopFn]:
+    """send_sync with no plugin (``bare``), a plugin with only a non-observation hook
+    (``unimplemented``), and an observer of every delivery (``observer``)."""
     from dispatchio import Message, MessageListener, hookimpl, make_plugin_manager
 
     class TransportsOnly:
@@ -260,5 +235,4 @@ def hook_cost(cfg: Config) -> HookResult:
     dispatchers["observer"].send_sync(Message("ping", 1, destination="target"))
     if observer.count != 1:
         raise RuntimeError("observer hook dispatchio_message_delivered was not called")
-    stats = bench_interleaved({k: _send_loop(d, "target") for k, d in dispatchers.items()}, cfg)
-    return HookResult(stats["bare"], stats["unimplemented"], stats["observer"])
+    return {k: _send_loop(d, "target") for k, d in dispatchers.items()}

@@ -1,34 +1,39 @@
-"""Peer measurements: what dispatchio is compared against, measured in the same run.
+"""Peer set-ups: what dispatchio is compared against, measured in the same run.
 
-Every function here imports its library lazily, so importing this module is cheap.
+Each function is a context manager that builds one peer and yields the loop to time
+(``loop(n)`` does the operation ``n`` times); the asynchronous ones are entered in the
+event loop that runs them (`_harness.event_loop`). Every library is imported lazily,
+so importing this module is cheap, and a missing library fails only its own set-up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from _harness import Config, Stats, bench_ns, bench_rate, sync_rate
+from _harness import AsyncLoopFn, Config, LoopFn
 
 FANOUT = 1_000
 
-# Async round-trip counts per timed repeat (scaled by Config.async_scale).
+# Round trips per timed repeat (scaled by Config.async_scale).
 N_ASYNCIO_RT = 40_000
 N_THESPIAN_RT = 20_000
 N_PYKKA_RT = 2_500
 N_ANYIO_RT = 10_000
 
 
-def _scaled(n: int, cfg: Config) -> int:
+def scaled(n: int, cfg: Config) -> int:
     return max(100, int(n * cfg.async_scale))
 
 
 # --------------------------------------------------------------------------- sync, one target
 
 
-def direct_call(cfg: Config) -> Stats:
+@contextlib.contextmanager
+def direct_call() -> Iterator[LoopFn]:
     """A plain Python function call with one argument."""
 
     def target(value: int) -> int:
@@ -39,10 +44,11 @@ def direct_call(cfg: Config) -> Stats:
         for _ in itertools.repeat(None, n):
             f(1)
 
-    return bench_ns(loop, cfg)
+    yield loop
 
 
-def blinker_send(cfg: Config) -> Stats:
+@contextlib.contextmanager
+def blinker_send() -> Iterator[LoopFn]:
     """blinker ``Signal.send`` to one connected receiver."""
     from blinker import Signal
 
@@ -58,12 +64,14 @@ def blinker_send(cfg: Config) -> Stats:
         for _ in itertools.repeat(None, n):
             send(None, value=1)
 
-    stats = bench_ns(loop, cfg)
-    sig.disconnect(receiver)
-    return stats
+    try:
+        yield loop
+    finally:
+        sig.disconnect(receiver)
 
 
-def pypubsub_send(cfg: Config) -> Stats:
+@contextlib.contextmanager
+def pypubsub_send() -> Iterator[LoopFn]:
     """PyPubSub ``pub.sendMessage`` to one listener."""
     from pubsub import pub
 
@@ -79,9 +87,10 @@ def pypubsub_send(cfg: Config) -> Stats:
         for _ in itertools.repeat(None, n):
             send(topic, value=1)
 
-    stats = bench_ns(loop, cfg)
-    pub.unsubscribe(listener, topic)
-    return stats
+    try:
+        yield loop
+    finally:
+        pub.unsubscribe(listener, topic)
 
 
 # --------------------------------------------------------------------------- fan-out
@@ -99,8 +108,9 @@ def _make_receivers(count: int) -> list[Callable[..., object]]:
     return [make(i) for i in range(count)]
 
 
-def blinker_fanout(cfg: Config) -> Stats:
-    """blinker ``Signal.send`` to FANOUT receivers; per-recipient ns."""
+@contextlib.contextmanager
+def blinker_fanout() -> Iterator[LoopFn]:
+    """blinker ``Signal.send`` to FANOUT receivers (divide by FANOUT for per-recipient)."""
     from blinker import Signal
 
     sig = Signal()
@@ -113,14 +123,16 @@ def blinker_fanout(cfg: Config) -> Stats:
         for _ in itertools.repeat(None, n):
             send(None, value=1)
 
-    stats = bench_ns(loop, cfg)
-    for r in receivers:
-        sig.disconnect(r)
-    return Stats(tuple(s / FANOUT for s in stats.samples))
+    try:
+        yield loop
+    finally:
+        for r in receivers:
+            sig.disconnect(r)
 
 
-def pypubsub_fanout(cfg: Config) -> Stats:
-    """PyPubSub ``pub.sendMessage`` to FANOUT listeners; per-recipient ns."""
+@contextlib.contextmanager
+def pypubsub_fanout() -> Iterator[LoopFn]:
+    """PyPubSub ``pub.sendMessage`` to FANOUT listeners (divide by FANOUT for per-recipient)."""
     from pubsub import pub
 
     topic = "bench_fanout"
@@ -142,46 +154,47 @@ def pypubsub_fanout(cfg: Config) -> Stats:
         for _ in itertools.repeat(None, n):
             send(topic, value=1)
 
-    stats = bench_ns(loop, cfg)
-    for fn in listeners:
-        pub.unsubscribe(fn, topic)
-    return Stats(tuple(s / FANOUT for s in stats.samples))
+    try:
+        yield loop
+    finally:
+        for fn in listeners:
+            pub.unsubscribe(fn, topic)
 
 
 # --------------------------------------------------------------------------- async request/reply
 
 
-def asyncio_raw_rate(cfg: Config) -> Stats:
-    """Raw asyncio: future + Queue request/reply, sequential round trips per second."""
+@contextlib.asynccontextmanager
+async def asyncio_raw() -> AsyncIterator[AsyncLoopFn]:
+    """Raw asyncio: future + Queue request/reply, sequential round trips (asyncio only)."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[int, asyncio.Future[int]]] = asyncio.Queue()
 
-    async def main() -> Stats:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[int, asyncio.Future[int]]] = asyncio.Queue()
+    async def server() -> None:
+        while True:
+            payload, fut = await queue.get()
+            fut.set_result(payload)
 
-        async def server() -> None:
-            while True:
-                payload, fut = await queue.get()
-                fut.set_result(payload)
+    server_task = asyncio.create_task(server())
 
-        server_task = asyncio.create_task(server())
+    async def requests(n: int) -> None:
+        put = queue.put_nowait
+        create_future = loop.create_future
+        for i in range(n):
+            fut: asyncio.Future[int] = create_future()
+            put((i, fut))
+            await fut
 
-        async def requests(n: int) -> None:
-            put = queue.put_nowait
-            create_future = loop.create_future
-            for i in range(n):
-                fut: asyncio.Future[int] = create_future()
-                put((i, fut))
-                await fut
-
-        try:
-            return await bench_rate(requests, _scaled(N_ASYNCIO_RT, cfg), cfg)
-        finally:
-            server_task.cancel()
-
-    return asyncio.run(main())
+    try:
+        yield requests
+    finally:
+        server_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await server_task
 
 
-def anyio_streams_rate(cfg: Config) -> Stats:
+@contextlib.asynccontextmanager
+async def anyio_streams() -> AsyncIterator[AsyncLoopFn]:
     """anyio memory object streams: request stream + reply stream, sequential round trips.
 
     Uses the default (unbuffered, rendezvous) streams and awaited ``send``, the idiomatic
@@ -189,33 +202,31 @@ def anyio_streams_rate(cfg: Config) -> Stats:
     """
     import anyio
 
-    async def main() -> Stats:
-        req_send, req_recv = anyio.create_memory_object_stream[int]()
-        rep_send, rep_recv = anyio.create_memory_object_stream[int]()
+    req_send, req_recv = anyio.create_memory_object_stream[int]()
+    rep_send, rep_recv = anyio.create_memory_object_stream[int]()
 
-        async def server() -> None:
-            async for payload in req_recv:
-                await rep_send.send(payload)
+    async def server() -> None:
+        async for payload in req_recv:
+            await rep_send.send(payload)
 
-        async def requests(n: int) -> None:
-            send = req_send.send
-            receive = rep_recv.receive
-            for i in range(n):
-                await send(i)
-                await receive()
+    async def requests(n: int) -> None:
+        send = req_send.send
+        receive = rep_recv.receive
+        for i in range(n):
+            await send(i)
+            await receive()
 
-        result: list[Stats] = []
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server)
-            result.append(await bench_rate(requests, _scaled(N_ANYIO_RT, cfg), cfg))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server)
+        try:
+            yield requests
+        finally:
             tg.cancel_scope.cancel()
-        return result[0]
-
-    return anyio.run(main, backend="asyncio")
 
 
-def thespian_rate(cfg: Config) -> Stats:
-    """Thespian ``ActorSystem("simpleSystemBase").ask`` round trips per second."""
+@contextlib.contextmanager
+def thespian_ask() -> Iterator[LoopFn]:
+    """Thespian ``ActorSystem("simpleSystemBase").ask`` round trips (blocking)."""
     from thespian.actors import ActorSystem
 
     from _thespian_actor import EchoActor
@@ -229,13 +240,14 @@ def thespian_rate(cfg: Config) -> Stats:
             for i in range(n):
                 ask(actor, i, 5)
 
-        return sync_rate(loop, _scaled(N_THESPIAN_RT, cfg), cfg)
+        yield loop
     finally:
         asys.shutdown()
 
 
-def pykka_rate(cfg: Config) -> Stats:
-    """Pykka ``ThreadingActor`` ``ask`` round trips per second."""
+@contextlib.contextmanager
+def pykka_ask() -> Iterator[LoopFn]:
+    """Pykka ``ThreadingActor`` ``ask`` round trips (blocking)."""
     import pykka
 
     class Echo(pykka.ThreadingActor):
@@ -250,6 +262,6 @@ def pykka_rate(cfg: Config) -> Stats:
             for i in range(n):
                 ask(i, timeout=5)
 
-        return sync_rate(loop, _scaled(N_PYKKA_RT, cfg), cfg)
+        yield loop
     finally:
         ref.stop()

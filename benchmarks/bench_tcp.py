@@ -5,12 +5,18 @@ Every figure is measured between two real OS processes: this one and a child
 (length-prefixed ~100-byte frames) and pyzmq; then dispatchio with the ``tcp://``
 transport, on asyncio (the targets) and trio (reported beside).
 
+* Every child stays up for the whole section, and dispatchio's repeats are interleaved
+  with its peers' (A B C, B C A, ...; `_harness.interleave`): a row's ratio is the
+  median of the per-round ratios, printed with their range.
 * Latency: every round trip is timed; a repeat's figure is its p50, and the row is the
   median of the repeats' p50s. The sequential rate comes from the same repeats.
-* Throughput: operations per second of a whole repeat (`_harness.bench_rate`).
+* Throughput: operations per second of a whole repeat.
 * One-way: the sender sends ``n`` messages, then a fence; the receiver answers the fence
   with how many it got and whether they came in order, and the repeat counts only when
   all ``n`` arrived in order. The clock stops when the fence's answer is back.
+* The asynchronous sides run in event loops of their own in helper threads
+  (`_harness.event_loop`), which keeps their connections open between repeats; pyzmq's
+  blocking sockets run in the main thread. Only one side runs at a time.
 
 CPU placement: with two or more usable CPUs, this process and the child are pinned to two
 different CPUs (`pinned`) for the section's duration. Unpinned, the scheduler sometimes
@@ -35,14 +41,29 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
-from _harness import Config, PeerResult, Row, Stats, Unit, bench_rate, sync_rate
+from _harness import (
+    Config,
+    Kind,
+    PeerResult,
+    Row,
+    Sampler,
+    Stats,
+    Unit,
+    async_sampler,
+    event_loop,
+    interleave,
+    paired,
+    sync_sampler,
+)
 
 if TYPE_CHECKING:
+    from anyio.from_thread import BlockingPortal
+
     from dispatchio import MessageDispatcher
 
 CHILD = Path(__file__).with_name("_tcp_child.py")
@@ -171,58 +192,62 @@ def child(*args: str, env: dict[str, str] | None = None) -> Iterator[Child]:
 # --------------------------------------------------------------------------- timing
 
 
-@dataclass(frozen=True)
-class RoundTrips:
-    """Sequential round trips: p50 latency (µs) and rate (rt/s), one sample per repeat."""
-
-    p50: Stats
-    rate: Stats
-
-
 def _p50_us(durations: list[int]) -> float:
     return statistics.median(durations) / 1000
 
 
-async def async_round_trips(
-    one: Callable[[int], Awaitable[object]], number: int, cfg: Config
-) -> RoundTrips:
-    """Time ``number`` sequential ``await one(i)``, each on its own, per repeat."""
+async def _async_repeat(
+    one: Callable[[int], Awaitable[object]], number: int
+) -> tuple[float, float]:
+    """``number`` sequential ``await one(i)``, each timed: (p50 in µs, round trips/s)."""
     clock = time.perf_counter_ns
-    for i in range(max(1, number // 4) * cfg.warmup):
+    gc.collect()
+    durations = [0] * number
+    t0 = clock()
+    for i in range(number):
+        start = clock()
         await one(i)
-    p50s: list[float] = []
-    rates: list[float] = []
-    for _ in range(cfg.repeats):
-        gc.collect()
-        durations = [0] * number
-        t0 = clock()
-        for i in range(number):
-            start = clock()
-            await one(i)
-            durations[i] = clock() - start
-        rates.append(number * 1e9 / (clock() - t0))
-        p50s.append(_p50_us(durations))
-    return RoundTrips(Stats(tuple(p50s)), Stats(tuple(rates)))
+        durations[i] = clock() - start
+    return _p50_us(durations), number * 1e9 / (clock() - t0)
 
 
-def sync_round_trips(one: Callable[[int], object], number: int, cfg: Config) -> RoundTrips:
-    """The blocking twin of `async_round_trips`."""
+def _sync_repeat(one: Callable[[int], object], number: int) -> tuple[float, float]:
+    """The blocking twin of `_async_repeat`."""
     clock = time.perf_counter_ns
-    for i in range(max(1, number // 4) * cfg.warmup):
+    gc.collect()
+    durations = [0] * number
+    t0 = clock()
+    for i in range(number):
+        start = clock()
         one(i)
-    p50s: list[float] = []
-    rates: list[float] = []
-    for _ in range(cfg.repeats):
-        gc.collect()
-        durations = [0] * number
-        t0 = clock()
-        for i in range(number):
-            start = clock()
-            one(i)
-            durations[i] = clock() - start
-        rates.append(number * 1e9 / (clock() - t0))
-        p50s.append(_p50_us(durations))
-    return RoundTrips(Stats(tuple(p50s)), Stats(tuple(rates)))
+        durations[i] = clock() - start
+    return _p50_us(durations), number * 1e9 / (clock() - t0)
+
+
+class Latency:
+    """A sampler of sequential round trips: a repeat's figure is its p50 (µs).
+
+    The rate of every repeat is kept too: `rates` gives the last ``repeats`` of them,
+    the timed rounds of an `interleave` (its warm-up rounds come first).
+    """
+
+    def __init__(self, repeat: Callable[[], tuple[float, float]]) -> None:
+        self._repeat = repeat
+        self._rates: list[float] = []
+
+    def __call__(self) -> float:
+        p50, rate = self._repeat()
+        self._rates.append(rate)
+        return p50
+
+    def rates(self, repeats: int) -> Stats:
+        return Stats(tuple(self._rates[-repeats:]))
+
+
+def async_latency(
+    portal: BlockingPortal, one: Callable[[int], Awaitable[object]], n: int
+) -> Latency:
+    return Latency(lambda: portal.call(_async_repeat, one, n))
 
 
 def _check_fence(kind: str, sent: int, count: int, in_order: bool) -> None:
@@ -237,20 +262,18 @@ def _check_fence(kind: str, sent: int, count: int, in_order: bool) -> None:
 
 
 @dataclass(frozen=True)
-class RawResult:
-    sequential: RoundTrips
-    concurrent: Stats
-    one_way: Stats
+class RawSide:
+    """Raw asyncio streams to the raw child: one echo link, 32 echo links, a sink."""
+
+    round_trip: Callable[[int], Awaitable[bytes]]
+    concurrent: Callable[[int], Awaitable[None]]
+    one_way: Callable[[int], Awaitable[None]]
 
 
-def raw_asyncio(cfg: Config) -> RawResult:
-    """Raw asyncio streams to the child: echo (1 and 32 connections) and one-way."""
-    cfg = _cfg(cfg)
-    with child("raw") as proc:
-        return asyncio.run(_raw_main(proc.info["echo"], proc.info["sink"], cfg))
+@contextlib.asynccontextmanager
+async def raw_links(echo_port: int, sink_port: int) -> AsyncIterator[RawSide]:
+    """Connect to the raw child (inside an asyncio loop) and yield the loops to time."""
 
-
-async def _raw_main(echo_port: int, sink_port: int, cfg: Config) -> RawResult:
     async def connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         return await asyncio.open_connection("127.0.0.1", port)
 
@@ -274,8 +297,6 @@ async def _raw_main(echo_port: int, sink_port: int, cfg: Config) -> RawResult:
         first = echo_client(*links[0])
         if await first(0) != ECHO_FRAME[4:]:
             raise RuntimeError("the raw echo child answered something else")
-        sequential = await async_round_trips(first, _scaled(N_SEQ, cfg), cfg)
-
         clients = [echo_client(*link) for link in links]
 
         async def concurrent(n: int) -> None:
@@ -286,8 +307,6 @@ async def _raw_main(echo_port: int, sink_port: int, cfg: Config) -> RawResult:
                     await rt(i)
 
             await asyncio.gather(*(run(rt) for rt in clients))
-
-        conc = await bench_rate(concurrent, _scaled(N_CONC, cfg) // CONCURRENCY * CONCURRENCY, cfg)
 
         async def one_way(n: int) -> None:
             write = sink_writer.write
@@ -307,27 +326,37 @@ async def _raw_main(echo_port: int, sink_port: int, cfg: Config) -> RawResult:
             count, in_order = REPORT.unpack(await sink_reader.readexactly(REPORT.size))
             _check_fence("raw one-way", n, count, bool(in_order))
 
-        oneway = await bench_rate(one_way, _scaled(N_ONEWAY_RAW, cfg), cfg)
-        return RawResult(sequential, conc, oneway)
+        yield RawSide(first, concurrent, one_way)
     finally:
         for _, writer in [*links, (sink_reader, sink_writer)]:
             writer.close()
+
+
+@contextlib.contextmanager
+def raw_side(portal: BlockingPortal) -> Iterator[RawSide]:
+    """The raw child, and links to it in ``portal``'s (asyncio) loop."""
+    with (
+        child("raw") as proc,
+        portal.wrap_async_context_manager(raw_links(proc.info["echo"], proc.info["sink"])) as side,
+    ):
+        yield side
 
 
 # --------------------------------------------------------------------------- peers: pyzmq
 
 
 @dataclass(frozen=True)
-class ZmqResult:
-    sequential: RoundTrips
-    one_way: Stats
+class ZmqSide:
+    """pyzmq blocking sockets to the zmq child: REQ/REP round trips, PUSH/PULL one-way."""
+
+    round_trip: Callable[[int], bytes]
+    one_way: Callable[[int], None]
 
 
-def pyzmq(cfg: Config) -> ZmqResult:
-    """pyzmq (blocking sockets) to the child: REQ/REP round trips, PUSH/PULL one-way."""
+@contextlib.contextmanager
+def zmq_side() -> Iterator[ZmqSide]:
     import zmq
 
-    cfg = _cfg(cfg)
     with child("zmq") as proc:
         ctx = zmq.Context()
         try:
@@ -347,7 +376,6 @@ def pyzmq(cfg: Config) -> ZmqResult:
 
             if round_trip(0) != payload:
                 raise RuntimeError("the zmq REP child answered something else")
-            sequential = sync_round_trips(round_trip, _scaled(N_SEQ, cfg), cfg)
 
             def one_way(n: int) -> None:
                 send = push.send
@@ -359,8 +387,7 @@ def pyzmq(cfg: Config) -> ZmqResult:
                 count, in_order = REPORT.unpack(ack.recv())
                 _check_fence("pyzmq PUSH/PULL", n, count, bool(in_order))
 
-            oneway = sync_rate(one_way, _scaled(N_ONEWAY_ZMQ, cfg), cfg)
-            return ZmqResult(sequential, oneway)
+            yield ZmqSide(round_trip, one_way)
         finally:
             ctx.destroy(linger=0)
 
@@ -384,92 +411,21 @@ NOTES = {
 }
 
 
-def measure_peers(cfg: Config, log: Callable[[str], None]) -> dict[str, PeerResult]:
-    """Raw asyncio and pyzmq between two processes; a failing peer becomes an ERROR row."""
-    values: dict[str, Stats] = {}
-    errors: dict[str, str] = {}
-    for name, keys, fn in (
-        ("raw asyncio streams", ("raw_p50", "raw_seq", "raw_32", "raw_oneway"), _raw_values),
-        ("pyzmq", ("zmq_p50", "zmq_seq", "zmq_oneway"), _zmq_values),
-    ):
-        log(f"tcp peer: {name}")
-        try:
-            values.update(fn(cfg))
-        except Exception as exc:  # report, don't crash: a missing peer is not fatal
-            errors.update(dict.fromkeys(keys, f"{type(exc).__name__}: {exc}"[:200]))
-    results: dict[str, PeerResult] = {}
-    for key, (label, unit, ref) in PEERS.items():
-        stats = values.get(key)
-        if stats is None:
-            results[key] = PeerResult(key, label, None, unit, ref, error=errors.get(key, "?"))
-        else:
-            results[key] = PeerResult(
-                key, label, stats.median, unit, ref, spread=stats.spread, note=NOTES.get(key, "")
-            )
-    return results
-
-
-def _raw_values(cfg: Config) -> dict[str, Stats]:
-    r = raw_asyncio(cfg)
-    return {
-        "raw_p50": r.sequential.p50,
-        "raw_seq": r.sequential.rate,
-        "raw_32": r.concurrent,
-        "raw_oneway": r.one_way,
-    }
-
-
-def _zmq_values(cfg: Config) -> dict[str, Stats]:
-    z = pyzmq(cfg)
-    return {"zmq_p50": z.sequential.p50, "zmq_seq": z.sequential.rate, "zmq_oneway": z.one_way}
-
-
 # --------------------------------------------------------------------------- dispatchio
 
 
 @dataclass(frozen=True)
-class DioResult:
-    sequential: RoundTrips
-    concurrent: Stats | None
-    one_way: Stats
-    sent: int  # one-way messages sent in all (warm-up included)
-    child_report: dict[str, Any]
+class DioSide:
+    """A dispatcher connected to a ``dio`` child: the loops to time."""
+
+    round_trip: Callable[[int], Awaitable[object]]
+    concurrent: Callable[[int], Awaitable[None]]
+    one_way: OneWay
 
 
-def dispatchio_tcp(
-    cfg: Config, backend: str, *, concurrent: bool = True, profile: str | None = None
-) -> DioResult:
-    """dispatchio over ``tcp://`` to a child dispatcher on the same ``backend``.
-
-    With ``profile`` (a path prefix) the parent and the child write cProfile stats to
-    ``<profile>.parent`` and ``<profile>.child``.
-    """
-    import anyio
-
-    cfg = _cfg(cfg)
-    env = None if profile is None else {"BENCH_TCP_CHILD_PROFILE": f"{profile}.child"}
-    with child("dio", backend, env=env) as proc:
-        url: str = proc.info["url"]
-
-        async def main() -> DioResult:
-            result = await _dio_main(url, cfg, concurrent)
-            return dataclasses.replace(result, child_report=proc.command("report"))
-
-        if profile is None:
-            result: DioResult = anyio.run(main, backend=backend)
-        else:
-            import cProfile
-
-            profiler = cProfile.Profile()
-            result = profiler.runcall(lambda: anyio.run(main, backend=backend))
-            profiler.dump_stats(f"{profile}.parent")
-    report = result.child_report
-    if report.get("count") != result.sent or not report.get("in_order"):
-        raise RuntimeError(f"the child's sink reports {report}, but {result.sent} were sent")
-    return result
-
-
-async def _dio_main(url: str, cfg: Config, concurrent: bool) -> DioResult:
+@contextlib.asynccontextmanager
+async def dio_session(url: str) -> AsyncIterator[DioSide]:
+    """A dispatcher joined to the child at ``url``, with its echo and sink listeners seen."""
     from dispatchio import Message, MessageDispatcher
 
     dispatcher = MessageDispatcher("bench-parent", connect=[url], reply_timeout=60.0)
@@ -484,14 +440,21 @@ async def _dio_main(url: str, cfg: Config, concurrent: bool) -> DioResult:
         reply = await round_trip(7)
         if reply.content != 7:
             raise RuntimeError(f"unexpected reply {reply!r}")
-        sequential = await async_round_trips(round_trip, _scaled(N_SEQ, cfg), cfg)
-        conc = None
-        if concurrent:
-            count = _scaled(N_CONC, cfg) // CONCURRENCY * CONCURRENCY
-            conc = await bench_rate(_concurrent_loop(round_trip), count, cfg)
-        one_way = OneWay(dispatcher)
-        oneway = await bench_rate(one_way, _scaled(N_ONEWAY_DIO, cfg), cfg)
-        return DioResult(sequential, conc, oneway, one_way.sent, {})
+        yield DioSide(round_trip, _concurrent_loop(round_trip), OneWay(dispatcher))
+
+
+@contextlib.contextmanager
+def dio_side(portal: BlockingPortal, backend: str) -> Iterator[DioSide]:
+    """A ``dio`` child on ``backend`` and a dispatcher joined to it in ``portal``'s loop.
+
+    On leaving, checks that the child's sink received every one-way message, in order.
+    """
+    with child("dio", backend) as proc:
+        with portal.wrap_async_context_manager(dio_session(proc.info["url"])) as side:
+            yield side
+        report = proc.command("report")
+    if report.get("count") != side.one_way.sent or not report.get("in_order"):
+        raise RuntimeError(f"the child's sink reports {report}, but {side.one_way.sent} were sent")
 
 
 def _concurrent_loop(
@@ -541,71 +504,249 @@ class OneWay:
         _check_fence("dispatchio one-way", n, reply.content["count"], reply.content["in_order"])
 
 
-# --------------------------------------------------------------------------- dispatchio: rows
+def dispatchio_tcp(cfg: Config, backend: str, *, profile: str | None = None) -> dict[str, Stats]:
+    """dispatchio over ``tcp://`` alone, run in this thread (to profile it).
+
+    Returns the p50 (µs) and one-way (msg/s) samples. With ``profile`` (a path prefix)
+    the parent and the child write cProfile stats to ``<profile>.parent`` and
+    ``<profile>.child``.
+    """
+    import anyio
+
+    cfg = _cfg(cfg)
+    env = None if profile is None else {"BENCH_TCP_CHILD_PROFILE": f"{profile}.child"}
+
+    async def main(url: str) -> dict[str, Stats]:
+        async with dio_session(url) as side:
+            p50s = [(await _async_repeat(side.round_trip, _scaled(N_SEQ, cfg)))[0]]
+            rates = []
+            for _ in range(cfg.repeats):
+                t0 = time.perf_counter_ns()
+                n = _scaled(N_ONEWAY_DIO, cfg)
+                await side.one_way(n)
+                rates.append(n * 1e9 / (time.perf_counter_ns() - t0))
+        return {"p50": Stats(tuple(p50s)), "one_way": Stats(tuple(rates))}
+
+    with child("dio", backend, env=env) as proc:
+        url: str = proc.info["url"]
+        if profile is None:
+            result: dict[str, Stats] = anyio.run(main, url, backend=backend)
+            return result
+        import cProfile
+
+        profiler = cProfile.Profile()
+        result = profiler.runcall(lambda: anyio.run(main, url, backend=backend))
+        profiler.dump_stats(f"{profile}.parent")
+        return result
+
+
+# --------------------------------------------------------------------------- the section
 
 T1 = "T1. request p50 over TCP, asyncio"
 T2 = "T2. 32 concurrent requesters over TCP, asyncio"
 T3 = "T3. one-way send over TCP, asyncio, none lost"
-TARGETS: dict[str, tuple[Any, float]] = {T1: ("max", 1.5), T2: ("min", 0.3), T3: ("min", 1.0)}
-ONE_WAY_FLOOR = 150_000.0
+TARGETS: dict[str, tuple[Kind, float | None]] = {
+    T1: ("max", 1.5),
+    T2: ("min", 0.3),
+    T3: ("min", 1.0),
+}
+ONE_WAY_FLOOR = 300_000.0
+T1C = "T1c. request p50 over TCP, trio"
+T3C = "T3c. one-way send over TCP, trio"
 
 
-def measure_dispatchio(
-    cfg: Config, peers: dict[str, PeerResult], log: Callable[[str], None]
-) -> list[Row]:
-    """The TCP rows: asyncio (gated) and trio (info), each beside the peers of this run."""
+@dataclass
+class Section:
+    """What `measure` found: the peers' figures and dispatchio's rows."""
+
+    peers: dict[str, PeerResult] = dataclasses.field(default_factory=dict)
+    rows: list[Row] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
+def _row(
+    label: str,
+    value: Stats,
+    unit: Unit,
+    peer_label: str,
+    peer: Stats | None,
+    gate: tuple[Kind, float | None] | None = None,
+) -> Row:
+    kind: Kind = "info"
+    target: float | None = None
+    if gate is not None:
+        kind, target = gate
+    return Row(
+        label, value.median, unit, peer_label, None if peer is None else peer.median, kind,
+        target, spread=value.spread, pairs=None if peer is None else paired(value, peer),
+    )  # fmt: skip
+
+
+def measure(cfg: Config, log: Callable[[str], None], *, with_dispatchio: bool) -> Section:
+    """Raw asyncio, pyzmq and dispatchio-tcp (asyncio, then trio), interleaved.
+
+    A peer or a dispatchio set-up that fails becomes an ERROR entry; the rest goes on.
+    """
     import importlib.util
 
-    def peer(key: str) -> tuple[str, float | None]:
-        p = peers.get(key)
-        return ("?", None) if p is None else (p.label, p.value)
+    cfg = _cfg(cfg)
+    found = Section()
+    errors: dict[str, str] = {}
+    if with_dispatchio and importlib.util.find_spec("dispatchio_tcp") is None:
+        with_dispatchio = False
+        found.notes.append(
+            "dispatchio-tcp is NOT installed (pip install -e packages/dispatchio-tcp):"
+            " only the peers were measured."
+        )
+    elif not with_dispatchio:
+        found.notes.append("dispatchio is NOT importable: only the peers were measured.")
 
-    rows: list[Row] = []
-    raw_p50, raw_seq, raw_32 = peer("raw_p50"), peer("raw_seq"), peer("raw_32")
-    zmq_oneway = peer("zmq_oneway")
-    floor = ("absolute floor", ONE_WAY_FLOOR)
-
-    log("dispatchio over TCP: asyncio")
-    try:
-        a = dispatchio_tcp(cfg, "asyncio")
-    except Exception as exc:  # one broken benchmark must not hide the others
+    def failed(keys: Sequence[str], exc: BaseException) -> None:
         import traceback
 
         traceback.print_exc(file=sys.stderr)
-        text = f"{type(exc).__name__}: {exc}"[:200]
-        for label, (kind, target) in TARGETS.items():
-            rows.append(Row(label, None, RTS, kind=kind, target=target, error=text))
-    else:
-        conc = cast("Stats", a.concurrent)
-        rows += [
-            Row(T1, a.sequential.p50.median, US, *raw_p50, "max", 1.5,
-                spread=a.sequential.p50.spread),
-            Row("T1b. request, sequential rate, asyncio", a.sequential.rate.median, RTS,
-                *raw_seq, spread=a.sequential.rate.spread),
-            Row(T2, conc.median, RTS, *raw_32, "min", 0.3, spread=conc.spread),
-            Row(T3, a.one_way.median, MSGS, *floor, "min", 1.0, spread=a.one_way.spread),
-            Row("T3b. (same, beside pyzmq PUSH/PULL)", a.one_way.median, MSGS, *zmq_oneway),
-        ]  # fmt: skip
+        errors.update(dict.fromkeys(keys, f"{type(exc).__name__}: {exc}"[:200]))
 
-    label_p50, label_oneway = "T1c. request p50 over TCP, trio", "T3c. one-way send over TCP, trio"
-    if importlib.util.find_spec("trio") is None:
-        skipped = "trio is not installed (pip install trio)"
-        rows.append(Row(label_p50, None, US, *raw_p50, skipped=skipped))
-        rows.append(Row(label_oneway, None, MSGS, *zmq_oneway, skipped=skipped))
-        return rows
-    log("dispatchio over TCP: trio")
-    try:
-        t = dispatchio_tcp(cfg, "trio", concurrent=False)
-    except Exception as exc:
-        import traceback
+    def label(key: str) -> str:
+        return PEERS[key][0]
 
-        traceback.print_exc(file=sys.stderr)
-        text = f"{type(exc).__name__}: {exc}"[:200]
-        rows.append(Row(label_p50, None, US, error=text))
-        rows.append(Row(label_oneway, None, MSGS, error=text))
-    else:
-        rows += [
-            Row(label_p50, t.sequential.p50.median, US, *raw_p50, spread=t.sequential.p50.spread),
-            Row(label_oneway, t.one_way.median, MSGS, *zmq_oneway, spread=t.one_way.spread),
-        ]
+    with contextlib.ExitStack() as stack:
+        asyncio_loop = stack.enter_context(event_loop("asyncio"))
+        raw: RawSide | None = None
+        zmq: ZmqSide | None = None
+        log("tcp peer: raw asyncio streams")
+        try:
+            raw = stack.enter_context(raw_side(asyncio_loop))
+        except Exception as exc:  # report, don't crash: a missing peer is not fatal
+            failed([k for k in PEERS if k.startswith("raw_")], exc)
+        log("tcp peer: pyzmq")
+        try:
+            zmq = stack.enter_context(zmq_side())
+        except Exception as exc:
+            failed([k for k in PEERS if k.startswith("zmq_")], exc)
+
+        for backend in ("asyncio", "trio"):
+            gated = backend == "asyncio"
+            labels = list(TARGETS) if gated else [T1C, T3C]
+            if not gated and importlib.util.find_spec("trio") is None:
+                skipped = "trio is not installed (pip install trio)"
+                found.rows += [Row(t, None, US, skipped=skipped) for t in labels]
+                continue
+            if not with_dispatchio and not gated:
+                continue  # the peers were measured on the asyncio pass
+            rows: list[Row] = []
+            try:
+                with contextlib.ExitStack() as per_backend:
+                    dio: DioSide | None = None
+                    portal: BlockingPortal | None = None
+                    if with_dispatchio:
+                        log(f"dispatchio over TCP: {backend}")
+                        portal = asyncio_loop
+                        if not gated:
+                            portal = per_backend.enter_context(event_loop(backend))
+                        try:
+                            dio = per_backend.enter_context(dio_side(portal, backend))
+                        except Exception as exc:  # the peers are still worth measuring
+                            failed([], exc)
+                            rows = _error_rows(labels, exc)
+                    if dio is not None or gated:
+                        rows += _measure_backend(
+                            cfg, gated, asyncio_loop, portal, dio, raw, zmq, found, label
+                        )
+            except Exception as exc:  # one broken benchmark must not hide the others
+                failed([], exc)
+                rows = _error_rows(labels, exc)
+            found.rows += rows
+    for key, (peer_label, unit, ref) in PEERS.items():
+        if key not in found.peers:
+            error = errors.get(key, "not measured")
+            found.peers[key] = PeerResult(key, peer_label, None, unit, ref, error=error)
+    return found
+
+
+def _error_rows(labels: Sequence[str], exc: BaseException) -> list[Row]:
+    text = f"{type(exc).__name__}: {exc}"[:200]
+    rows = []
+    for t in labels:
+        kind, target = TARGETS.get(t, ("info", None))
+        rows.append(Row(t, None, RTS, kind=kind, target=target, error=text))
     return rows
+
+
+def _measure_backend(
+    cfg: Config,
+    gated: bool,
+    asyncio_loop: BlockingPortal,
+    portal: BlockingPortal | None,
+    dio: DioSide | None,
+    raw: RawSide | None,
+    zmq: ZmqSide | None,
+    found: Section,
+    label: Callable[[str], str],
+) -> list[Row]:
+    """Latency, concurrency and one-way groups on one backend, each interleaved."""
+    n_seq = _scaled(N_SEQ, cfg)
+    latency: dict[str, Latency] = {}
+    if dio is not None and portal is not None:
+        latency["dio"] = async_latency(portal, dio.round_trip, n_seq)
+    if raw is not None:
+        latency["raw"] = async_latency(asyncio_loop, raw.round_trip, n_seq)
+    if zmq is not None and gated:
+        round_trip = zmq.round_trip
+        latency["zmq"] = Latency(lambda: _sync_repeat(round_trip, n_seq))
+    p50 = interleave(latency, cfg)
+    rates = {k: sampler.rates(cfg.repeats) for k, sampler in latency.items()}
+
+    concurrent: dict[str, Stats] = {}
+    if gated:
+        n_conc = _scaled(N_CONC, cfg) // CONCURRENCY * CONCURRENCY
+        conc_samplers: dict[str, Sampler] = {}
+        if dio is not None and portal is not None:
+            conc_samplers["dio"] = async_sampler(portal, dio.concurrent, n_conc)
+        if raw is not None:
+            conc_samplers["raw"] = async_sampler(asyncio_loop, raw.concurrent, n_conc)
+        concurrent = interleave(conc_samplers, cfg)
+
+    one_way_samplers: dict[str, Sampler] = {}
+    if dio is not None and portal is not None:
+        one_way_samplers["dio"] = async_sampler(portal, dio.one_way, _scaled(N_ONEWAY_DIO, cfg))
+    if raw is not None and gated:
+        n_raw = _scaled(N_ONEWAY_RAW, cfg)
+        one_way_samplers["raw"] = async_sampler(asyncio_loop, raw.one_way, n_raw)
+    if zmq is not None:
+        one_way_samplers["zmq"] = sync_sampler(zmq.one_way, _scaled(N_ONEWAY_ZMQ, cfg))
+    one_way = interleave(one_way_samplers, cfg)
+
+    if gated:
+        figures = {
+            "raw_p50": p50.get("raw"), "raw_seq": rates.get("raw"),
+            "raw_32": concurrent.get("raw"), "raw_oneway": one_way.get("raw"),
+            "zmq_p50": p50.get("zmq"), "zmq_seq": rates.get("zmq"),
+            "zmq_oneway": one_way.get("zmq"),
+        }  # fmt: skip
+        for key, stats in figures.items():
+            if stats is not None:
+                peer_label, unit, ref = PEERS[key]
+                found.peers[key] = PeerResult(
+                    key, peer_label, stats.median, unit, ref, spread=stats.spread,
+                    note=NOTES.get(key, ""),
+                )  # fmt: skip
+    if dio is None:
+        return []
+    if not gated:
+        return [
+            _row(T1C, p50["dio"], US, label("raw_p50"), p50.get("raw")),
+            _row(T3C, one_way["dio"], MSGS, label("zmq_oneway"), one_way.get("zmq")),
+        ]
+    kind, target = TARGETS[T3]
+    t3 = Row(T3, one_way["dio"].median, MSGS, "absolute floor", ONE_WAY_FLOOR, kind, target,
+             spread=one_way["dio"].spread)  # fmt: skip
+    return [
+        _row(T1, p50["dio"], US, label("raw_p50"), p50.get("raw"), TARGETS[T1]),
+        _row("T1b. request, sequential rate, asyncio", rates["dio"], RTS, label("raw_seq"),
+             rates.get("raw")),
+        _row(T2, concurrent["dio"], RTS, label("raw_32"), concurrent.get("raw"), TARGETS[T2]),
+        t3,
+        _row("T3b. (same, beside pyzmq PUSH/PULL)", one_way["dio"], MSGS, label("zmq_oneway"),
+             one_way.get("zmq")),
+    ]  # fmt: skip

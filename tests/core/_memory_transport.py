@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -10,8 +11,7 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from dispatchio import ListenerId
-from dispatchio._errors import MessageTooLargeError, TransportError
+from dispatchio import ListenerId, MessageTooLargeError, TransportError
 from dispatchio.transport import PeerHello, Transport, TransportHandler
 
 # URL -> the transport listening there. Tests use unique URLs (mem://<test-specific name>).
@@ -33,6 +33,12 @@ class MemoryTransport(Transport):
         self.inbox_in, self.inbox = anyio.create_memory_object_stream[tuple[str, Any]](math.inf)
         self.urls: tuple[str, ...] = ()
         self.closed = False
+        # The URL this side dialed each process at: redialed after a disconnect.
+        self.dialed: dict[ListenerId, str] = {}
+        #: Every disconnect asked for, as (process, reason).
+        self.disconnects: list[tuple[ListenerId, str]] = []
+        #: While True, frames sent are accepted and lost (a frozen process says nothing).
+        self.muted = False
 
     async def serve(
         self,
@@ -53,6 +59,9 @@ class MemoryTransport(Transport):
                     handler.peer_up(payload)
                 elif kind == "down":
                     handler.peer_down(payload, "closed")
+                elif kind == "redial":
+                    with contextlib.suppress(TransportError):  # nobody there now: fine
+                        await self.connect(payload)
                 else:
                     handler.frame_received(*payload)
 
@@ -62,6 +71,7 @@ class MemoryTransport(Transport):
             raise TransportError(f"nobody listens at {url}")
         hello = PeerHello(self.hello.process, self.hello.incarnation, self.urls)
         self.links[peer.hello.process] = peer
+        self.dialed[peer.hello.process] = url
         peer.links[self.hello.process] = self
         self.inbox_in.send_nowait(("up", peer.hello))
         peer.inbox_in.send_nowait(("up", hello))
@@ -72,7 +82,24 @@ class MemoryTransport(Transport):
         peer = self.links.get(process)
         if peer is None or peer.closed or self.hello is None:
             raise TransportError(f"no link to {process!r}")
-        peer.inbox_in.send_nowait(("frame", (self.hello.process, frame)))
+        if not self.muted:
+            peer.inbox_in.send_nowait(("frame", (self.hello.process, frame)))
+
+    def disconnect(self, process: ListenerId, reason: str) -> None:
+        """Drop the link both ways (the other side sees it go down); the side that
+        dialed redials, as a TCP dial loop does after any lost link."""
+        self.disconnects.append((process, reason))
+        peer = self.links.pop(process, None)
+        if peer is None or self.hello is None:
+            return
+        if peer.links.pop(self.hello.process, None) is not None and not peer.closed:
+            peer.inbox_in.send_nowait(("down", self.hello.process))
+            url = peer.dialed.get(self.hello.process)
+            if url is not None:
+                peer.inbox_in.send_nowait(("redial", url))
+        url = self.dialed.get(process)
+        if url is not None and not self.closed:
+            self.inbox_in.send_nowait(("redial", url))
 
     def crash(self) -> None:
         """Vanish without a goodbye: peers see the link go down (like a killed process)."""

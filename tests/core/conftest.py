@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+import dispatchio._plugins
 from dispatchio import (
     BasicMessageListener,
     Message,
     MessageDispatcher,
     PluginManager,
+    get_dispatcher,
     make_plugin_manager,
 )
 from tests.core._helpers import SENDER, Streams, open_streams
@@ -72,3 +74,14 @@ def site_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     yield tmp_path
     for name in MODULE_NAMES:
         sys.modules.pop(name, None)
+
+
+@pytest.fixture
+def fresh_defaults(site_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No process-wide plugin manager or dispatcher yet; both are forgotten after the test.
+
+    Built within the test, they see only the plugins written to ``site_dir`` (none unless
+    the test writes some), never whatever happens to be installed.
+    """
+    monkeypatch.setattr(dispatchio._plugins, "_default", None)
+    monkeypatch.setattr(sys.modules[get_dispatcher.__module__], "_default", None)

@@ -217,6 +217,21 @@ def test_content_path_that_is_missing_does_not_match(content: Any) -> None:
     assert listener.match(Message("a", content)) is None
 
 
+def test_content_that_is_not_a_mapping_raises_type_error_saying_what_content_takes() -> None:
+    listener = BasicMessageListener("l")
+    with pytest.raises(TypeError, match=r"content= takes a mapping of dotted paths.*'hearts'"):
+        listener.add_rule(content="hearts", callback=returns(1))  # type: ignore[arg-type]
+    assert listener.rules == ()
+
+
+@pytest.mark.parametrize("path", [1, "", None], ids=["int", "empty", "none"])
+def test_content_path_that_is_not_a_non_empty_str_raises_type_error(path: Any) -> None:
+    listener = BasicMessageListener("l")
+    with pytest.raises(TypeError, match="content= paths are non-empty strings"):
+        listener.add_rule(content={path: "hearts"}, callback=returns(1))
+    assert listener.rules == ()
+
+
 def test_match_returns_none_on_empty_table() -> None:
     assert BasicMessageListener("l").match(Message("a")) is None
 

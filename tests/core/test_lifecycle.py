@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from anyio.streams.memory import MemoryObjectReceiveStream
 
@@ -13,6 +17,7 @@ from dispatchio import (
     DispatchError,
     Message,
     MessageDispatcher,
+    PluginManager,
     UndeliverableError,
 )
 from tests.core._helpers import Streams, listener
@@ -53,6 +58,31 @@ async def test_exit_delivers_every_message_already_accepted(
             for n in range(100):
                 await dispatcher.send(Message("n", n, destination="b"))
     assert handled == list(range(100))
+    assert dispatcher.stats.discarded == 0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("to", ["destination", "group"])
+async def test_messages_held_behind_an_unfinished_blocking_one_at_exit_are_counted_discarded(
+    dispatcher: MessageDispatcher,
+    streams: Streams,
+    caplog: pytest.LogCaptureFixture,
+    to: str,
+) -> None:
+    kept_in, kept = streams
+    listener(dispatcher, "b", queue=kept_in)
+    dispatcher.subscribe("g", "b")
+    destination, group = ("b", None) if to == "destination" else (None, "g")
+    with anyio.fail_after(5):
+        async with dispatcher:
+            for n in range(3):
+                message = Message("n", n, destination=destination, group=group, blocking=n == 0)
+                await dispatcher.send(message)
+            await kept.receive()  # the blocking message: never replied to, so 1 and 2 wait
+    assert dispatcher.stats.discarded == 2
+    assert "closed with 2 message(s) never delivered" in caplog.text
+    with pytest.raises(anyio.WouldBlock):
+        kept.receive_nowait()
 
 
 @pytest.mark.anyio
@@ -164,6 +194,7 @@ async def test_unregister_returns_messages_held_behind_a_blocking_one_undelivera
             returned = [await inbox.receive() for _ in range(2)]
     assert [m.content for m in returned] == [1, 2]
     assert all(m.error is not None and m.error.startswith("undeliverable") for m in returned)
+    assert dispatcher.stats.discarded == 0  # returned to their source, not discarded
 
 
 @pytest.mark.anyio
@@ -194,3 +225,184 @@ async def test_unregister_fails_a_held_request_as_undeliverable(
             await dispatcher.reply(blocking)
     assert len(outcome) == 1
     assert "'b'" in str(outcome[0])
+
+
+# ------------------------------------------------------------------ an enclosing cancel scope
+# Cancelling a scope that encloses ``async with dispatcher`` cancels the dispatcher's own
+# tasks too, and on asyncio that cancels the native futures they park on. The dispatcher
+# must never settle such a future (``InvalidStateError``); trio's futures tolerate it,
+# asyncio's do not.
+
+
+@pytest.mark.anyio
+async def test_handler_cancelling_enclosing_scope_while_draining_exits_cleanly(
+    dispatcher: MessageDispatcher,
+) -> None:
+    with anyio.fail_after(5):
+        with anyio.CancelScope() as scope:
+            listener(dispatcher, "app", type="quit", callback=lambda message: scope.cancel())
+            async with dispatcher:
+                await dispatcher.send(Message("quit", destination="app"))
+        assert scope.cancelled_caught
+
+
+@pytest.mark.anyio
+async def test_handler_cancelling_enclosing_scope_before_a_handler_suspends_exits_cleanly(
+    dispatcher: MessageDispatcher,
+) -> None:
+    warmed = anyio.Event()
+    never = anyio.Event()
+
+    async def warm(message: Message) -> None:
+        await anyio.lowlevel.checkpoint()
+        warmed.set()  # its worker goes idle right after this handler returns
+
+    async def work(message: Message) -> None:
+        await never.wait()
+
+    with anyio.fail_after(5):
+        with anyio.CancelScope() as scope:
+            app = listener(dispatcher, "app", type="warm", callback=warm)
+            app.add_rule(type="quit", callback=lambda message: scope.cancel())
+            app.add_rule(type="work", callback=work)
+            async with dispatcher:
+                await dispatcher.send(Message("warm", destination="app"))
+                await warmed.wait()
+                await dispatcher.send(Message("quit", destination="app"))
+                await dispatcher.send(Message("work", destination="app"))
+        assert scope.cancelled_caught
+
+
+@pytest.mark.anyio
+async def test_send_from_outside_after_enclosing_scope_is_cancelled_does_not_raise(
+    dispatcher: MessageDispatcher,
+) -> None:
+    listener(dispatcher, "app", callback=lambda message: None)
+    started = anyio.Event()
+    sent = anyio.Event()
+
+    async def app(scope: anyio.CancelScope) -> None:
+        with scope:
+            async with dispatcher:
+                started.set()
+                await anyio.sleep_forever()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            scope = anyio.CancelScope()
+            tg.start_soon(app, scope)
+            await started.wait()
+            scope.cancel()
+            # The dispatcher has not begun to close yet, so it still accepts the message.
+            await dispatcher.send(Message("bye", destination="app"))
+            sent.set()
+        assert sent.is_set()
+
+
+# ---------------------------------------------------------------- shutdown grace
+
+
+async def _work(steps: int = 50) -> None:
+    """Work that suspends (``steps`` trips through the event loop) and then ends."""
+    for _ in range(steps):
+        await anyio.lowlevel.checkpoint()
+
+
+@pytest.mark.anyio
+async def test_exit_lets_a_handler_mid_await_finish_and_deliver_what_it_sends(
+    dispatcher: MessageDispatcher,
+) -> None:
+    started = anyio.Event()
+    saved: list[str] = []
+    confirmed: list[str] = []
+
+    async def save(message: Message) -> None:
+        started.set()
+        await _work()
+        saved.append(message.content)
+        await dispatcher.send(Message("saved", message.content, destination="log"))
+
+    listener(dispatcher, "game", callback=save)
+    listener(dispatcher, "log", callback=lambda m: confirmed.append(m.content))
+    with anyio.fail_after(5):
+        async with dispatcher:
+            await dispatcher.send(Message("save", "slot 1", destination="game"))
+            await started.wait()  # the handler is now mid-await
+    assert (saved, confirmed) == (["slot 1"], ["slot 1"])
+    assert dispatcher.stats.cancelled_handlers == 0
+
+
+@pytest.mark.anyio
+async def test_exit_lets_a_request_waiting_on_a_running_handler_get_its_reply(
+    dispatcher: MessageDispatcher,
+) -> None:
+    started = anyio.Event()
+
+    async def answer(message: Message) -> str:
+        started.set()
+        await _work()
+        return f"done {message.content}"
+
+    # A plain callback returning a coroutine: the request is answered from a task of its own.
+    listener(dispatcher, "b", callback=lambda m: answer(m))
+    replies: list[Any] = []
+
+    async def requester() -> None:
+        replies.append((await dispatcher.request(Message("ask", 1, destination="b"))).content)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg, dispatcher:
+            tg.start_soon(requester)
+            await started.wait()
+    assert replies == ["done 1"]
+    assert dispatcher.stats.cancelled_handlers == 0
+
+
+def _stuck_handler(started: anyio.Event) -> Callable[[Message], Awaitable[None]]:
+    async def stuck(message: Message) -> None:
+        started.set()
+        await anyio.Event().wait()  # never set
+
+    return stuck
+
+
+@pytest.mark.anyio
+async def test_handler_still_running_after_the_grace_is_cancelled_counted_and_logged(
+    plugins: PluginManager, caplog: pytest.LogCaptureFixture
+) -> None:
+    dispatcher = MessageDispatcher("p", plugins=plugins, shutdown_grace=0.05)
+    started = anyio.Event()
+    listener(dispatcher, "game", callback=_stuck_handler(started))
+    with anyio.fail_after(5), caplog.at_level(logging.WARNING, logger="dispatchio"):
+        async with dispatcher:
+            await dispatcher.send(Message("save", destination="game"))
+            await started.wait()
+    assert dispatcher.stats.cancelled_handlers == 1
+    [record] = [r for r in caplog.records if "cancelled" in r.getMessage()]
+    assert "after the 0.05 s shutdown grace" in record.getMessage()
+    assert "'save' for 'game'" in record.getMessage()
+
+
+@pytest.mark.anyio
+async def test_exit_with_an_exception_cancels_running_handlers_without_waiting(
+    plugins: PluginManager,
+) -> None:
+    dispatcher = MessageDispatcher("p", plugins=plugins, shutdown_grace=math.inf)
+    started = anyio.Event()
+    listener(dispatcher, "game", callback=_stuck_handler(started))
+
+    async def run() -> None:
+        async with dispatcher:
+            await dispatcher.send(Message("save", destination="game"))
+            await started.wait()
+            raise KeyError("body")
+
+    with anyio.fail_after(5), pytest.raises(KeyError, match="body"):
+        await run()
+    assert dispatcher.stats.cancelled_handlers == 1
+
+
+@pytest.mark.parametrize("grace", [-1.0, math.nan])
+def test_shutdown_grace_must_not_be_negative(plugins: PluginManager, grace: float) -> None:
+    with pytest.raises(ValueError, match="shutdown_grace"):
+        MessageDispatcher("p", plugins=plugins, shutdown_grace=grace)

@@ -11,7 +11,9 @@ import pytest
 
 from dispatchio import (
     BasicMessageListener,
+    HandlerError,
     InvalidMessageError,
+    ListenerId,
     Message,
     MessageDispatcher,
     SyncSendError,
@@ -55,7 +57,7 @@ async def mesh(count: int, **options: object) -> AsyncIterator[list[MessageDispa
         yield dispatchers
 
 
-def echo(dispatcher: MessageDispatcher, lid: str, group: str | None = None) -> None:
+def echo(dispatcher: MessageDispatcher, lid: ListenerId, group: ListenerId | None = None) -> None:
     listener = BasicMessageListener(lid)
     listener.add_rule(type="ping", callback=lambda m: f"{lid}:{m.content}")
     dispatcher.register(listener)
@@ -145,6 +147,44 @@ async def test_content_that_cannot_cross_is_rejected_at_send_time_naming_the_fie
 
 
 @pytest.mark.anyio
+async def test_a_tuple_in_content_is_rejected_at_send_time_naming_its_path() -> None:
+    # JSON has no tuple: it would arrive as a list, unequal to what was sent.
+    with anyio.fail_after(5):
+        async with mesh(2) as (a, b):
+            echo(b, "bob")
+            await a.wait_for_listener("bob", timeout=5)
+            with pytest.raises(InvalidMessageError, match=r"Message\.content\['pos'\] is a tuple"):
+                await a.send(Message("ping", {"pos": (1, 2)}, destination="bob"))
+            reply = await a.request(Message("ping", {"pos": [1, 2]}, destination="bob"))
+    assert reply.content == "bob:{'pos': [1, 2]}"
+
+
+@pytest.mark.anyio
+async def test_a_tuple_in_content_stays_a_tuple_in_one_process(
+    dispatcher: MessageDispatcher,
+) -> None:
+    listener = BasicMessageListener("here")
+    listener.add_rule(callback=lambda m: m.content)
+    dispatcher.register(listener)
+    with anyio.fail_after(5):
+        async with dispatcher:
+            reply = await dispatcher.request(Message("ping", (1, 2), destination="here"))
+    assert reply.content == (1, 2)
+
+
+@pytest.mark.anyio
+async def test_a_reply_holding_a_tuple_comes_back_as_a_handler_error_naming_it() -> None:
+    with anyio.fail_after(5):
+        async with mesh(2) as (a, b):
+            pair = BasicMessageListener("pair")
+            pair.add_rule(callback=lambda m: (1, 2))
+            b.register(pair)
+            await a.wait_for_listener("pair", timeout=5)
+            with pytest.raises(HandlerError, match=r"cannot be sent.*is a tuple"):
+                await a.request(Message("ping", destination="pair"))
+
+
+@pytest.mark.anyio
 async def test_message_over_the_size_limit_is_rejected_on_the_sender_side() -> None:
     with anyio.fail_after(5):
         async with mesh(2, max_message_size=2000) as (a, b):
@@ -197,3 +237,84 @@ async def test_unregister_is_seen_by_other_processes() -> None:
                 await a._mesh.changed.wait()  # type: ignore[union-attr]  # the delta, not a clock
             with pytest.raises(UndeliverableError):
                 await a.request(Message("ping", destination="bob"))
+
+
+# ---------------------------------------------------------------- waiting, and what it says
+
+
+@pytest.mark.anyio
+async def test_wait_for_listener_timeout_names_the_listener_urls_and_what_is_connected() -> None:
+    with anyio.fail_after(5):
+        async with mesh(2) as (a, b):
+            echo(a, "alice")
+            await b.wait_for_listener("alice", timeout=5)
+            with pytest.raises(TimeoutError) as caught:
+                await b.wait_for_listener("greeter", timeout=0.05)
+    text = str(caught.value)
+    assert text.startswith(
+        "no process has a listener 'greeter' within 0.05 s; connect= URLs: mem://"
+    )
+    assert "connected processes: 'p0'" in text
+    assert "listeners in other processes: 'alice'" in text
+
+
+@pytest.mark.anyio
+async def test_wait_for_peer_and_subscribers_timeouts_say_what_is_missing() -> None:
+    with anyio.fail_after(5):
+        async with mesh(2) as (a, _):
+            with pytest.raises(TimeoutError, match=r"^process 'p9' did not connect within 0\.05 s"):
+                await a.wait_for_peer("p9", timeout=0.05)
+            echo(a, "a1", "g")
+            with pytest.raises(
+                TimeoutError,
+                match=r"^group 'g' did not reach 2 subscriber\(s\) \(it has 1\) within 0\.05 s; ",
+            ):
+                await a.wait_for_subscribers("g", 2, timeout=0.05)
+
+
+@pytest.mark.anyio
+async def test_wait_for_listener_without_a_transport_says_only_local_listeners_count(
+    dispatcher: MessageDispatcher,
+) -> None:
+    with anyio.fail_after(5):
+        async with dispatcher:
+            with pytest.raises(TimeoutError, match=r"no transport .* only its own listeners count"):
+                await dispatcher.wait_for_listener("greeter", timeout=0.05)
+
+
+@pytest.mark.anyio
+async def test_directory_lists_every_connected_process_with_its_listeners_and_groups() -> None:
+    import json
+
+    with anyio.fail_after(5):
+        async with mesh(3) as (a, b, c):
+            echo(a, "a1", "g")
+            echo(b, "b2", 5)
+            echo(b, "b1", 5)
+            echo(c, 9)
+            await a.wait_for_listener(9, timeout=5)
+            await a.wait_for_subscribers(5, 2, timeout=5)
+            directory = a.directory()
+            urls = [list(d.listen_urls) for d in (a, b, c)]
+    assert all(urls)
+    assert json.loads(json.dumps(directory)) == directory
+    assert directory == {
+        "process": "p0",
+        "processes": [
+            {
+                "process": "p0",
+                "local": True,
+                "urls": urls[0],
+                "listeners": ["a1"],
+                "groups": [{"group": "g", "members": ["a1"]}],
+            },
+            {
+                "process": "p1",
+                "local": False,
+                "urls": urls[1],
+                "listeners": ["b1", "b2"],
+                "groups": [{"group": 5, "members": ["b1", "b2"]}],
+            },
+            {"process": "p2", "local": False, "urls": urls[2], "listeners": [9], "groups": []},
+        ],
+    }

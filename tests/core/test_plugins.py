@@ -264,8 +264,73 @@ def test_importing_dispatchio_builds_no_plugin_manager() -> None:
     assert result.stdout.strip() == "True"
 
 
-def test_default_plugin_manager_is_built_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dispatchio._plugins, "_default", None)  # built here, forgotten after
+@pytest.mark.usefixtures("fresh_defaults")
+def test_default_plugin_manager_is_built_once() -> None:
     first = default_plugin_manager()
     assert isinstance(first, PluginManager)
     assert default_plugin_manager() is first
+
+
+# ---------------------------------------------------------------- plain pluggy managers
+
+
+def test_dispatcher_accepts_a_plain_pluggy_manager_and_adds_the_hook_specs() -> None:
+    from dispatchio import MessageDispatcher
+
+    pm = pluggy.PluginManager("dispatchio")
+    dispatcher = MessageDispatcher("p", plugins=pm)
+    assert dispatcher.plugins is pm
+    assert pm.hook.dispatchio_message_delivered.has_spec()
+
+
+def test_plain_pluggy_manager_resolves_a_plugins_transport() -> None:
+    from dispatchio.transport import resolve_transport
+    from tests.core._memory_transport import MemoryTransport
+
+    pm = pluggy.PluginManager("dispatchio")
+    pm.register(TransportPlugin("mem", "tests.core._memory_transport:MemoryTransport"))
+    transport = resolve_transport("mem://x", pm)
+    assert isinstance(transport, MemoryTransport)
+    transport.inbox_in.close()
+    transport.inbox.close()
+
+
+def test_plain_pluggy_managers_observer_sees_a_send_sync() -> None:
+    from dispatchio import BasicMessageListener, Message, MessageDispatcher
+
+    seen: list[str] = []
+
+    class Observer:
+        @dispatchio.hookimpl
+        def dispatchio_message_delivered(self, message: Message) -> None:
+            seen.append(message.type)
+
+    pm = pluggy.PluginManager("dispatchio")
+    pm.register(Observer())
+    dispatcher = MessageDispatcher("p", plugins=pm)
+    listener = BasicMessageListener("l")
+    listener.add_rule(callback=lambda m: None)
+    dispatcher.register(listener)
+    dispatcher.send_sync(Message("ping", destination="l"))
+    assert seen == ["ping"]
+
+
+def test_dispatcher_refuses_a_plugin_manager_of_another_project() -> None:
+    from dispatchio import MessageDispatcher
+
+    with pytest.raises(ValueError, match="project 'other'"):
+        MessageDispatcher("p", plugins=pluggy.PluginManager("other"))
+
+
+def test_dispatcher_refuses_plugins_that_are_not_a_plugin_manager() -> None:
+    from dispatchio import MessageDispatcher
+
+    with pytest.raises(TypeError, match=r"pluggy\.PluginManager"):
+        MessageDispatcher("p", plugins=object())  # type: ignore[arg-type]
+
+
+def test_resolve_transport_refuses_a_plugin_manager_of_another_project() -> None:
+    from dispatchio.transport import resolve_transport
+
+    with pytest.raises(ValueError, match="project 'other'"):
+        resolve_transport("mem://x", pluggy.PluginManager("other"))

@@ -14,6 +14,7 @@ from dispatchio import (
     MessageListener,
     PluginManager,
     UndeliverableError,
+    default_plugin_manager,
     get_dispatcher,
 )
 
@@ -198,8 +199,12 @@ def test_unsubscribe_not_subscribed_raises_key_error(dispatcher: MessageDispatch
 # ---------------------------------------------------------------- constructor and default
 
 
+@pytest.mark.usefixtures("fresh_defaults")
 def test_get_dispatcher_returns_the_same_instance_twice() -> None:
-    assert get_dispatcher() is get_dispatcher()
+    first = get_dispatcher()
+    assert get_dispatcher() is first
+    assert first.plugins is default_plugin_manager()
+    assert first.plugins.list_name_plugin() == []  # the empty site_dir: no plugin loaded
 
 
 def test_process_id_true_raises_type_error(plugins: PluginManager) -> None:
@@ -215,6 +220,35 @@ def test_reply_timeout_not_positive_raises_value_error(
         MessageDispatcher(reply_timeout=timeout, plugins=plugins)
 
 
+NUMERIC = ["reply_timeout", "heartbeat_interval", "heartbeat_tolerance", "max_message_size"]
+
+
+@pytest.mark.parametrize("name", NUMERIC)
+@pytest.mark.parametrize("value", ["1", True, None], ids=["str", "bool", "none"])
+def test_numeric_argument_of_another_type_raises_type_error_naming_it(
+    plugins: PluginManager, name: str, value: object
+) -> None:
+    kind = r"(a number \(int or float\)|an int)"
+    with pytest.raises(TypeError, match=rf"^{name} must be {kind}, got {value!r}$"):
+        MessageDispatcher(plugins=plugins, **{name: value})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["heartbeat_tolerance", "max_message_size"])
+def test_count_argument_that_is_a_float_raises_type_error_naming_it(
+    plugins: PluginManager, name: str
+) -> None:
+    with pytest.raises(TypeError, match=f"^{name} must be an int, got 2.5$"):
+        MessageDispatcher(plugins=plugins, **{name: 2.5})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", NUMERIC)
+def test_numeric_argument_not_positive_raises_value_error_naming_it(
+    plugins: PluginManager, name: str
+) -> None:
+    with pytest.raises(ValueError, match=f"^{name} must be > 0, got 0$"):
+        MessageDispatcher(plugins=plugins, **{name: 0})  # type: ignore[arg-type]
+
+
 def test_default_process_id_is_a_str_unique_per_dispatcher(plugins: PluginManager) -> None:
     one = MessageDispatcher(plugins=plugins)
     two = MessageDispatcher(plugins=plugins)
@@ -225,3 +259,50 @@ def test_default_process_id_is_a_str_unique_per_dispatcher(plugins: PluginManage
 def test_new_dispatcher_is_not_running(dispatcher: MessageDispatcher) -> None:
     assert dispatcher.running is False
     assert dispatcher.listeners == {}
+
+
+# ---------------------------------------------------------------- directory()
+
+
+def test_directory_of_a_lone_dispatcher_lists_its_listeners_and_groups(
+    dispatcher: MessageDispatcher,
+) -> None:
+    import json
+
+    for lid in ("alice", 7, "bob"):
+        dispatcher.register(BasicMessageListener(lid))
+    dispatcher.subscribe(3, 7)
+    dispatcher.subscribe("team", "bob")
+    dispatcher.subscribe("team", "alice")
+    directory = dispatcher.directory()
+    assert directory == {
+        "process": dispatcher.process_id,
+        "processes": [
+            {
+                "process": dispatcher.process_id,
+                "local": True,
+                "urls": [],
+                "listeners": ["alice", 7, "bob"],
+                "groups": [
+                    {"group": 3, "members": [7]},
+                    {"group": "team", "members": ["bob", "alice"]},
+                ],
+            }
+        ],
+    }
+    assert json.loads(json.dumps(directory)) == directory  # int group IDs survive as ints
+
+
+def test_directory_is_a_snapshot_later_changes_do_not_alter(
+    dispatcher: MessageDispatcher,
+) -> None:
+    dispatcher.register(BasicMessageListener("alice"))
+    dispatcher.subscribe("team", "alice")
+    directory = dispatcher.directory()
+    dispatcher.register(BasicMessageListener("bob"))
+    dispatcher.subscribe("team", "bob")
+    local = directory["processes"][0]
+    assert (local["listeners"], local["groups"]) == (
+        ["alice"],
+        [{"group": "team", "members": ["alice"]}],
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -11,8 +12,11 @@ import pytest
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from dispatchio import (
+    DEFERRED,
+    UNHANDLED,
     DispatcherNotRunningError,
     HandlerError,
+    InvalidMessageError,
     Message,
     MessageDispatcher,
     ReplyTimeoutError,
@@ -430,6 +434,27 @@ async def test_short_timeout_fires_while_a_longer_one_is_pending(
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("method", ["send", "request", "gather"])
+async def test_nan_timeout_is_refused_and_other_requests_still_time_out(
+    dispatcher: MessageDispatcher, method: str
+) -> None:
+    """One bad per-call timeout must not disable every other timeout (NaN breaks a heap)."""
+    listener(dispatcher, "slow", callback=lambda message: DEFERRED)  # never answers
+    calls: dict[str, Callable[[Message], Awaitable[Any]]] = {
+        "send": lambda m: dispatcher.send(m, reply_timeout=math.nan),
+        "request": lambda m: dispatcher.request(m, timeout=math.nan),
+        "gather": lambda m: dispatcher.gather(m, timeout=math.nan),
+    }
+    with anyio.fail_after(5):
+        async with dispatcher:
+            bad = Message("a", destination="slow", response_required=True)
+            with pytest.raises(ValueError, match=r"must be > 0 seconds .* got nan"):
+                await calls[method](bad)
+            with pytest.raises(ReplyTimeoutError, match=r"within 0\.05 s"):
+                await dispatcher.request(Message("b", destination="slow"), timeout=0.05)
+
+
+@pytest.mark.anyio
 async def test_gather_includes_the_error_response_of_a_raising_subscriber(
     dispatcher: MessageDispatcher,
 ) -> None:
@@ -496,3 +521,79 @@ async def test_request_to_plain_callback_returning_a_coroutine_awaits_it(
         async with dispatcher:
             response = await dispatcher.request(Message("ask", 1, destination="b"))
     assert response.content == "awaited 1"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("method", ["send", "request", "gather"])
+async def test_a_timeout_that_is_not_a_number_raises_type_error_naming_it(
+    dispatcher: MessageDispatcher, method: str
+) -> None:
+    listener(dispatcher, "b", callback=echo)
+    calls: dict[str, Callable[[Message], Awaitable[Any]]] = {
+        "send": lambda m: dispatcher.send(m, reply_timeout="1"),  # type: ignore[arg-type]
+        "request": lambda m: dispatcher.request(m, timeout="1"),  # type: ignore[arg-type]
+        "gather": lambda m: dispatcher.gather(m, timeout="1"),  # type: ignore[arg-type]
+    }
+    name = "reply_timeout" if method == "send" else "timeout"
+    with anyio.fail_after(5):
+        async with dispatcher:
+            with pytest.raises(TypeError, match=f"^{name} must be a number of seconds.*'1'"):
+                await calls[method](Message("a", destination="b", response_required=True))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("method", ["send", "request", "gather"])
+async def test_a_message_with_neither_destination_nor_group_raises_invalid_message_error(
+    dispatcher: MessageDispatcher, inbox: MemoryObjectReceiveStream[Message], method: str
+) -> None:
+    calls: dict[str, Callable[[Message], Awaitable[Any]]] = {
+        "send": dispatcher.send,
+        "request": dispatcher.request,
+        "gather": dispatcher.gather,
+    }
+    with anyio.fail_after(5):
+        async with dispatcher:
+            with pytest.raises(InvalidMessageError, match="has neither a destination nor a group"):
+                await calls[method](Message("ok", source="sender"))
+    with pytest.raises(anyio.WouldBlock):  # raised, not returned as a letter
+        inbox.receive_nowait()
+
+
+# ------------------------------------------------------------------ answered inline
+# The first request after ``async with`` goes through the queue; once its reply is in,
+# the leader is parked and the next request to a plain callback is answered inline,
+# without a task switch. Such a request must fail exactly as a queued one does.
+
+
+def broken_predicate(message: Message) -> bool:
+    raise ZeroDivisionError("predicate")
+
+
+def declined(message: Message) -> Any:
+    return UNHANDLED
+
+
+@pytest.mark.anyio
+async def test_callback_returning_unhandled_fails_an_inline_request_as_undeliverable(
+    dispatcher: MessageDispatcher,
+) -> None:
+    target = listener(dispatcher, "x", type="warm", callback=lambda message: "warm")
+    target.add_rule(type="decline", callback=declined)
+    with anyio.fail_after(5):
+        async with dispatcher:
+            await dispatcher.request(Message("warm", destination="x"))  # leader now parked
+            with pytest.raises(UndeliverableError, match="has no rule for 'decline'"):
+                await dispatcher.request(Message("decline", destination="x"))
+
+
+@pytest.mark.anyio
+async def test_raising_where_predicate_fails_an_inline_request_as_handler_error(
+    dispatcher: MessageDispatcher,
+) -> None:
+    target = listener(dispatcher, "x", type="warm", callback=lambda message: "warm")
+    target.add_rule(type="boom", where=broken_predicate, callback=lambda message: "never")
+    with anyio.fail_after(5):
+        async with dispatcher:
+            await dispatcher.request(Message("warm", destination="x"))  # leader now parked
+            with pytest.raises(HandlerError, match="ZeroDivisionError: predicate"):
+                await dispatcher.request(Message("boom", destination="x"))

@@ -210,11 +210,11 @@ def test_group_emptied_by_unsubscribe_raises_undeliverable_error(
         dispatcher.send_sync(Message("x", group="g"))
 
 
-def test_message_without_destination_or_group_raises_undeliverable_error(
+def test_message_without_destination_or_group_raises_invalid_message_error_saying_so(
     dispatcher: MessageDispatcher,
 ) -> None:
-    with pytest.raises(UndeliverableError, match="no listener None"):
-        dispatcher.send_sync(Message("a"))
+    with pytest.raises(InvalidMessageError, match=r"Message\('ok'\) has neither a destination"):
+        dispatcher.send_sync(Message("ok"))
 
 
 def test_destination_that_declines_raises_undeliverable_error_and_counts_it(

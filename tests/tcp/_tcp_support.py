@@ -14,12 +14,20 @@ import anyio
 import anyio.abc
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from dispatchio import ListenerId
+from dispatchio import ListenerId, MessageDispatcher
 from dispatchio.transport import PeerHello
 from dispatchio_tcp import TcpOptions, TcpTransport
-from dispatchio_tcp._framing import encode_header
-from dispatchio_tcp._handshake import PREFIX, Hello, decode_body, decode_prefix, encode_hello
-from dispatchio_tcp._transport import parse_url
+from dispatchio_tcp._framing import GOODBYE, encode_header, goodbye
+from dispatchio_tcp._handshake import (
+    MAGIC,
+    PREFIX,
+    VERSION,
+    Hello,
+    decode_body,
+    decode_prefix,
+    encode_hello,
+)
+from dispatchio_tcp._options import parse_url
 
 _incarnations = itertools.count(1)
 
@@ -33,6 +41,11 @@ class Recorder:
         self.frames: dict[ListenerId, list[bytes]] = {}
         self.up: dict[ListenerId, PeerHello] = {}
         self._changed = anyio.Event()
+
+    @property
+    def dispatcher(self) -> MessageDispatcher:
+        """TCP never asks: it serves dispatchers only."""
+        raise AttributeError("a Recorder runs no dispatcher")
 
     def _notify(self) -> None:
         self._changed.set()
@@ -190,3 +203,34 @@ async def watching_logs() -> AsyncIterator[LogWatcher]:
     finally:
         logger.removeHandler(watcher)
         logger.setLevel(old_level)
+
+
+async def send_hostile_input(url: str, *, linger: float = 2.0) -> None:
+    """Feed a live ``tcp://`` process malformed input, each kind on a fresh connection.
+
+    Before a handshake: random bytes, a length prefix where the hello belongs, a hello
+    with a body that is not JSON, an empty connection. After a valid handshake (as the
+    raw peer "zz-hostile"): an oversized length, a truncated frame, data after the
+    goodbye. Each connection lingers (at most ``linger`` seconds) until the receiver
+    drops it.
+    """
+    bad_hello = PREFIX.pack(MAGIC, VERSION, 9) + b"{not json"
+    before = [random.randbytes(4096), encode_header(GOODBYE - 1) + b"x" * 64, bad_hello, b""]
+    after = [
+        encode_header(GOODBYE - 1) + b"x" * 64,
+        encode_header(1000) + b"truncated",
+        frame(b"fine") + goodbye() + b"more",
+    ]
+    for payload, handshake in [(p, False) for p in before] + [(p, True) for p in after]:
+        async with await raw_connect(url) as stream:
+            with anyio.move_on_after(linger):
+                try:
+                    if handshake:
+                        await raw_handshake(stream, "zz-hostile")
+                    if payload:
+                        await stream.send(payload)
+                    await stream.send_eof()
+                    while True:  # until the receiver drops us
+                        await stream.receive()
+                except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+                    pass

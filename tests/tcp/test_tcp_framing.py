@@ -6,7 +6,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dispatchio_tcp._framing import GOODBYE, FrameDecoder, FrameError, encode_header, goodbye
+from dispatchio_tcp._framing import (
+    ENDED,
+    GOODBYE,
+    HEADER,
+    FrameDecoder,
+    FrameError,
+    encode_header,
+    goodbye,
+    split_frames,
+)
 
 FUZZ = settings(max_examples=1500, deadline=None, database=None)
 
@@ -48,9 +57,20 @@ def test_a_length_over_max_frame_size_is_refused_from_the_header_alone() -> None
 
 def test_a_huge_length_is_refused_before_allocating() -> None:
     decoder = FrameDecoder(1 << 20)
+    before = decoder.capacity
     with pytest.raises(FrameError, match="exceeds max_frame_size"):
         _decode(decoder, [encode_header(GOODBYE - 1)])
-    assert decoder.pending == 0 or decoder.pending <= 4
+    assert (decoder.capacity, decoder.finished) == (before, True)
+
+
+def test_a_huge_length_split_from_its_header_is_refused_before_allocating() -> None:
+    decoder = FrameDecoder(1 << 20)
+    before = decoder.capacity
+    header = encode_header(GOODBYE - 1)
+    assert _decode(decoder, [header[:2]]) == []
+    with pytest.raises(FrameError, match="exceeds max_frame_size"):
+        _decode(decoder, [header[2:]])
+    assert (decoder.capacity, decoder.finished) == (before, True)
 
 
 def test_frames_before_a_bad_length_are_yielded_first() -> None:
@@ -123,3 +143,26 @@ def test_random_bytes_never_raise_anything_but_frame_error(data: bytes, cuts: li
             pass
     except FrameError:
         assert decoder.finished
+
+
+def test_split_frames_stops_at_an_incomplete_frame_saying_how_much_it_needs() -> None:
+    data = _encode([b"one", b"three"])
+    frames, pos, need, error = split_frames(data[:-2], 0, len(data) - 2, 1024)
+    assert (frames, pos, need, error) == ([b"one"], 7, HEADER.size + 5, None)
+
+
+def test_split_frames_reports_a_goodbye_only_as_the_last_thing() -> None:
+    data = _encode([b"x"]) + goodbye()
+    assert split_frames(data, 0, len(data), 1024) == ([b"x"], len(data), ENDED, None)
+    frames, _, need, error = split_frames(data + b"!", 0, len(data) + 1, 1024)
+    assert (frames, need) == ([b"x"], ENDED)
+    assert isinstance(error, FrameError)
+    assert "after the end" in str(error)
+
+
+def test_split_frames_returns_the_frames_before_a_bad_length_and_the_error() -> None:
+    data = _encode([b"ok"]) + encode_header(2000)
+    frames, pos, need, error = split_frames(memoryview(data), 0, len(data), 1024)
+    assert (frames, pos, need) == ([b"ok"], 6, ENDED)
+    assert isinstance(error, FrameError)
+    assert "frame of 2000 bytes exceeds max_frame_size 1024" in str(error)

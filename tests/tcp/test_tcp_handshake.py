@@ -10,13 +10,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dispatchio_tcp._handshake import (
+    ACCEPT,
     MAX_HELLO,
     PREFIX,
+    REJECT,
     HandshakeError,
     Hello,
+    arbitrates,
     decode_hello,
     encode_hello,
     make_proof,
+    verdict,
 )
 
 FUZZ = settings(max_examples=1000, deadline=None, database=None)
@@ -78,7 +82,9 @@ def test_proofs_verify_only_with_the_same_secret_role_and_nonces() -> None:
     assert proof != make_proof(
         "s", HELLO, OTHER._replace(nonce=bytes([1] * 16)), prover_dialed=True
     )
-    assert b"s" not in proof or len(proof) == 32
+    # An HMAC-SHA256 digest whatever the secret's length: the secret is never sent.
+    assert len(proof) == 32
+    assert len(make_proof("s" * 1000, HELLO, OTHER, prover_dialed=True)) == 32
 
 
 _ids = st.one_of(st.text(min_size=1, max_size=40), st.integers(min_value=-(2**63), max_value=2**63))
@@ -140,3 +146,14 @@ def test_malformed_json_hellos_only_raise_handshake_error(fields: dict[str, obje
         return
     with contextlib.suppress(HandshakeError):
         decode_hello(PREFIX.pack(b"DSPT", 1, len(body)) + body)
+
+
+def test_exactly_one_side_of_a_pair_arbitrates_comparing_ids_as_strings() -> None:
+    assert (arbitrates("a", "b"), arbitrates("b", "a")) == (True, False)
+    assert (arbitrates(10, "9"), arbitrates("9", 10)) == (True, False)  # "10" < "9"
+
+
+def test_the_link_already_there_wins_unless_the_peer_restarted() -> None:
+    assert verdict(None, 7) == ACCEPT  # no link yet
+    assert verdict(7, 7) == REJECT  # a duplicate of the link to that incarnation
+    assert verdict(6, 7) == ACCEPT  # a restart: the new link replaces the old one

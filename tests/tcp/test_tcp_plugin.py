@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pydoc
+import re
 import ssl
 import subprocess
 import sys
@@ -9,15 +11,37 @@ import sys
 import pytest
 
 import dispatchio_tcp
-from dispatchio import TransportConfigError
-from dispatchio._plugins import make_plugin_manager
+from dispatchio import TransportConfigError, make_plugin_manager
 from dispatchio.transport import resolve_transport
 from dispatchio_tcp import TcpOptions, TcpTransport
-from dispatchio_tcp._transport import parse_url
+from dispatchio_tcp._options import parse_url
 
 
 def test_public_names_are_pinned_and_sorted() -> None:
     assert dispatchio_tcp.__all__ == ["TcpOptions", "TcpTransport"]
+
+
+def test_help_of_tcp_options_shows_every_option_with_its_description_and_default() -> None:
+    rendered = pydoc.render_doc(TcpOptions, renderer=pydoc.TextDoc())
+    lines = (line.removeprefix(" |") for line in rendered.splitlines())
+    text = " ".join(" ".join(lines).split())
+    head = text[: text.index("Method resolution order")]  # before pydantic's own members
+    for name, info in TcpOptions.model_fields.items():
+        assert f"{name}: " in head
+        assert f"= {info.default!r}" in head
+        assert " ".join((info.description or "").split()) in head
+    assert head.index("secret: ") < head.index("Shared secret every peer")
+
+
+def test_tcp_transport_documents_itself_in_the_transport_template() -> None:
+    doc = TcpTransport.__doc__ or ""
+    sections = [
+        re.search(rf"^    {name}", doc, re.MULTILINE)
+        for name in ("Features:", "URL format:", r"Options \(`TcpOptions`", "Limitations:")
+    ]
+    assert all(sections)
+    assert "module docstring" not in doc
+    assert "_transport" not in doc
 
 
 def test_the_entry_point_registers_the_tcp_scheme_lazily() -> None:

@@ -88,11 +88,6 @@ class Rule:
         # one call.
         self.sync_call: Callable[[Message], Any] = self._sync_action()
 
-    def matches(self, message: Message) -> bool:
-        """Return whether this rule's criteria all hold for ``message``."""
-        t = self.type
-        return (t is None or t == message.type) and (self.test is None or self.test(message))
-
     def _sync_action(self) -> Callable[[Message], Any]:
         action = self.action
         if action is Action.CALLBACK:
@@ -155,6 +150,20 @@ def _compile_test(
     if len(checks) == 1:
         return checks[0]
     return lambda m: all(check(m) for check in checks)
+
+
+def _check_content_criteria(content: object) -> None:
+    if not isinstance(content, Mapping):
+        raise TypeError(
+            "content= takes a mapping of dotted paths inside the message content to the"
+            f" values they must have, e.g. {{'card.suit': 'hearts'}}; got {content!r}"
+            " (to match the whole content, use where=lambda m: m.content == ...)"
+        )
+    for path in content:
+        if not isinstance(path, str) or not path:
+            raise TypeError(
+                f"content= paths are non-empty strings such as 'card.suit', got {path!r}"
+            )
 
 
 def _lookup(obj: Any, path: list[str]) -> Any:
@@ -240,8 +249,11 @@ class BasicMessageListener(MessageListener):
 
         Raises:
             ValueError: not exactly one of ``callback``, ``queue`` and ``listener``.
-            TypeError: the action is not of a usable kind.
+            TypeError: the action is not of a usable kind, or ``content`` is not a mapping
+                of dotted paths (non-empty str) to values.
         """
+        if content is not None:
+            _check_content_criteria(content)
         actions = [a for a in (callback, queue, listener) if a is not None]
         if len(actions) != 1:
             raise ValueError("add_rule() needs exactly one of callback=, queue= or listener=")
@@ -331,3 +343,38 @@ class BasicMessageListener(MessageListener):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(id={self.id!r}, rules={len(self._rules)})"
+
+
+_BASIC_HANDLE: Final = BasicMessageListener.handle_message
+
+
+def is_rule_table(listener: MessageListener) -> bool:
+    """Whether ``listener`` handles messages by its rules alone (does not override
+    ``handle_message``), so the dispatcher may act on its rules directly."""
+    return type(listener).handle_message is _BASIC_HANDLE
+
+
+def find_rule(listener: Any, message: Message) -> tuple[Any, Rule | None]:
+    """Walk a chain of rules: from ``listener``, follow matching ``listener=`` rules.
+
+    Returns the listener that handles ``message`` and the rule of its that matched, not
+    a ``listener=`` one. The rule is None when that listener's rules match nothing, or
+    when it is not a rule table (`is_rule_table`): then its ``handle_message`` decides.
+    This is what `BasicMessageListener.handle_message` does, without the coroutines,
+    for the scheduler's fast paths; the match is inlined here (one call per message).
+
+    Raises:
+        Exception: whatever a rule's ``where`` predicate raised.
+    """
+    mtype = message.type
+    while type(listener).handle_message is _BASIC_HANDLE:
+        for rule in listener._rules:
+            t = rule.type
+            if (t is None or t == mtype) and (rule.test is None or rule.test(message)):
+                break
+        else:
+            return listener, None
+        if rule.action is not Action.LISTENER:
+            return listener, rule
+        listener = rule.target
+    return listener, None

@@ -24,8 +24,10 @@ import anyio.lowlevel
 
 from dispatchio._backend import Backend, current_backend
 from dispatchio._errors import (
+    DeliveryError,
     DispatcherNotRunningError,
     DispatchError,
+    InvalidMessageError,
     OutboxFullError,
     SyncSendError,
     TransportError,
@@ -33,8 +35,9 @@ from dispatchio._errors import (
     format_error,
 )
 from dispatchio._listener import MessageListener
-from dispatchio._message import DEFERRED, UNHANDLED, ListenerId, Message, stamp
+from dispatchio._message import DEFERRED, UNHANDLED, ListenerId, Message, response_to, stamp
 from dispatchio._observers import DispatcherStats, Observers
+from dispatchio._plugins import checked_plugin_manager
 from dispatchio._registry import Registry
 from dispatchio._replies import GATHER, LETTER, REQUEST, Pending
 from dispatchio._scheduler import Scheduler, declined, nobody
@@ -52,6 +55,7 @@ logger = logging.getLogger("dispatchio")
 
 _INLINE_STREAK: Final = 64  # requests answered inline before a checkpoint
 _REMOTE_STREAK: Final = 64  # sends to other processes before a checkpoint
+_LOGGED_HANDLERS: Final = 10  # cancelled handlers named in the shutdown warning
 
 
 class MessageDispatcher:
@@ -70,9 +74,11 @@ class MessageDispatcher:
             message sent. Default: ``"<host>:<pid>:<random>"``.
         reply_timeout: Default seconds to wait for a reply (`request`, `gather`, and
             `send` with ``response_required=True``).
-        plugins: The plugin manager whose hooks observe this dispatcher. Default: the
-            process-wide one from `dispatchio.default_plugin_manager` (entry points
-            loaded on first use).
+        plugins: The plugin manager whose hooks observe this dispatcher and provide its
+            transports: a `dispatchio.PluginManager`, or a plain
+            ``pluggy.PluginManager("dispatchio")`` (the hook specs are added to it).
+            Default: the process-wide one from `dispatchio.default_plugin_manager`
+            (entry points loaded on first use).
         listen: URLs to accept other processes on, e.g. ``["tcp://127.0.0.1:7400"]``
             (port 0 picks a free port; see `listen_urls`). The scheme picks the transport
             plugin.
@@ -85,6 +91,19 @@ class MessageDispatcher:
         heartbeat_interval, heartbeat_tolerance: A peer silent for interval x tolerance
             seconds is declared dead, and replies it owes fail with `PeerLostError`.
         max_message_size: Largest encoded message sent to another process, in bytes.
+        shutdown_grace: Seconds that leaving ``async with`` waits for the messages
+            already accepted to be handled and for running handlers to finish; those
+            still running then are cancelled, logged and counted in
+            ``stats.cancelled_handlers``. ``math.inf`` waits for ever.
+
+    Raises:
+        TypeError: an argument of the wrong type, named (``reply_timeout="1"``, a bool
+            for a number, a ``process_id`` that is not an int or a str, one URL string
+            for ``listen`` or ``connect``, ``plugins`` that is not a
+            ``pluggy.PluginManager``).
+        ValueError: ``reply_timeout``, ``heartbeat_interval``, ``heartbeat_tolerance`` or
+            ``max_message_size`` is not > 0, ``shutdown_grace`` is negative, or
+            ``plugins`` belongs to another pluggy project.
     """
 
     def __init__(
@@ -100,17 +119,20 @@ class MessageDispatcher:
         heartbeat_interval: float = 1.0,
         heartbeat_tolerance: int = 3,
         max_message_size: int = 1 << 20,
+        shutdown_grace: float = 5.0,
     ) -> None:
         if process_id is None:
             process_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         if not (isinstance(process_id, (int, str)) and not isinstance(process_id, bool)):
             raise TypeError(f"process_id must be an int or a str, got {process_id!r}")
-        if not reply_timeout > 0:  # also refuses NaN
-            raise ValueError(f"reply_timeout must be > 0, got {reply_timeout!r}")
+        _check_positive("reply_timeout", reply_timeout)
         if isinstance(listen, str) or isinstance(connect, str):
             raise TypeError("listen= and connect= take a list of URLs, not one string")
-        if not heartbeat_interval > 0 or heartbeat_tolerance < 1:
-            raise ValueError("heartbeat_interval must be > 0 and heartbeat_tolerance >= 1")
+        _check_positive("heartbeat_interval", heartbeat_interval)
+        _check_positive("heartbeat_tolerance", heartbeat_tolerance, integer=True)
+        _check_positive("max_message_size", max_message_size, integer=True)
+        if shutdown_grace != 0:  # zero is allowed: cancel running handlers at once
+            _check_positive("shutdown_grace", shutdown_grace)
         self._mesh_config: dict[str, Any] | None = None
         if listen or connect or transports:
             self._mesh_config = {
@@ -125,13 +147,14 @@ class MessageDispatcher:
         self._mesh: Mesh | None = None
         self.process_id: ListenerId = process_id
         self.reply_timeout = reply_timeout
+        self.shutdown_grace = shutdown_grace
         # 64 random bits, then a counter: unique across processes without coordination.
         self._ids = iterator_of_ids()
         if plugins is None:
             from dispatchio._plugins import default_plugin_manager
 
             plugins = default_plugin_manager()
-        self.plugins = plugins
+        self.plugins = checked_plugin_manager(plugins)
         self._observers = Observers(plugins, self)
         self.stats: DispatcherStats = self._observers.stats
         self._registry = Registry()
@@ -215,20 +238,58 @@ class MessageDispatcher:
         """The IDs of the other processes currently connected."""
         return frozenset(()) if self._mesh is None else frozenset(self._mesh.peers)
 
+    def directory(self) -> dict[str, Any]:
+        """Describe every process this one knows, with its listeners and groups.
+
+        Returns a plain dict that `json.dumps` accepts (group IDs are values, never object
+        keys, so int IDs stay ints)::
+
+            {"process": <this process's ID>,
+             "processes": [
+                 {"process": <ID>, "local": <True for this process>,
+                  "urls": [<URLs it listens on>], "listeners": [<listener IDs>],
+                  "groups": [{"group": <group ID>, "members": [<listener IDs>]}]},
+                 ...]}
+
+        This process comes first (listeners and members in registration order), then
+        each connected peer as this process last heard of it, by ID (ints first). A
+        snapshot: later changes do not alter the returned dict.
+        """
+        registry = self._registry
+        local = {
+            "process": self.process_id,
+            "local": True,
+            "urls": list(self.listen_urls),
+            "listeners": list(registry.listeners),
+            "groups": [
+                {"group": group, "members": list(members)}
+                for group, members in registry.groups.items()
+            ],
+        }
+        peers = [] if self._mesh is None else self._mesh.peer_entries()
+        return {"process": self.process_id, "processes": [local, *peers]}
+
     async def wait_for_peer(self, process_id: ListenerId, *, timeout: float = 10.0) -> None:
         """Wait until the process ``process_id`` is connected.
 
         Raises:
-            TimeoutError: not within ``timeout`` seconds.
+            TimeoutError: not within ``timeout`` seconds; the message names the process,
+                the ``connect=`` URLs and the processes that are connected.
             DispatcherNotRunningError: outside ``async with dispatcher:``.
         """
-        await self._wait_until(lambda mesh: mesh is not None and process_id in mesh.peers, timeout)
+        await self._wait_until(
+            lambda mesh: mesh is not None and process_id in mesh.peers,
+            timeout,
+            f"process {process_id!r} did not connect",
+        )
 
     async def wait_for_listener(self, listener_id: ListenerId, *, timeout: float = 10.0) -> None:
         """Wait until some process (this one included) has a listener ``listener_id``.
 
         Raises:
-            TimeoutError: not within ``timeout`` seconds.
+            TimeoutError: not within ``timeout`` seconds; the message names the listener,
+                the ``connect=`` URLs, the processes that are connected and the listeners
+                they have.
             DispatcherNotRunningError: outside ``async with dispatcher:``.
         """
         await self._wait_until(
@@ -237,6 +298,8 @@ class MessageDispatcher:
                 or (mesh is not None and listener_id in mesh.remote_listener)
             ),
             timeout,
+            f"no process has a listener {listener_id!r}",
+            listeners=True,
         )
 
     async def wait_for_subscribers(
@@ -245,27 +308,70 @@ class MessageDispatcher:
         """Wait until ``group`` has at least ``count`` subscribers across all processes.
 
         Raises:
-            TimeoutError: not within ``timeout`` seconds.
+            TimeoutError: not within ``timeout`` seconds; the message names the group, the
+                ``connect=`` URLs and the processes that are connected.
             DispatcherNotRunningError: outside ``async with dispatcher:``.
         """
         groups = self._registry.groups
+
+        def subscribers(mesh: Mesh | None) -> int:
+            here = len(groups.get(group, ()))
+            return here + (0 if mesh is None else mesh.remote_subscriber_count(group))
+
         await self._wait_until(
-            lambda mesh: (
-                len(groups.get(group, ()))
-                + (0 if mesh is None else mesh.remote_subscriber_count(group))
-                >= count
-            ),
+            lambda mesh: subscribers(mesh) >= count,
             timeout,
+            f"group {group!r} did not reach {count} subscriber(s)",
+            progress=lambda: f" (it has {subscribers(self._mesh)})",
         )
 
-    async def _wait_until(self, condition: Callable[[Mesh | None], bool], timeout: float) -> None:
+    async def _wait_until(
+        self,
+        condition: Callable[[Mesh | None], bool],
+        timeout: float,
+        what: str,
+        *,
+        listeners: bool = False,
+        progress: Callable[[], str] = str,
+    ) -> None:
         self._require_running()
-        with anyio.fail_after(timeout):
-            while not condition(self._mesh):
-                if self._mesh is None:
-                    await anyio.sleep(timeout)  # nothing remote can change it: time out
-                else:
-                    await self._mesh.changed.wait()
+        try:
+            with anyio.fail_after(timeout):
+                while not condition(self._mesh):
+                    if self._mesh is None:
+                        await anyio.sleep(timeout)  # nothing remote can change it: time out
+                    else:
+                        await self._mesh.changed.wait()
+        except TimeoutError:
+            raise TimeoutError(
+                f"{what}{progress()} within {timeout:g} s; {self._whereabouts(listeners)}"
+            ) from None
+
+    def _whereabouts(self, listeners: bool) -> str:
+        """What this dispatcher can see of other processes, for a timeout's message.
+
+        The core does not learn why a transport's dials fail (the transport retries them
+        on its own), so the message points at the transport's log for that.
+        """
+        mesh = self._mesh
+        if mesh is None:
+            return (
+                "this dispatcher has no transport (no listen=, connect= or transports=),"
+                " so only its own listeners count"
+            )
+        tried = ", ".join(mesh.connect) or "none"
+        peers = ", ".join(sorted(map(repr, mesh.peers))) or "none"
+        text = f"connect= URLs: {tried}; connected processes: {peers}"
+        if listeners and mesh.peers:
+            known = sorted(map(repr, mesh.remote_listener))
+            shown = ", ".join(known[:10]) + (", ..." if len(known) > 10 else "")
+            text += f"; listeners in other processes: {shown or 'none'}"
+        if mesh.connect and not mesh.peers:
+            text += (
+                " (is a process listening there? the transport logs why each attempt to"
+                " connect failed, at DEBUG level)"
+            )
+        return text
 
     def debug_counts(self) -> dict[str, int]:
         """Sizes of this dispatcher's internal tables, for tests and leak hunts (a copy).
@@ -309,7 +415,8 @@ class MessageDispatcher:
             declined the message (no rule matched).
 
         Raises:
-            InvalidMessageError: a field is invalid.
+            InvalidMessageError: a field is invalid, or the message has neither a
+                destination nor a group.
             UndeliverableError: no such destination, an empty group, or the destination
                 declined the message.
             SyncSendError: the handler is an async callback, or lives in another process.
@@ -329,7 +436,7 @@ class MessageDispatcher:
                         f"listener {message.destination!r} is in another process; send_sync"
                         " reaches only this process (use send() or request())"
                     )
-                raise nobody(message)
+                raise _unaddressed(message)
             if observers.observed:
                 observers.delivered(message, listener)
             result = listener.handle_message_sync(message)
@@ -361,6 +468,16 @@ class MessageDispatcher:
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> MessageDispatcher:
+        """Start the asynchronous machinery (and the transports, listening and dialing).
+
+        Raises:
+            DispatchError: the dispatcher is already running, or no asyncio or trio
+                event loop runs in this thread.
+            TransportConfigError: a URL names no installed transport, or its options are
+                wrong.
+            TransportError: a transport cannot bind a ``listen`` address (the contract
+                of `Transport.serve`). Nothing is left running when starting fails.
+        """
         if self._backend is not None:
             raise DispatchError("this dispatcher is already running")
         self.refresh_hooks()
@@ -400,22 +517,51 @@ class MessageDispatcher:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
+        """Stop: deliver what was accepted, say goodbye to peers, cancel the workers.
+
+        Leaving normally first drains, for at most ``shutdown_grace`` seconds: queued
+        messages are delivered and running handlers (those mid-await included) may
+        finish, and whatever they send meanwhile is delivered too; sends and replies
+        still work. Leaving with an exception skips the drain. Then the transports close
+        (each flushes what it holds, bounded by its ``close_timeout``), every sender
+        still waiting for a reply (`request`, `gather`) gets `DispatchError`, letters
+        still awaiting a reply are forgotten, messages never started are counted in
+        ``stats.discarded``, handlers still running are cancelled and counted in
+        ``stats.cancelled_handlers`` (both logged as warnings), and the remaining tasks
+        end. The caller's exception, if any, propagates unchanged.
+        """
         task_group = self._task_group
         assert task_group is not None
         try:
             if exc_type is None:
-                await self._scheduler.drain(self.reply_timeout)
+                await self._scheduler.drain(self.shutdown_grace)
             if self._mesh is not None:
                 await self._mesh.stop()
         finally:
             self._mesh = self._scheduler.mesh = self._registry.on_change = None
             self._closing = True
             # Nothing may wake a worker that is about to be cancelled.
-            discarded = self._scheduler.close()
+            discarded, running = self._scheduler.close()
             self._replies.close()
             if discarded:
                 self.stats.discarded += discarded
                 logger.warning("dispatcher closed with %d message(s) never delivered", discarded)
+            if running:
+                self.stats.cancelled_handlers += len(running)
+                when = (
+                    f"after the {self.shutdown_grace:g} s shutdown grace"
+                    if exc_type is None
+                    else "at once (the async with body raised)"
+                )
+                logger.warning(
+                    "dispatcher closed: cancelled %d running handler(s) %s: %s",
+                    len(running),
+                    when,
+                    ", ".join(
+                        f"{m.type!r} for {m.destination!r}" for m in running[:_LOGGED_HANDLERS]
+                    )
+                    + (", ..." if len(running) > _LOGGED_HANDLERS else ""),
+                )
             task_group.cancel_scope.cancel()
             try:
                 # The caller's exception is not the task group's business: it propagates
@@ -500,14 +646,8 @@ class MessageDispatcher:
                     full = isinstance(exc, OutboxFullError)
                     code = OutboxFullError.code if full else UndeliverableError.code
                     self._replies.route_response(
-                        Message(
-                            message.type,
-                            None,
-                            id=message.id,
-                            destination=message.source,
-                            process=process,
-                            is_response=True,
-                            error=format_error(code, str(exc)),
+                        response_to(
+                            message, None, process=process, error=format_error(code, str(exc))
                         )
                     )
 
@@ -521,29 +661,41 @@ class MessageDispatcher:
         * nobody can receive it: ``undeliverable``, with the original content, at once;
         * ``response_required=True`` and no reply within ``reply_timeout`` (default: the
           dispatcher's): ``timeout``;
-        * the handler raised and ``response_required=True``: ``handler_error``.
+        * the handler raised and ``response_required=True``: ``handler_error``;
+        * ``response_required=True`` and the receiving process died first:
+          ``peer_lost``;
+        * a group copy could not go to one of the processes (its link is full:
+          ``outbox_full``; its link is gone: ``undeliverable``).
 
         Args:
             message: The message; ``id`` and ``process`` are assigned when None.
             reply_timeout: Seconds to wait for a reply when ``response_required`` is set.
 
         Raises:
-            InvalidMessageError: a field is invalid.
+            InvalidMessageError: a field is invalid, the message has neither a destination
+                nor a group, or (for another process) its content is not JSON data.
+            MessageTooLargeError: it goes to another process and its encoded size exceeds
+                ``max_message_size``.
             UndeliverableError: nobody can receive it and there is no registered source
-                listener to return it to.
+                listener to return it to; or its destination is in another process and
+                the link to it is gone.
+            OutboxFullError: its destination is in another process and the link to it
+                holds too much unsent data (back off and retry).
             DispatcherNotRunningError: outside ``async with dispatcher:``.
             DispatchError: ``response_required`` is set and the message's ``id`` is already
                 awaiting replies.
             ValueError: ``reply_timeout`` is not > 0 (``math.inf`` waits forever).
+            TypeError: ``reply_timeout`` is not a number.
         """
         backend = self._require_running()
-        _check_timeout(reply_timeout)
+        _check_timeout(reply_timeout, "reply_timeout")
         self._stamp(message)
         local, remote = self._route(message)
         if not local and not remote:
-            if message.source not in self._listeners:
-                raise nobody(message)
-            self._replies.return_letter(message, nobody(message))
+            error = _unaddressed(message)
+            if message.source not in self._listeners or not isinstance(error, DeliveryError):
+                raise error
+            self._replies.return_letter(message, error)
             return
         frame = self._mesh.encode(message) if remote else b""  # type: ignore[union-attr]
         if message.response_required:
@@ -582,15 +734,24 @@ class MessageDispatcher:
 
         Raises:
             UndeliverableError: at once when nobody can receive it, or the receiver (every
-                subscriber, for a group) declined it.
+                subscriber, for a group) declined it, or the link to the receiving
+                process is gone.
             ReplyTimeoutError: no reply in time. A reply arriving later is dropped and
                 counted in ``stats.late_replies``.
             HandlerError: the handler raised (every subscriber's, for a group).
-            InvalidMessageError: a field is invalid.
+            PeerLostError: the receiving process died (or went silent past the heartbeat
+                bound) before answering.
+            OutboxFullError: the link to the receiving process holds too much unsent data
+                (for a group: only if no other subscriber answers).
+            InvalidMessageError: a field is invalid, the message has neither a destination
+                nor a group, or (for another process) its content is not JSON data.
+            MessageTooLargeError: it goes to another process and its encoded size exceeds
+                ``max_message_size``.
             DispatcherNotRunningError: outside ``async with dispatcher:``.
             DispatchError: the message's ``id`` is already awaiting replies, or the
                 dispatcher closed first.
             ValueError: ``timeout`` is not > 0 (``math.inf`` waits forever).
+            TypeError: ``timeout`` is not a number.
 
         Cancelling the caller stops the wait; a reply arriving afterwards is dropped.
         """
@@ -603,21 +764,27 @@ class MessageDispatcher:
         replies so far. Subscribers that decline the message are not waited for; a
         subscriber whose handler raised contributes a response with ``error`` set.
 
+        A subscriber in a process that died before answering contributes a response
+        with a ``peer_lost`` error; one behind a full link, an ``outbox_full`` one.
+
         Raises:
-            UndeliverableError: at once when nobody can receive it.
-            InvalidMessageError, DispatcherNotRunningError, DispatchError, ValueError: as
-                `request`.
+            UndeliverableError: at once when nobody can receive it; or, for a single
+                destination in another process, when the link to it is gone.
+            OutboxFullError: for a single destination in another process, its link holds
+                too much unsent data.
+            InvalidMessageError, MessageTooLargeError, DispatcherNotRunningError,
+                DispatchError, ValueError, TypeError: as `request`.
         """
         return await self._await_replies(GATHER, message, timeout)  # type: ignore[no-any-return]
 
     async def _await_replies(self, kind: int, message: Message, timeout: float | None) -> Any:
         backend = self._require_running()
-        _check_timeout(timeout)
+        _check_timeout(timeout, "timeout")
         message.response_required = True
         self._stamp(message)
         local, remote = self._route(message)
         if not local and not remote:
-            raise nobody(message)
+            raise _unaddressed(message)
         frame = self._mesh.encode(message) if remote else b""  # type: ignore[union-attr]
         message_id = message.id
         assert message_id is not None
@@ -671,9 +838,41 @@ class MessageDispatcher:
         )
 
 
-def _check_timeout(timeout: float | None) -> None:
-    if timeout is not None and not timeout > 0:  # also refuses NaN, which breaks the timer heap
-        raise ValueError(f"a reply timeout must be > 0 seconds (or math.inf), got {timeout!r}")
+def _check_positive(name: str, value: object, *, integer: bool = False) -> None:
+    """Refuse a constructor argument that is not a positive number, naming it.
+
+    Raises:
+        TypeError: not an int (or, unless ``integer``, a float); bools are refused too.
+        ValueError: not > 0 (NaN included).
+    """
+    kinds: tuple[type, ...] = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        kind = "an int" if integer else "a number (int or float)"
+        raise TypeError(f"{name} must be {kind}, got {value!r}")
+    if not value > 0:  # type: ignore[operator]  # also refuses NaN
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+
+
+def _check_timeout(timeout: float | None, name: str) -> None:
+    if timeout is not None:
+        try:
+            positive = timeout > 0
+        except TypeError:  # comparing costs nothing more here than testing the type first
+            raise TypeError(
+                f"{name} must be a number of seconds (int or float), got {timeout!r}"
+            ) from None
+        if not positive:  # also refuses NaN, which breaks the timer heap
+            raise ValueError(f"{name} must be > 0 seconds (or math.inf), got {timeout!r}")
+
+
+def _unaddressed(message: Message) -> DispatchError:
+    """The error for an outgoing message nobody can take: it may have no address at all."""
+    if message.destination is None and message.group is None:
+        return InvalidMessageError(
+            f"Message({message.type!r}) has neither a destination nor a group: set"
+            " destination= (a listener ID) or group= (a group ID)"
+        )
+    return nobody(message)
 
 
 def iterator_of_ids() -> Iterator[int]:

@@ -10,8 +10,10 @@ module decides what the frames mean, so every transport behaves the same:
   its URLs), and unknown members are dialed, so joining one member reaches all.
 * Liveness: one task sends a HEARTBEAT to every peer it sent nothing to for an interval
   and declares dead any peer silent for ``interval * tolerance``. A lost link, a GOODBYE
-  or a new incarnation of the same process ID also ends a peer at once. Every reply
-  still owed by a dead peer comes back as ``peer_lost``.
+  or a new incarnation of the same process ID also ends a peer at once. When the mesh
+  itself ends a peer (detector, GOODBYE) the transport closes its link
+  (`Transport.disconnect`), so a paused process that resumes comes back through a new
+  link. Every reply still owed by a dead peer comes back as ``peer_lost``.
 * Group sends go once per process; the receiver answers FANOUT with how many copies it
   made, so the sender's count of expected replies is exact even with a stale directory.
 """
@@ -29,14 +31,16 @@ import anyio
 
 from dispatchio import _wire
 from dispatchio._errors import (
+    HandlerError,
     MessageTooLargeError,
     OutboxFullError,
     PeerLostError,
     TransportConfigError,
     TransportError,
+    UndeliverableError,
     format_error,
 )
-from dispatchio._message import ListenerId, Message
+from dispatchio._message import ListenerId, Message, response_to
 from dispatchio._registry import REGISTERED, SUBSCRIBED, UNREGISTERED, UNSUBSCRIBED
 from dispatchio.transport import PeerHello, Transport, resolve_transport
 
@@ -48,6 +52,11 @@ if TYPE_CHECKING:
     from dispatchio._replies import Replies
 
 logger = logging.getLogger("dispatchio.mesh")
+
+
+def id_order(value: ListenerId) -> tuple[bool, ListenerId]:
+    """A sort key for IDs that may mix ints and strs: ints first, each kind in order."""
+    return isinstance(value, str), value
 
 
 class _Peer:
@@ -141,7 +150,6 @@ class Mesh:
         # Liveness needs only a coarse monotonic clock; anyio.current_time() would ask
         # which event loop runs on every frame.
         self.clock = time.monotonic
-        self.protocol_errors = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -227,6 +235,29 @@ class Mesh:
         self.changed.set()
         self.changed = anyio.Event()
 
+    def peer_entries(self) -> list[dict[str, Any]]:
+        """The directory entry of every connected peer (see `MessageDispatcher.directory`)."""
+        entries = []
+        for process in sorted(self.peers, key=id_order):
+            peer = self.peers[process]
+            known = self.members.get(process)
+            urls = known[1] if known is not None and known[1] else peer.hello.urls
+            groups = [
+                {"group": group, "members": sorted(members, key=id_order)}
+                for group, members in sorted(peer.groups.items(), key=lambda g: id_order(g[0]))
+                if members
+            ]
+            entries.append(
+                {
+                    "process": process,
+                    "local": False,
+                    "urls": list(urls),
+                    "listeners": sorted(peer.listeners, key=id_order),
+                    "groups": groups,
+                }
+            )
+        return entries
+
     def remote_subscriber_count(self, group: ListenerId) -> int:
         return sum(len(peer.groups.get(group, ())) for peer in self.peers.values())
 
@@ -268,18 +299,8 @@ class Mesh:
         try:
             frame = self.encode(response)
         except Exception as exc:  # content of a reply that cannot cross: say so instead
-            frame = self.encode(
-                Message(
-                    response.type,
-                    None,
-                    id=response.id,
-                    source=response.source,
-                    destination=response.destination,
-                    process=response.process,
-                    is_response=True,
-                    error=format_error("handler_error", f"the reply cannot be sent: {exc}"),
-                )
-            )
+            error = format_error(HandlerError.code, f"the reply cannot be sent: {exc}")
+            frame = self.encode(response.evolve(content=None, error=error))
         if not self._send(process, frame):
             self.stats.dropped_replies += 1
 
@@ -320,6 +341,20 @@ class Mesh:
                 self._send(other, news, quiet=True)
         self._reindex()
 
+    def _declare_dead(self, process: ListenerId, reason: str) -> None:
+        """End a peer whose link the transport may still hold, and have the link closed.
+
+        Without the disconnect a peer that was only paused (SIGSTOP) would come back on
+        the old link, whose frames `_frame` ignores, and never be served again; closed,
+        it comes back through a new link, a handshake and peer_up, as after a restart.
+        Not for a link the transport reported down, nor for a restart: there the
+        transport holds the new link already.
+        """
+        peer = self.peers.get(process)
+        self._peer_dead(process, reason)
+        if peer is not None:
+            peer.transport.disconnect(process, reason)
+
     def _peer_dead(self, process: ListenerId, reason: str) -> None:
         peer = self.peers.pop(process, None)
         if peer is None:
@@ -337,15 +372,7 @@ class Mesh:
             )
             for _ in range(count):
                 replies.route_response(
-                    Message(
-                        pending.message.type,
-                        None,
-                        id=message_id,
-                        destination=pending.message.source,
-                        process=process,
-                        is_response=True,
-                        error=error,
-                    )
+                    response_to(pending.message, None, process=process, error=error)
                 )
 
     def _frame(self, process: ListenerId, frame: bytes) -> None:
@@ -359,7 +386,7 @@ class Mesh:
             if kind == _wire.MSG:
                 self._message(process, _wire.message_from(fields))
             elif kind == _wire.FANOUT:
-                self._fanout(process, fields[1], fields[2])
+                self._apply_fanout(process, fields[1], fields[2])
             elif kind == _wire.SNAPSHOT:
                 self._apply_snapshot(peer, fields)
             elif kind == _wire.DELTA:
@@ -369,11 +396,10 @@ class Mesh:
             elif kind == _wire.MEMBERS:
                 self._learn_members(fields[1])
             elif kind == _wire.GOODBYE:
-                self._peer_dead(
+                self._declare_dead(
                     process, f"it said goodbye ({fields[1] if len(fields) > 1 else ''})"
                 )
         except (_wire.WireError, IndexError, TypeError, ValueError) as exc:
-            self.protocol_errors += 1
             logger.warning("dropped a bad frame from process %r: %s", process, exc)
 
     def _message(self, process: ListenerId, message: Message) -> None:
@@ -389,11 +415,11 @@ class Mesh:
         else:
             self.deliver(message)
 
-    def fanned_out(self, message: Message, copies: int) -> None:
+    def tell_fanout(self, message: Message, copies: int) -> None:
         """A remote group message was fanned out here: tell its sender how many copies."""
         self._send(message.process, _wire.encode(_wire.FANOUT, message.id, copies))  # type: ignore[arg-type]
 
-    def _fanout(self, process: ListenerId, message_id: ListenerId, copies: int) -> None:
+    def _apply_fanout(self, process: ListenerId, message_id: ListenerId, copies: int) -> None:
         replies = self.replies
         pending = replies.pending.get(message_id)
         if pending is None:
@@ -401,16 +427,9 @@ class Mesh:
         if copies <= 0:
             owed = self.awaiting.get(process, {})
             owed.pop(message_id, None)
+            error = format_error(UndeliverableError.code, f"no subscribers in process {process!r}")
             replies.route_response(
-                Message(
-                    pending.message.type,
-                    pending.message.content,
-                    id=message_id,
-                    destination=pending.message.source,
-                    process=process,
-                    is_response=True,
-                    error=format_error("undeliverable", f"no subscribers in process {process!r}"),
-                )
+                response_to(pending.message, pending.message.content, process=process, error=error)
             )
             return
         pending.outstanding += copies - 1
@@ -485,6 +504,6 @@ class Mesh:
             now = self.clock()
             for process, peer in list(self.peers.items()):
                 if now - peer.last_heard > limit:
-                    self._peer_dead(process, f"no frame for {limit:g} s")
+                    self._declare_dead(process, f"no frame for {limit:g} s")
                 elif now - peer.last_sent >= interval / 2:
                     self._send(process, _wire.HEARTBEAT_FRAME, quiet=True)

@@ -50,7 +50,6 @@ class Reply(enum.Enum):
 DEFERRED: Final = Reply.DEFERRED
 UNHANDLED: Final = Reply.UNHANDLED
 DeferredType = Literal[Reply.DEFERRED]
-UnhandledType = Literal[Reply.UNHANDLED]
 
 
 class Message:
@@ -73,14 +72,15 @@ class Message:
         blocking: Hold every later message to the same destination (or group) until this
             one has been handled.
         error: None, or ``"<code>: <detail>"`` for a failure that came back to the
-            sender; the codes are ``undeliverable``, ``timeout`` and ``handler_error``.
+            sender; the codes are ``undeliverable``, ``timeout``, ``handler_error``,
+            ``peer_lost`` and ``outbox_full`` (see `dispatchio.DeliveryError`).
 
     Raises:
         InvalidMessageError: not here, but when a message with a bad field is sent
             (`stamp`), naming the field.
     """
 
-    __slots__ = (*_PUBLIC_FIELDS, "_hold", "_responder")
+    __slots__ = (*_PUBLIC_FIELDS, "_hold")
 
     type: str
     content: Any
@@ -95,7 +95,6 @@ class Message:
     error: str | None
     # Set by the receiving dispatcher only when needed; read with getattr(..., None).
     _hold: object
-    _responder: ListenerId
 
     def __init__(
         self,
@@ -262,10 +261,6 @@ def check_message(message: Message) -> None:
     Raises:
         InvalidMessageError: naming the first bad field.
     """
-    _check_thoroughly(message)
-
-
-def _check_thoroughly(message: Message) -> None:
     t = message.type
     if not isinstance(t, str) or not t:
         raise InvalidMessageError(f"Message.type must be a non-empty str, got {t!r}")
@@ -287,3 +282,30 @@ def _check_thoroughly(message: Message) -> None:
             f"set Message.destination or Message.group, not both (got {message.destination!r}"
             f" and {message.group!r})"
         )
+
+
+def response_to(
+    message: Message,
+    content: Any,
+    *,
+    process: ListenerId | None,
+    source: ListenerId | None = None,
+    error: str | None = None,
+) -> Message:
+    """The response (or returned letter) answering ``message``: its type and ID, back to
+    its source listener, sent from ``process``.
+
+    The one place a response is built, except the two hot paths of the scheduler
+    (`Scheduler.respond`, `Scheduler.answer_inline`), which build theirs inline: a
+    call costs about 30 ns, a tenth of a message.
+    """
+    return Message(
+        message.type,
+        content,
+        id=message.id,
+        source=source,
+        destination=message.source,
+        process=process,
+        is_response=True,
+        error=error,
+    )

@@ -32,6 +32,7 @@ class DispatcherStats:
     """Counters of the events a sender might otherwise never see. Read-only for users."""
 
     __slots__ = (
+        "cancelled_handlers",
         "discarded",
         "dropped_replies",
         "handler_errors",
@@ -57,6 +58,9 @@ class DispatcherStats:
         self.dropped_replies = 0
         #: Messages still queued or held behind a blocking message when the dispatcher closed.
         self.discarded = 0
+        #: Handlers still running when the dispatcher closed (after its ``shutdown_grace``,
+        #: or at once when the ``async with`` body raised), cancelled.
+        self.cancelled_handlers = 0
 
     def as_dict(self) -> dict[str, int]:
         """Return the counters as a dict."""

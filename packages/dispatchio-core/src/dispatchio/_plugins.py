@@ -81,19 +81,7 @@ class PluginManager(pluggy.PluginManager):
             ValueError: two plugins register the same scheme, or a target is not of the
                 form ``"module:ClassName"``.
         """
-        found: dict[str, str] = {}
-
-        def register(scheme: str, target: str) -> None:
-            if ":" not in target:
-                raise ValueError(f"transport {scheme!r}: {target!r} is not 'module:ClassName'")
-            if scheme in found and found[scheme] != target:
-                raise ValueError(
-                    f"transport scheme {scheme!r} registered twice: {found[scheme]} and {target}"
-                )
-            found[scheme] = target
-
-        self.hook.dispatchio_register_transports(register=register)
-        return found
+        return registered_transports(self)
 
     def describe(self) -> list[PluginInfo]:
         """Describe every registered plugin: origin, transports and implemented hooks."""
@@ -109,6 +97,58 @@ class PluginManager(pluggy.PluginManager):
             dist, version = self.origins.get(str(name), (None, None))
             infos.append(PluginInfo(str(name), dist, version, tuple(schemes), hooks))
         return infos
+
+
+def registered_transports(pm: pluggy.PluginManager) -> dict[str, str]:
+    """`PluginManager.transports` for any plugin manager with the dispatchio hook specs."""
+    found: dict[str, str] = {}
+
+    def register(scheme: str, target: str) -> None:
+        if ":" not in target:
+            raise ValueError(f"transport {scheme!r}: {target!r} is not 'module:ClassName'")
+        if scheme in found and found[scheme] != target:
+            raise ValueError(
+                f"transport scheme {scheme!r} registered twice: {found[scheme]} and {target}"
+            )
+        found[scheme] = target
+
+    pm.hook.dispatchio_register_transports(register=register)
+    return found
+
+
+def checked_plugin_manager(plugins: object) -> pluggy.PluginManager:
+    """Accept a plugin manager for a dispatcher: a `PluginManager`, or a plain
+    ``pluggy.PluginManager("dispatchio")``, to which the dispatchio hook specs are added
+    when it has none yet (so its plugins are checked against them, as
+    `make_plugin_manager` would).
+
+    Raises:
+        TypeError: not a ``pluggy.PluginManager``.
+        ValueError: a plugin manager of another project (its hooks are not dispatchio's),
+            or one that has some of the dispatchio hook specs but not all.
+    """
+    if not isinstance(plugins, pluggy.PluginManager):
+        raise TypeError(
+            f"plugins= takes a pluggy.PluginManager (see dispatchio.make_plugin_manager),"
+            f" got {plugins!r}"
+        )
+    if plugins.project_name != "dispatchio":
+        raise ValueError(
+            f"plugins= is a plugin manager for project {plugins.project_name!r}; dispatchio"
+            " needs one for 'dispatchio' (dispatchio.make_plugin_manager() builds one)"
+        )
+    names = [name for name in vars(hookspecs) if name.startswith("dispatchio_")]
+    specified = [
+        name
+        for name in names
+        if (caller := getattr(plugins.hook, name, None)) is not None and caller.has_spec()
+    ]
+    if not specified:
+        plugins.add_hookspecs(hookspecs)
+    elif len(specified) != len(names):
+        missing = sorted(set(names) - set(specified))
+        raise ValueError(f"plugins= lacks the dispatchio hook specs {missing}")
+    return plugins
 
 
 def _unknown_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:

@@ -27,7 +27,7 @@ from dispatchio._errors import (
     error_from_message,
     format_error,
 )
-from dispatchio._message import Message
+from dispatchio._message import Message, response_to
 
 if TYPE_CHECKING:
     from dispatchio._backend import Backend, Future
@@ -54,7 +54,6 @@ class Pending:
     __slots__ = (
         "answered",
         "deadline",
-        "declines",
         "first_cause",
         "first_error",
         "future",
@@ -72,7 +71,6 @@ class Pending:
         self.future = future
         self.outstanding = 0
         self.answered = 0
-        self.declines = 0
         self.first_error: Message | None = None
         self.first_cause: BaseException | None = None  # the exception behind first_error
         self.replies: list[Message] = []
@@ -139,12 +137,10 @@ class TimerHeap:
                 return deadline
         return None
 
-    def clear(self) -> list[Pending]:
-        """Remove every entry; return the live ones."""
-        live = [entry[2] for entry in self._heap if entry[2].live]
+    def clear(self) -> None:
+        """Remove every entry."""
         self._heap.clear()
         self._dead = 0
-        return live
 
 
 class Expired:
@@ -249,7 +245,7 @@ class Replies:
             else:
                 self.to_source(response)
         elif is_decline(response):
-            pending.declines += 1  # matters only if nobody takes the message at all
+            pass  # a decline is no answer and no error: only "nobody took it" counts, below
         else:
             if pending.first_error is None:
                 pending.first_error = response
@@ -266,9 +262,9 @@ class Replies:
             self.resolve(pending, pending.replies)
         elif kind == REQUEST:
             if pending.first_error is not None:
-                self.fail(pending, pending.first_error, pending.first_cause)
+                self.reject(pending, pending.first_error, pending.first_cause)
             else:
-                self.fail(pending, response, cause)
+                self.reject(pending, response, cause)
         elif not pending.answered and pending.first_error is None:
             self.deliver_letter(response)  # a letter every recipient declined
 
@@ -300,7 +296,7 @@ class Replies:
             future.set_result(value)
 
     @staticmethod
-    def fail(pending: Pending, response: Message, cause: BaseException | None) -> None:
+    def reject(pending: Pending, response: Message, cause: BaseException | None) -> None:
         future = pending.future
         if future is not None and not future.done():
             error = error_from_message(response)
@@ -317,13 +313,10 @@ class Replies:
     def return_letter(self, message: Message, error: DispatchError) -> None:
         """Return an undeliverable ``send`` to its source listener, content and all."""
         self.deliver_letter(
-            Message(
-                message.type,
+            response_to(
+                message,
                 message.content,
-                id=message.id,
-                destination=message.source,
                 process=self.process_id,
-                is_response=True,
                 error=format_error(UndeliverableError.code, str(error)),
             )
         )
@@ -355,19 +348,11 @@ class Replies:
             f"no reply to {message.type!r} from {message.destination or message.group!r}"
             f" within {pending.timeout:g} s",
         )
-        response = Message(
-            message.type,
-            None,
-            id=message.id,
-            destination=message.source,
-            process=self.process_id,
-            is_response=True,
-            error=error,
-        )
+        response = response_to(message, None, process=self.process_id, error=error)
         if pending.kind == LETTER:
             self.deliver_letter(response)
         else:
-            self.fail(pending, response, None)
+            self.reject(pending, response, None)
 
     def close(self) -> None:
         """The dispatcher is closing: every sender still waiting gets `DispatchError`."""

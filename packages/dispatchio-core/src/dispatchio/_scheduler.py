@@ -28,7 +28,7 @@ import anyio
 import anyio.lowlevel
 
 from dispatchio._backend import Backend, Future, resume
-from dispatchio._basic import Action, BasicMessageListener
+from dispatchio._basic import Action, find_rule, is_rule_table
 from dispatchio._blocking import Holds
 from dispatchio._errors import (
     DispatchError,
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
     from dispatchio._observers import Observers
     from dispatchio._registry import Registry
 
-_BASIC_HANDLE: Final = BasicMessageListener.handle_message
 _MAX_IDLE_WORKERS: Final = 8
 _LEADER_BATCH: Final = 512  # messages the leader handles before letting other tasks run
 _CoroutineType: Final = types.CoroutineType
@@ -67,6 +66,7 @@ class Scheduler:
         "process_id",
         "queue",
         "replies",
+        "running",
         "task_group",
         "wake",
     )
@@ -87,6 +87,9 @@ class Scheduler:
         self.wake: Future | None = None  # the parked leader's future
         self.idle: list[Future] = []  # parked followers
         self.drained: Future | None = None  # resolved when the leader runs out of work
+        # Handlers that suspended and have not finished (coroutine -> its message), so
+        # shutdown can wait for them and name the ones it cancels.
+        self.running: dict[Any, Message] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -97,19 +100,34 @@ class Scheduler:
         task_group.start_soon(self.worker, True, name="dispatchio worker")
 
     async def drain(self, timeout: float) -> None:
-        """Let the leader deliver everything already accepted (at most ``timeout`` s)."""
+        """Deliver everything already accepted and let running handlers finish.
+
+        Returns when the queue is empty, the leader idle and no handler runs (a handler
+        finishing may queue more: that is delivered too), or after ``timeout`` seconds.
+        """
         backend = self.backend
         assert backend is not None
         with anyio.move_on_after(timeout):
-            while self.queue or self.wake is None:
+            while self.queue or self.wake is None or self.running:
                 waiter = self.drained = backend.new_future()
                 await waiter
 
-    def close(self) -> int:
-        """Stop waking workers (they are about to be cancelled); return the undelivered count."""
+    def _drain_step(self) -> None:
+        drained = self.drained
+        if drained is not None:
+            self.drained = None
+            if not drained.done():
+                drained.set_result(None)
+
+    def close(self) -> tuple[int, list[Message]]:
+        """Stop waking workers (they are about to be cancelled).
+
+        Returns how many messages were never started, and the messages of the handlers
+        still running (about to be cancelled).
+        """
         self.wake = self.drained = None
         self.idle.clear()
-        return len(self.queue) + self.holds.held_count()
+        return len(self.queue) + self.holds.held_count(), list(self.running.values())
 
     def stopped(self) -> None:
         """The workers are gone: forget whatever they left behind."""
@@ -118,6 +136,7 @@ class Scheduler:
         self.queue.clear()
         self.holds.clear()
         self.idle.clear()
+        self.running.clear()
         self.wake = None
 
     # ------------------------------------------------------------------ the queue
@@ -153,12 +172,17 @@ class Scheduler:
             captured = await self._lead()
             # A handler suspended: this worker stays with it; another leads meanwhile.
             coro, yielded, message = captured
+            running = self.running
+            running[coro] = message
             try:
                 result = await resume(coro, yielded)
             except Exception as exc:
-                self.failed(message, exc)
+                self.handler_raised(message, exc)
             else:
                 self.settle(message, result)
+            del running[coro]
+            if not running and self.drained is not None:
+                self._drain_step()
             lead = False
 
     async def _lead(self) -> tuple[Any, Any, Message]:
@@ -177,11 +201,8 @@ class Scheduler:
                 await anyio.lowlevel.checkpoint()
                 continue
             wake = self.wake = backend.new_future()
-            drained = self.drained
-            if drained is not None:
-                self.drained = None
-                if not drained.done():
-                    drained.set_result(None)
+            if self.drained is not None:
+                self._drain_step()
             await wake
 
     def _hand_off(self) -> None:
@@ -214,30 +235,24 @@ class Scheduler:
         coro: Any = None
         result: Any = None
         try:
-            while True:
-                if type(listener).handle_message is _BASIC_HANDLE:
-                    rule = listener.match(message)
-                    if rule is None:
-                        listener.unmatched_count += 1
-                        result = UNHANDLED
-                        break
-                    action = rule.action
-                    if action is Action.CALLBACK:
-                        result = rule.target(message)
-                        if result.__class__ is _CoroutineType:
-                            coro = result
-                        break
-                    if action is Action.QUEUE:
-                        rule.put(message)
-                        result = DEFERRED
-                        break
-                    if action is Action.LISTENER:
-                        listener = rule.target
-                        continue
-                    coro = rule.target(message)
+            handler, rule = find_rule(listener, message)
+            if rule is None:
+                if is_rule_table(handler):
+                    handler.unmatched_count += 1
+                    result = UNHANDLED
                 else:
-                    coro = listener.handle_message(message)
-                break
+                    coro = handler.handle_message(message)
+            else:
+                action = rule.action
+                if action is Action.CALLBACK:
+                    result = rule.target(message)
+                    if result.__class__ is _CoroutineType:
+                        coro = result
+                elif action is Action.QUEUE:
+                    rule.put(message)  # type: ignore[misc]  # set for every QUEUE rule
+                    result = DEFERRED
+                else:
+                    coro = rule.target(message)
             if coro is not None:
                 try:
                     yielded = coro.send(None)
@@ -246,7 +261,7 @@ class Scheduler:
                 else:
                     return coro, yielded, message
         except Exception as exc:
-            self.failed(message, exc)
+            self.handler_raised(message, exc)
             return None
         self.settle(message, result)
         return None
@@ -262,7 +277,7 @@ class Scheduler:
         members = self.members.get(group)
         if message.process != self.process_id and self.mesh is not None:
             # Tell the sender how many replies to expect from here, before any copy runs.
-            self.mesh.fanned_out(message, len(members or ()))
+            self.mesh.tell_fanout(message, len(members or ()))
             if not members:
                 return
         if not members:
@@ -314,25 +329,16 @@ class Scheduler:
         dest = message.destination
         if dest is None or message.blocking or (self.held_dest and dest in self.held_dest):
             return None
-        listener: Any = self.listeners[dest]
+        listener = self.listeners[dest]
         try:
-            while type(listener).handle_message is _BASIC_HANDLE:
-                rule = listener.match(message)
-                if rule is None or rule.action is Action.QUEUE:
-                    return None
-                if rule.action is Action.ASYNC_CALLBACK:
-                    return None
-                if rule.action is Action.LISTENER:
-                    listener = rule.target
-                    continue
-                if self.observers.observed:
-                    self.observers.delivered(message, self.listeners[dest])
-                result = rule.target(message)
-                break
-            else:
+            rule = find_rule(listener, message)[1]
+            if rule is None or rule.action is not Action.CALLBACK:
                 return None
+            if self.observers.observed:
+                self.observers.delivered(message, listener)
+            result = rule.target(message)
         except Exception as exc:
-            self.failed(message, exc, respond=False)
+            self.handler_raised(message, exc, respond=False)
             raise HandlerError(f"{type(exc).__name__}: {exc}", message=message) from exc
         if result is UNHANDLED:
             self.observers.unmatched(message, listener)
@@ -340,6 +346,7 @@ class Scheduler:
         deferred: bool = result is DEFERRED
         if result.__class__ is _CoroutineType:
             assert self.task_group is not None
+            self.running[result] = message
             self.task_group.start_soon(self._await_handler, message, result)
             deferred = True
         if deferred:
@@ -371,12 +378,12 @@ class Scheduler:
         ):
             self.enqueue(message)
             return
-        listener: Any = self.listeners.get(dest)
-        if listener is None or type(listener).handle_message is not _BASIC_HANDLE:
+        listener = self.listeners.get(dest)
+        if listener is None:
             self.enqueue(message)
             return
         try:
-            rule = listener.match(message)
+            rule = find_rule(listener, message)[1]
         except Exception:
             self.enqueue(message)  # the leader reports the failure in the usual way
             return
@@ -388,10 +395,11 @@ class Scheduler:
         try:
             result = rule.target(message)
         except Exception as exc:
-            self.failed(message, exc)
+            self.handler_raised(message, exc)
             return
         if result.__class__ is _CoroutineType:
             assert self.task_group is not None
+            self.running[result] = message
             self.task_group.start_soon(self._await_handler, message, result)
             return
         self.settle(message, result)
@@ -401,9 +409,13 @@ class Scheduler:
         try:
             result = await coro
         except Exception as exc:
-            self.failed(message, exc)
+            self.handler_raised(message, exc)
         else:
             self.settle(message, result)
+        running = self.running
+        del running[coro]
+        if not running and self.drained is not None:
+            self._drain_step()
 
     # ------------------------------------------------------------------ outcomes
 
@@ -424,7 +436,7 @@ class Scheduler:
             return
         self.respond(message, result, None)
 
-    def failed(self, message: Message, exc: Exception, *, respond: bool = True) -> None:
+    def handler_raised(self, message: Message, exc: Exception, *, respond: bool = True) -> None:
         """A handler raised ``exc``: count and report it, and answer a waiting sender."""
         listener = self.listeners.get(message.destination)  # type: ignore[arg-type]
         self.observers.handler_failed(message, listener, exc)

@@ -52,10 +52,15 @@ def check_content(value: Any, path: str = "Message.content") -> None:
         if not math.isfinite(value):
             raise InvalidMessageError(f"{path} is {value!r}; JSON has no NaN or infinity")
         return
-    if cls is list or cls is tuple:
+    if cls is list:
         for index, item in enumerate(value):
             check_content(item, f"{path}[{index}]")
         return
+    if cls is tuple:
+        # JSON has no tuple: it would arrive as a list, unequal to what was sent.
+        raise InvalidMessageError(
+            f"{path} is a tuple; JSON has only lists, so it would arrive as a list: send a list"
+        )
     if cls is dict:
         for key, item in value.items():
             if key.__class__ is not str:

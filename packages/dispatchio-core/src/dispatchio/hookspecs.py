@@ -73,7 +73,8 @@ def dispatchio_message_returned(dispatcher: MessageDispatcher, message: Message)
     """A letter came back to its sender's listener with ``error`` set.
 
     ``message`` is the returned letter (``is_response=True``, the original ``id``); its
-    ``error`` says why: ``undeliverable``, ``timeout`` or ``handler_error``.
+    ``error`` says why: ``undeliverable``, ``timeout``, ``handler_error``, ``peer_lost``
+    or ``outbox_full``.
     """
 
 

@@ -37,6 +37,7 @@ from pydantic import ConfigDict, Field
 
 from dispatchio._errors import TransportConfigError
 from dispatchio._message import ListenerId
+from dispatchio._plugins import checked_plugin_manager, registered_transports
 
 if TYPE_CHECKING:
     import anyio.abc
@@ -117,7 +118,8 @@ class Transport(abc.ABC):
 
     Lifecycle: construct (no I/O), then ``await task_group.start(transport.serve, ...)``
     (binds, reports its URLs, then serves until closed), `connect` to peers, `send`
-    frames, `aclose`. The dispatcher does all of this; users only pass URLs or instances.
+    frames, `disconnect` a peer the core declared gone, `aclose`. The dispatcher does all
+    of this; users only pass URLs or instances.
 
     Guarantees a transport must give (the conformance suite checks them): frames to one
     peer arrive in order, at most once, whole; a frame larger than ``max_frame_size`` is
@@ -210,6 +212,27 @@ class Transport(abc.ABC):
         """
 
     @abc.abstractmethod
+    def disconnect(self, process: ListenerId, reason: str) -> None:
+        """Close the link(s) to ``process`` at once, because the core declared it gone.
+
+        The core calls this when its failure detector (or a GOODBYE) ends a peer whose
+        link the transport still holds, e.g. a process paused with SIGSTOP: without it
+        the link stays open, the peer's frames are ignored, and it is never served
+        again. Synchronous and non-blocking: nothing is flushed, frames queued for that
+        process are dropped, and the link's buffers are released (the socket, or what
+        stands for it, is closed now or at the next turn of the event loop). No
+        `TransportHandler.peer_down` follows for the links closed this way.
+
+        If this side dialed ``process`` it keeps redialing with backoff, as after any
+        lost link, so a peer that comes back (a thawed process, a restart on the same
+        URL) is linked again, and announced with `TransportHandler.peer_up`, by the
+        same path as a new peer. A side that was dialed simply waits to be dialed again.
+
+        Never raises; a process without a link (unknown, already gone, or the transport
+        closed) is ignored. ``reason`` is for logs.
+        """
+
+    @abc.abstractmethod
     async def aclose(self) -> None:
         """Stop: flush accepted frames (at most ``close_timeout``), close links. Idempotent.
 
@@ -231,15 +254,19 @@ def resolve_transport(
 
     The class named by the plugin (``"module:Class"``) is imported only now.
 
+    ``plugins`` is a `dispatchio.PluginManager` or a plain
+    ``pluggy.PluginManager("dispatchio")``.
+
     Raises:
         TransportConfigError: the URL has no scheme, no installed plugin handles it (the
             error lists the installed schemes and suggests a close one), the class cannot
             be imported, or an option is unknown.
+        TypeError, ValueError: ``plugins`` is not a dispatchio plugin manager.
     """
     scheme = urllib.parse.urlsplit(url).scheme
     if not scheme:
         raise TransportConfigError(f"{url!r} has no scheme (expected e.g. tcp://127.0.0.1:7400)")
-    registered: dict[str, str] = plugins.transports()  # type: ignore[attr-defined]
+    registered = registered_transports(checked_plugin_manager(plugins))
     target = registered.get(scheme)
     if target is None:
         close = difflib.get_close_matches(scheme, registered, n=1)

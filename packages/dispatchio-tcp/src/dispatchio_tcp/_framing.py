@@ -1,6 +1,8 @@
 """Length-prefixed frames: ``u32 big-endian length + payload``.
 
-The decoder is fed whatever chunks the stream returns and yields whole frames. A length
+One length check (`frame_size`) and one parser core (`split_frames`) serve both data
+paths of a link: the `FrameDecoder` of the anyio stream path, fed whatever chunks the
+stream returns, and the receive ring of the asyncio fast path (`_fastpath`). A length
 is checked against ``max_frame_size`` before a single byte is buffered for it, so a
 hostile peer cannot make the receiver allocate more than it allows. Whole frames inside
 a chunk are sliced straight out of it; only a frame split across chunks is assembled
@@ -12,16 +14,20 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 
-from dispatchio._errors import TransportError
+from dispatchio import ListenerId, OutboxFullError, TransportError
 
 __all__ = [
+    "ENDED",
     "GOODBYE",
     "HEADER",
     "MAX_FRAME_LIMIT",
     "FrameDecoder",
     "FrameError",
     "encode_header",
+    "frame_size",
     "goodbye",
+    "outbox_full",
+    "split_frames",
 ]
 
 #: The length prefix.
@@ -32,8 +38,11 @@ HEADER = struct.Struct(">I")
 GOODBYE = 0xFFFFFFFF
 #: The largest ``max_frame_size`` the framing can carry.
 MAX_FRAME_LIMIT = GOODBYE - 1
+#: What `frame_size` and `split_frames` report for a goodbye: the stream is over.
+ENDED = -1
 _GOODBYE_BYTES = HEADER.pack(GOODBYE)
 _INITIAL_BUFFER = 64 * 1024
+_AFTER_END = "data after the end of the frame stream"
 
 
 class FrameError(TransportError):
@@ -48,6 +57,59 @@ def encode_header(length: int) -> bytes:
 def goodbye() -> bytes:
     """The marker a sender writes last when it closes a link gracefully."""
     return _GOODBYE_BYTES
+
+
+def outbox_full(process: ListenerId, held: int, limit: int) -> OutboxFullError:
+    """The error `TcpTransport.send` raises when ``process``'s outbox is full."""
+    return OutboxFullError(
+        f"outbox to process {process!r} holds {held} bytes (max_outbox_bytes {limit})"
+    )
+
+
+def frame_size(length: int, max_frame_size: int) -> int:
+    """The size on the wire (header included) of a frame whose header says ``length``.
+
+    Returns `ENDED` for a goodbye.
+
+    Raises:
+        FrameError: ``length`` exceeds ``max_frame_size``.
+    """
+    if length > max_frame_size:
+        if length == GOODBYE:
+            return ENDED
+        raise FrameError(f"frame of {length} bytes exceeds max_frame_size {max_frame_size}")
+    return length + HEADER.size
+
+
+def split_frames(
+    data: bytes | memoryview, pos: int, end: int, max_frame_size: int
+) -> tuple[list[bytes], int, int, FrameError | None]:
+    """Slice every whole frame out of ``data[pos:end]``.
+
+    Returns ``(frames, pos, need, error)``: ``pos`` is the first byte not consumed;
+    ``need`` is the size (header included) of the incomplete frame starting there
+    (``HEADER.size`` while even its header is incomplete), or `ENDED` when a goodbye
+    was the last thing in ``data``; ``error`` is the `FrameError` the stream ended with
+    (a bad length, or data after a goodbye), after the frames before it.
+    """
+    frames: list[bytes] = []
+    header = HEADER.size
+    unpack = HEADER.unpack_from
+    try:
+        while end - pos >= header:
+            size = frame_size(unpack(data, pos)[0], max_frame_size)
+            if size < 0:
+                if end - pos > header:
+                    return frames, pos, ENDED, FrameError(_AFTER_END)
+                return frames, end, ENDED, None
+            if end - pos < size:
+                return frames, pos, size, None
+            # bytes of a bytes slice is that slice; of a memoryview slice, one copy.
+            frames.append(bytes(data[pos + header : pos + size]))
+            pos += size
+    except FrameError as exc:
+        return frames, pos, ENDED, exc
+    return frames, pos, header, None
 
 
 class FrameDecoder:
@@ -74,13 +136,20 @@ class FrameDecoder:
         """Bytes of an incomplete frame held back, waiting for the rest."""
         return self._have
 
+    @property
+    def capacity(self) -> int:
+        """Bytes of the reassembly buffer (it grows only for a length already checked)."""
+        return len(self._buf)
+
     def _check(self, length: int) -> int:
-        if length > self._max:
+        try:
+            size = frame_size(length, self._max)
+        except FrameError:
             self.finished = True
-            if length == GOODBYE:
-                return -1
-            raise FrameError(f"frame of {length} bytes exceeds max_frame_size {self._max}")
-        return length + HEADER.size
+            raise
+        if size < 0:
+            self.finished = True
+        return size
 
     def _reserve(self, size: int) -> None:
         if len(self._buf) < size:
@@ -100,13 +169,14 @@ class FrameDecoder:
         """
         if self.finished:
             if data:
-                raise FrameError("data after the end of the frame stream")
+                raise FrameError(_AFTER_END)
             return
-        view = memoryview(data)
-        end = len(view)
+        end = len(data)
         pos = 0
-        buf = self._view
         if self._have:
+            # Complete the frame held back from earlier chunks.
+            buf = self._view
+            view = memoryview(data)
             if self._have < HEADER.size:
                 take = min(HEADER.size - self._have, end)
                 buf[self._have : self._have + take] = view[:take]
@@ -117,7 +187,8 @@ class FrameDecoder:
                 self._target = self._check(HEADER.unpack_from(buf)[0])
                 if self._target < 0:
                     self._have = 0
-                    yield from self._after_goodbye(end - pos)
+                    if end - pos:
+                        raise FrameError(_AFTER_END)
                     return
                 self._reserve(self._target)
                 buf = self._view
@@ -129,24 +200,16 @@ class FrameDecoder:
                 return
             self._have = 0
             yield bytes(buf[HEADER.size : self._target])
-        unpack = HEADER.unpack_from
-        while end - pos >= HEADER.size:
-            size = self._check(unpack(view, pos)[0])
-            if size < 0:
-                yield from self._after_goodbye(end - pos - HEADER.size)
-                return
-            if end - pos < size:
-                self._target = size
-                self._reserve(size)
-                break
-            yield bytes(view[pos + HEADER.size : pos + size])
-            pos += size
+        frames, pos, need, error = split_frames(data, pos, end, self._max)
+        yield from frames
+        if need < 0:
+            self.finished = True
+            if error is not None:
+                raise error
+            return
         rest = end - pos
         if rest:
-            self._view[:rest] = view[pos:end]
+            self._target = need
+            self._reserve(need)
+            self._view[:rest] = memoryview(data)[pos:end]
             self._have = rest
-
-    def _after_goodbye(self, extra: int) -> Iterator[bytes]:
-        if extra:
-            raise FrameError("data after the end of the frame stream")
-        return iter(())

@@ -6,8 +6,9 @@ other)::
     hello   = b"DSPT" + u16 version + u16 length + JSON
               {"process", "incarnation", "urls", "nonce" (32 hex digits), "auth": bool}
     proof   = HMAC-SHA256(secret, parts)       32 bytes, only when both sides have "auth"
-    verdict = 1 byte, sent by the *arbiter* only (the side whose str(process) is smaller):
-              1 = this link is the one link between the pair, 0 = a duplicate, closed
+    verdict = 1 byte, sent by the *arbiter* only (`arbitrates`: the side whose
+              str(process) is smaller): `ACCEPT` = this link is the one link between
+              the pair, `REJECT` = a duplicate, closed (`verdict` decides)
 
 The proof covers a fixed tag, the prover's role (dialer or listener), both nonces and
 both process IDs, so it cannot be replayed on another connection nor reflected back;
@@ -22,22 +23,25 @@ import json
 import struct
 from typing import Any, NamedTuple
 
-from dispatchio._errors import TransportError
-from dispatchio._message import ListenerId
+from dispatchio import ListenerId, TransportError
 
 __all__ = [
+    "ACCEPT",
     "MAGIC",
     "MAX_HELLO",
     "PREFIX",
     "PROOF_SIZE",
+    "REJECT",
     "VERSION",
     "HandshakeError",
     "Hello",
+    "arbitrates",
     "decode_body",
     "decode_hello",
     "decode_prefix",
     "encode_hello",
     "make_proof",
+    "verdict",
 ]
 
 MAGIC = b"DSPT"
@@ -49,6 +53,9 @@ PREFIX = struct.Struct(">4sHH")
 MAX_HELLO = 4096
 PROOF_SIZE = hashlib.sha256().digest_size
 NONCE_SIZE = 16
+#: The arbiter's verdict on a new link.
+ACCEPT = b"\x01"
+REJECT = b"\x00"
 _TAG = b"dispatchio-auth-v1"
 _MAX_ID = 256
 
@@ -173,3 +180,19 @@ def make_proof(secret: str, prover: Hello, verifier: Hello, *, prover_dialed: bo
         )
     )
     return hmac.new(secret.encode(), message, hashlib.sha256).digest()
+
+
+def arbitrates(local: ListenerId, remote: ListenerId) -> bool:
+    """Whether ``local`` decides which link of the pair stays: the smaller str(process)."""
+    return str(local) < str(remote)
+
+
+def verdict(existing: int | None, incoming: int) -> bytes:
+    """The arbiter's verdict on a new link to a peer of incarnation ``incoming``.
+
+    ``existing`` is the incarnation of the link it has to that process already (None:
+    none). There is never more than one link per pair, so that frames to a peer never
+    overtake each other: the link already there wins, unless the peer restarted (a new
+    incarnation), whose new link replaces the old one.
+    """
+    return REJECT if existing == incoming else ACCEPT

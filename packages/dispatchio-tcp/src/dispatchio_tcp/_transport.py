@@ -1,63 +1,19 @@
-"""TCP transport: peer-to-peer anyio streams between dispatchers.
+"""The TCP transport: handshaken links between dispatchers, dialed and accepted.
 
-Features:
-    * Length-prefixed frames (``u32`` big-endian), FIFO per peer, at most once, whole.
-      A frame's length is checked against ``max_frame_size`` before anything is
-      allocated for it.
-    * A handshake carrying a protocol version, the process ID, its incarnation and its
-      URLs; optional shared-secret authentication (HMAC-SHA256 challenge-response: the
-      secret never goes on the wire) and optional TLS (an `ssl.SSLContext`).
-    * Exactly one link per pair of processes, even when both dial each other, so frames
-      to a peer never overtake each other.
-    * Reconnection with exponential backoff and jitter, until `TcpTransport.aclose`.
-    * Writes are batched only while the link is busy; there is no timer. On asyncio
-      without TLS the link runs on an `asyncio.BufferedProtocol` once its handshake is
-      done (`_FastPath`): the first frame of an event-loop pass is written at once, the
-      frames sent after it in that pass go out together when the pass ends, and frames
-      are parsed out of a preallocated receive buffer and handed to the core as the
-      socket gives them, without a task in between. Elsewhere (trio, TLS) one reader and
-      one writer task per link move the frames; frames queued while a write is in
-      progress go out as one write.
-    * A bounded outbox per peer (on the asyncio fast path: the bytes asyncio has not
-      written yet): over ``max_outbox_bytes``, `TcpTransport.send` raises
-      `OutboxFullError` instead of growing memory.
-    * Works on asyncio and trio.
-
-URL format:
-    ``tcp://host:port``. To listen, the host defaults to ``127.0.0.1`` and port ``0``
-    picks a free port (``serve`` reports the port actually bound). To connect, the port
-    is required. IPv6 hosts go in brackets: ``tcp://[::1]:7400``. Query parameters are
-    options (``tcp://127.0.0.1:7400?max_frame_size=65536``).
-
-Options (`TcpOptions`):
-    ``secret``, ``ssl_context``, ``ssl_client_context``, ``handshake_timeout``,
-    ``reconnect_min``, ``reconnect_max``, and the common ``max_frame_size``,
-    ``max_outbox_bytes`` and ``close_timeout``; each is described on its field.
-
-Limitations:
-    * No heartbeats at this level: a silently dead peer (no FIN, no RST) is noticed by
-      the core's failure detector, not by the transport.
-    * Frames still in the outbox when a link breaks are dropped (the core is told by
-      ``peer_down``); nothing is replayed on the next link.
-    * On the asyncio fast path the core's frame handling (and so a synchronous message
-      callback the core runs at once) runs in a protocol callback, outside any task.
-    * A peer whose handshake fails (wrong secret, another version, garbage) is dropped
-      and logged on logger ``dispatchio.tcp``; a dialer keeps retrying with backoff.
+`TcpTransport` documents what it does; this module keeps the links: accepting and
+dialing (with one backoff), the handshake's I/O (its rules are `_handshake`'s), and the
+two data paths of a link, the anyio stream loops (trio, TLS) and `_fastpath` (asyncio).
 """
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import contextlib
-import contextvars
 import hmac
 import logging
 import random
 import secrets
 import ssl
-import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -66,50 +22,44 @@ import anyio.abc
 from anyio.abc import SocketAttribute
 from anyio.streams.buffered import BufferedByteReceiveStream
 from anyio.streams.tls import TLSStream
-from pydantic import Field, model_validator
 
-from dispatchio._errors import (
+from dispatchio import (
+    ListenerId,
     MessageTooLargeError,
-    OutboxFullError,
     TransportConfigError,
     TransportError,
 )
-from dispatchio._message import ListenerId
 from dispatchio.transport import PeerHello, Transport, TransportHandler, TransportOptions
+from dispatchio_tcp._fastpath import FastPath, adopt, describe, resume_reading
 from dispatchio_tcp._framing import (
-    GOODBYE,
     HEADER,
-    MAX_FRAME_LIMIT,
     FrameDecoder,
     FrameError,
     encode_header,
     goodbye,
+    outbox_full,
 )
 from dispatchio_tcp._handshake import (
+    ACCEPT,
     NONCE_SIZE,
     PREFIX,
     PROOF_SIZE,
     HandshakeError,
     Hello,
+    arbitrates,
     decode_body,
     decode_prefix,
     encode_hello,
     make_proof,
+    verdict,
 )
+from dispatchio_tcp._options import SCHEME, TcpOptions, format_url, parse_url
 
 __all__ = ["TcpOptions", "TcpTransport"]
 
 logger = logging.getLogger("dispatchio.tcp")
 
-DEFAULT_HOST = "127.0.0.1"
 _RECEIVE_SIZE = 256 * 1024
-# The asyncio fast path: the receive ring's usual size, the free room kept at its end,
-# and the largest frame copied behind its header into one write.
-_RING_SIZE = 256 * 1024
-_MIN_FREE = 64 * 1024
-_JOIN_LIMIT = 64 * 1024
-_ACCEPT = b"\x01"
-_REJECT = b"\x00"
 # What a broken or misbehaving connection raises; anything else is a bug and propagates.
 _LINK_ERRORS = (
     OSError,
@@ -134,86 +84,21 @@ class _SelfDial(HandshakeError):
     """A dial reached this very process; dialing that URL again is pointless."""
 
 
-class TcpOptions(TransportOptions):
-    """Options of the TCP transport (all optional)."""
+class _Backoff:
+    """Exponential backoff with jitter between ``reconnect_min`` and ``reconnect_max``."""
 
-    max_frame_size: int = Field(
-        default=1 << 20,
-        ge=1024,
-        le=MAX_FRAME_LIMIT,
-        description="Largest frame accepted or sent, in bytes; checked before allocating.",
-    )
-    secret: str | None = Field(
-        default=None,
-        min_length=1,
-        repr=False,
-        description=(
-            "Shared secret every peer must prove it knows (HMAC-SHA256 over fresh nonces; "
-            "never sent). None: no authentication."
-        ),
-    )
-    ssl_context: ssl.SSLContext | None = Field(
-        default=None,
-        description=(
-            "TLS for accepted connections, and for dialing too unless ssl_client_context "
-            "is set. None: plain TCP."
-        ),
-    )
-    ssl_client_context: ssl.SSLContext | None = Field(
-        default=None,
-        description="TLS for connections this process dials (default: ssl_context).",
-    )
-    handshake_timeout: float = Field(
-        default=5.0, gt=0, description="Seconds a new connection has to finish its handshake."
-    )
-    reconnect_min: float = Field(
-        default=0.05, gt=0, description="First delay, in seconds, before dialing a peer again."
-    )
-    reconnect_max: float = Field(
-        default=2.0, gt=0, description="Longest delay, in seconds, between two dial attempts."
-    )
+    def __init__(self, options: TcpOptions) -> None:
+        self.low = options.reconnect_min
+        self.high = options.reconnect_max
+        self.delay = self.low
 
-    @model_validator(mode="after")
-    def _check(self) -> TcpOptions:
-        if self.reconnect_max < self.reconnect_min:
-            raise ValueError("reconnect_max must not be below reconnect_min")
-        server, client = self.ssl_context, self.ssl_client_context or self.ssl_context
-        if server is not None and server.protocol == ssl.PROTOCOL_TLS_CLIENT:
-            raise ValueError("ssl_context is a client-only context (PROTOCOL_TLS_CLIENT)")
-        if client is not None and client.protocol == ssl.PROTOCOL_TLS_SERVER:
-            raise ValueError(
-                "ssl_context is a server-only context; set ssl_client_context for dialing"
-            )
-        if self.ssl_client_context is not None and self.ssl_context is None:
-            raise ValueError("ssl_client_context needs ssl_context (peers dial both ways)")
-        return self
+    def reset(self) -> None:
+        self.delay = self.low
 
-
-def parse_url(url: str, *, listening: bool) -> tuple[str, int]:
-    """``(host, port)`` of a ``tcp://`` URL.
-
-    Raises:
-        TransportConfigError: another scheme, a path, or a missing or bad port.
-    """
-    try:
-        parts = urllib.parse.urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise TransportConfigError(f"{url!r}: {exc}") from exc
-    if parts.scheme != TcpTransport.scheme:
-        raise TransportConfigError(f"{url!r} is not a tcp:// URL")
-    if parts.path not in ("", "/"):
-        raise TransportConfigError(f"{url!r}: a tcp:// URL has no path")
-    if port is None:
-        if not listening:
-            raise TransportConfigError(f"{url!r}: missing port")
-        port = 0
-    return parts.hostname or DEFAULT_HOST, port
-
-
-def format_url(host: str, port: int) -> str:
-    """``tcp://host:port``, with an IPv6 host in brackets."""
-    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+    async def wait(self) -> None:
+        """Sleep for the current delay (jittered), then double it (up to the maximum)."""
+        await anyio.sleep(self.delay * random.uniform(0.5, 1.0))
+        self.delay = min(self.delay * 2, self.high)
 
 
 @dataclass(eq=False)
@@ -230,211 +115,77 @@ class _Link:
     reason: str = ""
     finished: anyio.Event = field(default_factory=anyio.Event)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-    #: The asyncio data path, once the link runs on it (see `_FastPath`).
-    fast: _FastPath | None = None
+    #: The asyncio data path, once the link runs on it (see `_fastpath`).
+    fast: FastPath | None = None
 
     def abort(self, reason: str) -> None:
+        """End the link at once, without flushing (its task closes the socket)."""
         self.reason = self.reason or reason
         if self.fast is not None:
             self.fast.stop()
+        self.outbox.clear()
+        self.outbox_bytes = 0
         self.scope.cancel()
 
-
-class _FastPath(asyncio.BufferedProtocol):
-    """A link's data path on asyncio without TLS: the socket's protocol after the handshake.
-
-    Reading: the event loop reads straight into a preallocated ring (`get_buffer`), and
-    `buffer_updated` hands every whole frame to the core at once, no task in between. A
-    frame's length is checked against ``max_frame_size`` before the ring grows for it
-    (up to that size; it shrinks back once the large frame is parsed).
-    Writing: `send` writes the first frame of an event-loop pass at once and holds the
-    ones sent after it in that pass until the pass ends; while the socket is busy
-    asyncio buffers the writes. Held frames plus asyncio's buffer are the outbox that
-    ``max_outbox_bytes`` bounds. The link's task (`TcpTransport._watch_fast`) only waits
-    for the end, which this protocol reports through ``link.wake``; it then closes the
-    socket, and the link ends as on the stream path (peer_down once, same reasons).
-    """
-
-    def __init__(
-        self,
-        link: _Link,
-        transport: asyncio.Transport,
-        received: Callable[[ListenerId, bytes], None],
-        options: TcpOptions,
-    ) -> None:
-        self.link = link
-        self.process = link.hello.process
-        self.transport = transport
-        self.write = transport.write
-        self.buffered = transport.get_write_buffer_size
-        self.call_soon = asyncio.get_running_loop().call_soon
-        self.corked = False  # a frame was written in this loop pass already
-        self.pending: list[bytes] = []  # frames written after it, held until the pass ends
-        self.held = 0  # their bytes
-        self.received = received
-        self.max_frame = options.max_frame_size
-        self.max_outbox = options.max_outbox_bytes
-        self.ring = bytearray(_RING_SIZE)
-        self.view = memoryview(self.ring)
-        self.start = 0  # first byte not yet parsed
-        self.end = 0  # end of the bytes received
-        #: True once the link is over: nothing more is delivered or written.
-        self.ended = False
-        #: asyncio's flow control: the write buffer is over its high-water mark.
-        self.writing_paused = False
-
-    # ------------------------------------------------------------------ writing
-
-    def send(self, frame: bytes, size: int) -> None:
-        """Write one frame (size checked by the caller); see `TcpTransport.send`.
-
-        The first frame of a loop pass is written at once; the frames that follow it
-        in the same pass are held and written together when the pass ends (`_uncork`),
-        so a burst costs two writes rather than one per frame, with no timer.
-        """
-        if self.ended:
-            return  # accepted, then lost with the link: peer_down is on its way
-        held = self.buffered() + self.held
-        if held and held + size + 4 > self.max_outbox:
-            raise _outbox_full(self.process, held, self.max_outbox)
-        if self.corked:
-            self.pending += (encode_header(size), frame)
-            self.held += size + 4
-            return
-        self.corked = True
-        self.call_soon(self._uncork)
-        if size <= _JOIN_LIMIT:
-            self.write(encode_header(size) + frame)
-        else:
-            self.write(encode_header(size))
-            self.write(frame)
-
-    def _uncork(self) -> None:
-        self.corked = False
-        self.flush()
-
-    def flush(self) -> None:
-        """Write the frames held back in this loop pass."""
-        if self.pending:
-            data = b"".join(self.pending)
-            self.pending.clear()
-            self.held = 0
-            if not self.ended:
-                self.write(data)
-
-    def pause_writing(self) -> None:
-        self.writing_paused = True
-
-    def resume_writing(self) -> None:
-        self.writing_paused = False
-
-    # ------------------------------------------------------------------ reading
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self.view[self.end :]
-
-    def buffer_updated(self, nbytes: int) -> None:
-        if not self.ended:
-            self._parse(self.end + nbytes)
-
-    def _parse(self, end: int) -> None:
-        """Deliver every whole frame in ``ring[start:end]``; keep the rest."""
-        ring = self.ring
-        pos = self.start
-        need = HEADER.size
-        unpack = HEADER.unpack_from
-        received = self.received
-        process = self.process
-        try:
-            while end - pos >= HEADER.size:
-                (length,) = unpack(ring, pos)
-                if length > self.max_frame:
-                    if length == GOODBYE and end - pos == HEADER.size:
-                        self.end_link("closed by the peer")
-                        return
-                    raise FrameError(
-                        "data after the end of the frame stream"
-                        if length == GOODBYE
-                        else f"frame of {length} bytes exceeds max_frame_size {self.max_frame}"
-                    )
-                stop = pos + HEADER.size + length
-                if stop > end:
-                    need = stop - pos
-                    break
-                frame = bytes(self.view[pos + HEADER.size : stop])
-                pos = stop
-                try:
-                    received(process, frame)
-                except Exception:
-                    logger.exception("frame handler failed for process %r", process)
-                if self.ended:  # the handler ended the link
-                    return
-        except FrameError as exc:
-            self.link.reason = f"protocol error: {exc}"
-            logger.warning("dropped the link to process %r: %s", process, exc)
-            self.end_link(self.link.reason)
-            return
-        self._make_room(pos, end, need)
-
-    def _make_room(self, pos: int, end: int, need: int) -> None:
-        """Keep the unparsed bytes ``[pos, end)`` and room after them for ``need`` bytes."""
-        have = end - pos
-        size = len(self.ring)
-        if not have:
-            pos = end = 0
-            if size > _RING_SIZE:  # a large frame is done: give the memory back
-                self.ring = bytearray(_RING_SIZE)
-                self.view = memoryview(self.ring)
-        elif need > size:
-            # need = header + a length already checked against max_frame_size.
-            ring = bytearray(max(need, min(2 * size, self.max_frame + HEADER.size)))
-            ring[:have] = self.view[pos:end]
-            self.ring, self.view = ring, memoryview(ring)
-            pos, end = 0, have
-        elif pos and (pos + need > size or size - end < _MIN_FREE):
-            self.ring[:have] = self.ring[pos:end]
-            pos, end = 0, have
-        self.start, self.end = pos, end
-
-    def feed(self, data: bytes) -> None:
-        """Parse bytes read before this protocol took over, as if the socket gave them."""
-        view = memoryview(data)
-        pos = 0
-        while pos < len(view) and not self.ended:
-            room = self.get_buffer(-1)
-            count = min(len(room), len(view) - pos)
-            room[:count] = view[pos : pos + count]
-            self.buffer_updated(count)
-            pos += count
-
-    def eof_received(self) -> bool:
-        self.end_link("connection closed by the peer")
-        return False  # asyncio closes the transport
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.end_link("connection closed" if exc is None else f"connection lost: {_describe(exc)}")
-
-    # ------------------------------------------------------------------ the end
-
-    def end_link(self, reason: str) -> None:
-        """The link is over (``reason`` unless one is set): wake its task, deliver no more."""
-        if not self.ended:
-            self.link.reason = self.link.reason or reason
-            self.stop()
-            self.link.wake.set()
-
-    def stop(self) -> None:
-        """Deliver and write nothing more (the link's task closes the socket)."""
-        self.ended = True
-        self.start = self.end = 0
-        self.pending.clear()
-        self.held = 0
+    def fast_ended(self, reason: str, override: bool) -> None:
+        """The fast path found the link over: wake its task (`TcpTransport._watch_fast`)."""
+        self.reason = reason if override else self.reason or reason
+        self.wake.set()
 
 
 class TcpTransport(Transport):
-    """Frames over TCP (optionally TLS) between dispatchers; see the module docstring."""
+    """Frames over TCP (optionally TLS) between dispatchers: the ``tcp://`` transport.
 
-    scheme: ClassVar[str] = "tcp"
+    Features:
+        * Length-prefixed frames (``u32`` big-endian), FIFO per peer, at most once,
+          whole. A frame's length is checked against ``max_frame_size`` before anything
+          is allocated for it.
+        * A handshake carrying a protocol version, the process ID, its incarnation and
+          its URLs; optional shared-secret authentication (HMAC-SHA256
+          challenge-response: the secret never goes on the wire) and optional TLS (an
+          `ssl.SSLContext`).
+        * Exactly one link per pair of processes, even when both dial each other, so
+          frames to a peer never overtake each other.
+        * Reconnection with exponential backoff and jitter, until `aclose`; also after
+          `disconnect`, when this side dialed the peer.
+        * Writes are batched only while the link is busy; there is no timer. On asyncio
+          without TLS the link runs on an `asyncio.BufferedProtocol` once its handshake
+          is done: the first frame of an event-loop pass is written at once, the frames
+          sent after it in that pass go out together when the pass ends, and frames are
+          parsed out of a preallocated receive buffer and handed to the core as the
+          socket gives them, without a task in between. Elsewhere (trio, TLS) one reader
+          and one writer task per link move the frames; frames queued while a write is
+          in progress go out as one write.
+        * A bounded outbox per peer (on the asyncio fast path: the bytes asyncio has not
+          written yet): over ``max_outbox_bytes``, `send` raises `OutboxFullError`
+          instead of growing memory.
+        * Works on asyncio and trio.
+
+    URL format:
+        ``tcp://host:port``. To listen, the host defaults to ``127.0.0.1`` and port
+        ``0`` picks a free port (``serve`` reports the port actually bound). To connect,
+        the port is required. IPv6 hosts go in brackets: ``tcp://[::1]:7400``. Query
+        parameters are options (``tcp://127.0.0.1:7400?max_frame_size=65536``).
+
+    Options (`TcpOptions`, where each is described with its default):
+        ``secret``, ``ssl_context``, ``ssl_client_context``, ``handshake_timeout``,
+        ``reconnect_min``, ``reconnect_max``, and the common ``max_frame_size``,
+        ``max_outbox_bytes`` and ``close_timeout``.
+
+    Limitations:
+        * No heartbeats at this level: a silently dead peer (no FIN, no RST) is noticed
+          by the core's failure detector, which then calls `disconnect`.
+        * Frames still in the outbox when a link breaks are dropped (the core is told by
+          ``peer_down``); nothing is replayed on the next link.
+        * On the asyncio fast path the core's frame handling (and so a synchronous
+          message callback the core runs at once) runs in a protocol callback, outside
+          any task.
+        * A peer whose handshake fails (wrong secret, another version, garbage) is
+          dropped and logged on logger ``dispatchio.tcp``; a dialer keeps retrying with
+          backoff.
+    """
+
+    scheme: ClassVar[str] = SCHEME
     Options: ClassVar[type[TransportOptions]] = TcpOptions
     options: TcpOptions
 
@@ -531,14 +282,30 @@ class TcpTransport(Transport):
             fast.send(frame, size)
             return
         held = link.outbox_bytes
-        if held and held + size + 4 > self.options.max_outbox_bytes:
-            raise _outbox_full(process, held, self.options.max_outbox_bytes)
+        if held and held + size + HEADER.size > self.options.max_outbox_bytes:
+            raise outbox_full(process, held, self.options.max_outbox_bytes)
         link.outbox.append(encode_header(size))
         link.outbox.append(frame)
-        link.outbox_bytes = held + size + 4
+        link.outbox_bytes = held + size + HEADER.size
         if not held:
             # The writer waits only once it has found the outbox empty.
             link.wake.set()
+
+    def disconnect(self, process: ListenerId, reason: str) -> None:
+        """Close the link to ``process`` now, unflushed (see `Transport.disconnect`).
+
+        The link leaves the link table at once (so `send` refuses and a new link from
+        that process is accepted), its outbox and receive buffers are dropped, and on
+        the asyncio fast path the socket is aborted right here; on the stream path the
+        link's task closes it at its next turn. A dial loop to that process redials.
+        """
+        link = self._links.pop(process, None)
+        if link is None:
+            return
+        logger.info("closed the link to process %r: %s", process, reason)
+        link.abort(f"disconnected: {reason}")
+        if link.fast is not None:
+            link.fast.transport.abort()
 
     async def aclose(self) -> None:
         """Flush what was accepted (up to ``close_timeout``), close every link, stop."""
@@ -606,7 +373,7 @@ class TcpTransport(Transport):
         except _Duplicate:
             return
         except _LINK_ERRORS as exc:
-            logger.warning("dropped connection from %s: %s", address, _describe(exc))
+            logger.warning("dropped connection from %s: %s", address, describe(exc))
             await _close_quietly(byte_stream)
             return
         except BaseException:
@@ -615,40 +382,23 @@ class TcpTransport(Transport):
         self._start_link(link)
 
     async def _dial_loop(self, address: tuple[str, int]) -> None:
+        """Keep one link to ``address``: dial, back off on failure, redial after loss."""
         url = self._dials[address]
-        opts = self.options
-        delay = opts.reconnect_min
-        host, port = address
-        context = opts.ssl_client_context or opts.ssl_context
+        backoff = _Backoff(self.options)
         while True:
             existing = self._link_for(address)
             if existing is not None:
                 await existing.finished.wait()
-                delay = opts.reconnect_min
+                backoff.reset()
                 continue
             try:
-                with anyio.fail_after(opts.handshake_timeout):
-                    stream: anyio.abc.ByteStream
-                    if context is None:
-                        stream = await anyio.connect_tcp(host, port)
-                    else:
-                        stream = await anyio.connect_tcp(
-                            host, port, ssl_context=context, tls_standard_compatible=False
-                        )
-                    try:
-                        link = await self._handshake(stream, dialed=True, address=url)
-                    except BaseException:
-                        await _close_quietly(stream)
-                        raise
+                link = await self._dial(address, url)
             except _Duplicate as exc:
                 # The peer dialed us first: wait for that link to end before trying again.
                 self._dialed[address] = exc.process
                 duplicate = self._links.get(exc.process)
                 if duplicate is not None:
                     await duplicate.finished.wait()
-                await anyio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, opts.reconnect_max)
-                continue
             except _SelfDial:
                 logger.warning("not dialing %s: it is this process's own address", url)
                 return
@@ -657,15 +407,32 @@ class TcpTransport(Transport):
                 # handshake is news.
                 news = isinstance(exc, (HandshakeError, ssl.SSLError))
                 log = logger.warning if news else logger.debug
-                log("dialing %s failed: %s", url, _describe(exc))
-                await anyio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, opts.reconnect_max)
-                continue
-            delay = opts.reconnect_min
-            self._dialed[address] = link.hello.process
-            self._start_link(link)
-            await link.finished.wait()
-            await anyio.sleep(delay * random.uniform(0.5, 1.0))
+                log("dialing %s failed: %s", url, describe(exc))
+            else:
+                backoff.reset()
+                self._dialed[address] = link.hello.process
+                self._start_link(link)
+                await link.finished.wait()
+            await backoff.wait()
+
+    async def _dial(self, address: tuple[str, int], url: str) -> _Link:
+        """One dial and handshake, bounded by ``handshake_timeout``."""
+        opts = self.options
+        context = opts.ssl_client_context or opts.ssl_context
+        host, port = address
+        with anyio.fail_after(opts.handshake_timeout):
+            stream: anyio.abc.ByteStream
+            if context is None:
+                stream = await anyio.connect_tcp(host, port)
+            else:
+                stream = await anyio.connect_tcp(
+                    host, port, ssl_context=context, tls_standard_compatible=False
+                )
+            try:
+                return await self._handshake(stream, dialed=True, address=url)
+            except BaseException:
+                await _close_quietly(stream)
+                raise
 
     def _link_for(self, address: tuple[str, int]) -> _Link | None:
         known = self._dialed.get(address)
@@ -720,20 +487,20 @@ class TcpTransport(Transport):
                     f"process {theirs.process!r} at {address} failed authentication"
                 )
         hello = PeerHello(theirs.process, theirs.incarnation, theirs.urls)
-        if str(local.process) < str(theirs.process):
-            # We arbitrate this pair: the link we already have wins, unless the peer
-            # restarted (a new incarnation), so there is never more than one.
+        if arbitrates(local.process, theirs.process):
             existing = self._links.get(theirs.process)
-            if existing is not None and existing.hello.incarnation == theirs.incarnation:
-                await stream.send(_REJECT)
+            decision = verdict(
+                None if existing is None else existing.hello.incarnation, theirs.incarnation
+            )
+            if decision != ACCEPT:
+                await stream.send(decision)
                 await _close_quietly(stream)
                 logger.debug("closed a duplicate link to %r", theirs.process)
                 raise _Duplicate(theirs.process)
             # The verdict goes out first, through the outbox, ahead of any frame.
-            link = _Link(hello, stream, reader.buffer, outbox=[_ACCEPT], outbox_bytes=1)
+            link = _Link(hello, stream, reader.buffer, outbox=[decision], outbox_bytes=1)
         else:
-            verdict = await reader.receive_exactly(1)
-            if verdict != _ACCEPT:
+            if await reader.receive_exactly(len(ACCEPT)) != ACCEPT:
                 await _close_quietly(stream)
                 logger.debug("peer %r closed a duplicate link", theirs.process)
                 raise _Duplicate(theirs.process)
@@ -755,33 +522,32 @@ class TcpTransport(Transport):
         _notify(handler.peer_up, link.hello)
 
     def _take_fast_path(self, link: _Link) -> None:
-        """On asyncio without TLS, move the link's data path onto a `_FastPath`.
+        """On asyncio without TLS, move the link's data path onto a `FastPath`.
 
         Done right after peer_up, before the event loop runs again: frames the core
         queued from peer_up (and the arbitration verdict) go out first, then the bytes
         the handshake read ahead are parsed, then the socket is read by the protocol.
-        Anything unexpected (trio, TLS, another anyio internals layout, a closing
-        connection) keeps the anyio stream path.
         """
-        stream = link.stream
-        transport = getattr(stream, "_transport", None)
-        anyio_protocol = getattr(stream, "_protocol", None)
-        read_queue = getattr(anyio_protocol, "read_queue", None)
-        if (
-            not isinstance(transport, asyncio.Transport)
-            or not isinstance(read_queue, collections.deque)
-            or transport.is_closing()
-            or getattr(anyio_protocol, "exception", None) is not None
-            or self._links.get(link.hello.process) is not link
-        ):
+        handler = self._handler
+        assert handler is not None
+        if self._links.get(link.hello.process) is not link:
             return
-        assert self._handler is not None
-        ahead = b"".join([link.leftover, *read_queue])
-        read_queue.clear()
-        at_eof = bool(getattr(anyio_protocol, "is_at_eof", False))
-        fast = _FastPath(link, transport, self._handler.frame_received, self.options)
-        transport.set_protocol(fast)
-        transport.set_write_buffer_limits()  # anyio's stream set them to 0
+        opts = self.options
+        adopted = adopt(
+            link.stream,
+            link.leftover,
+            lambda transport: FastPath(
+                link.hello.process,
+                transport,
+                handler.frame_received,
+                link.fast_ended,
+                max_frame_size=opts.max_frame_size,
+                max_outbox_bytes=opts.max_outbox_bytes,
+            ),
+        )
+        if adopted is None:
+            return
+        fast, ahead, at_eof = adopted
         link.fast = fast
         link.leftover = b""
         if link.outbox:
@@ -792,12 +558,7 @@ class TcpTransport(Transport):
         if at_eof:
             fast.end_link("connection closed by the peer")
             return
-        # anyio leaves reading paused between receive() calls. Resume it in a context
-        # where anyio knows it runs on asyncio: the read callbacks run the core's frame
-        # handling outside any task.
-        if transport.is_reading():
-            transport.pause_reading()
-        _asyncio_context().run(transport.resume_reading)
+        resume_reading(fast)
 
     # ------------------------------------------------------------------------- links
 
@@ -830,7 +591,7 @@ class TcpTransport(Transport):
             await _close_quietly(link.stream)
             link.finished.set()
 
-    async def _watch_fast(self, link: _Link, fast: _FastPath) -> None:
+    async def _watch_fast(self, link: _Link, fast: FastPath) -> None:
         """Wait for a fast-path link to end; on a graceful close, say goodbye first.
 
         The goodbye goes behind every frame accepted before it (asyncio's write buffer
@@ -870,7 +631,7 @@ class TcpTransport(Transport):
         except anyio.EndOfStream:
             link.reason = link.reason or "connection closed by the peer"
         except _LINK_ERRORS as exc:
-            link.reason = link.reason or f"connection lost: {_describe(exc)}"
+            link.reason = link.reason or f"connection lost: {describe(exc)}"
 
     async def _write_loop(self, link: _Link) -> None:
         send = link.stream.send
@@ -891,28 +652,7 @@ class TcpTransport(Transport):
                 await send(b"".join(batch))
                 link.outbox_bytes -= size
         except _LINK_ERRORS as exc:
-            link.abort(f"connection lost: {_describe(exc)}")
-
-
-def _outbox_full(process: ListenerId, held: int, limit: int) -> OutboxFullError:
-    return OutboxFullError(
-        f"outbox to process {process!r} holds {held} bytes (max_outbox_bytes {limit})"
-    )
-
-
-def _asyncio_context() -> contextvars.Context:
-    """A copy of the current context in which sniffio (thus anyio) reports asyncio.
-
-    Protocol callbacks run outside any task, where sniffio cannot sniff asyncio unless
-    `anyio.run` set its context variable; plain `asyncio.run` does not.
-    """
-    context = contextvars.copy_context()
-    try:
-        import sniffio
-    except ImportError:  # anyio then assumes asyncio whenever a loop runs
-        return context
-    context.run(sniffio.current_async_library_cvar.set, "asyncio")
-    return context
+            link.abort(f"connection lost: {describe(exc)}")
 
 
 def _notify(callback: Any, *args: Any) -> None:
@@ -920,11 +660,6 @@ def _notify(callback: Any, *args: Any) -> None:
         callback(*args)
     except Exception:
         logger.exception("transport handler %r raised", callback)
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _peer_address(stream: anyio.abc.SocketStream) -> str:

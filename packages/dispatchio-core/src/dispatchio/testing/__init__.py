@@ -1,7 +1,8 @@
 """Tools for testing transports: the conformance suite every transport must pass.
 
-A transport's test module subclasses `TransportConformance` and gives it one fixture,
-``transport_url``::
+A transport's test module subclasses `TransportConformance`, gives it one fixture,
+``transport_url``, and its own malformed input (or a reason it has none, see
+``TransportConformance.no_hostile_input``)::
 
     import pytest
     from dispatchio.testing import TransportConformance
@@ -10,6 +11,9 @@ A transport's test module subclasses `TransportConformance` and gives it one fix
         @pytest.fixture
         def transport_url(self) -> str:
             return "my://127.0.0.1:0"
+
+        async def send_hostile_input(self, url: str) -> None:
+            ...  # random bytes, a bad handshake, an oversized frame, in my wire format
 
 This package needs pytest and anyio's pytest plugin; ``import dispatchio`` never imports it.
 """

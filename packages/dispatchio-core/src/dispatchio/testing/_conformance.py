@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import math
-import os
 import signal
-import struct
-import urllib.parse
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +28,7 @@ from dispatchio import (
     UndeliverableError,
 )
 from dispatchio._wire import encode_message
-from dispatchio.testing._peers import Peers, open_peers
+from dispatchio.testing._peers import Peer, Peers, open_peers
 
 
 class _Card:
@@ -59,19 +56,24 @@ class TransportConformance:
     """The conformance suite: subclass it in a transport's tests, give it a URL, run pytest.
 
     The subclass provides the fixture ``transport_url``: the URL every process of a test
-    listens on (``"tcp://127.0.0.1:0"``: port 0, each process reports the port it bound).
-    Optionally it overrides ``transport_options`` (per scheme, JSON data, as
-    `MessageDispatcher`'s ``transport_options``), ``anyio_backend``, `send_garbage`, and
-    the timing attributes below.
+    listens on (``"tcp://127.0.0.1:0"``: port 0, each process reports the port it bound),
+    and `send_hostile_input`, the malformed input of its own wire format (or sets
+    `no_hostile_input` to a reason, and that property is reported as skipped). Optionally
+    it overrides ``transport_options`` (per scheme, JSON data, as `MessageDispatcher`'s
+    ``transport_options``), ``anyio_backend``, and the timing attributes below.
 
     The test process itself is peer ``"a"``; peers ``"b"`` and ``"c"`` are real OS
     processes (``python -m dispatchio.testing._child``), killed when each test ends.
+    Every test is bounded by ``test_timeout``.
     """
+
+    pytestmark = pytest.mark.anyio
 
     #: Heartbeat settings of every process in a test.
     heartbeat_interval: float = 0.2
     heartbeat_tolerance: int = 3
-    #: Extra seconds, beyond interval x tolerance, for a death to be noticed and reported.
+    #: Extra seconds, beyond interval x tolerance, for a death to be noticed and reported
+    #: (and for a thawed peer to be linked again).
     detector_slack: float = 1.5
     #: The bound on a whole test, process starts included.
     test_timeout: float = 30.0
@@ -84,8 +86,9 @@ class TransportConformance:
     fifo_count: int = 10_000
     #: Largest number of messages the outbox test sends before it expects OutboxFullError.
     flood_limit: int = 2000
-    #: Seconds `send_garbage` waits for the receiver to drop a bad connection.
-    garbage_linger: float = 2.0
+    #: A reason why this transport supplies no malformed input (`send_hostile_input`):
+    #: the malformed-input property is then reported as skipped with it. None: required.
+    no_hostile_input: str | None = None
 
     @property
     def detector_bound(self) -> float:
@@ -128,76 +131,75 @@ class TransportConformance:
         ) as peers:
             yield peers
 
-    async def send_garbage(self, url: str) -> None:
-        """Feed malformed input to the process listening at ``url``.
+    # ------------------------------------------------------------------ hooks
 
-        The default speaks raw TCP (``tcp://host:port``): random bytes, an oversized
-        length prefix, a truncated frame, a bad handshake, each on a fresh connection.
-        A transport of another kind overrides this (a Kafka one writes garbage records
-        to the process's topic).
+    async def send_hostile_input(self, url: str) -> None:
+        """Feed malformed input, in this transport's own wire format, to ``url``.
+
+        ``url`` is one the process under test bound. Whatever a hostile or broken peer
+        could send: random bytes, a bad handshake, an oversized length, a truncated
+        frame, data after the end of a stream (a socket transport opens connections of
+        its own; a broker transport writes bad records to that process's inbox).
+        Return once the input is delivered and the receiver had the chance to react.
+        Every subclass overrides this, or sets `no_hostile_input`.
         """
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme != "tcp" or parts.hostname is None or parts.port is None:
-            raise NotImplementedError(f"override send_garbage() for {url!r}")
-        payloads = [
-            os.urandom(4096),
-            struct.pack(">I", 0xFFFFFFFF) + b"x" * 64,
-            struct.pack(">I", 1000) + b"truncated",
-            b"DSPT\x00\x01{not json" + b"\x00" * 32,
-            struct.pack(">I", 0) * 8,
-            b"",
-        ]
-        for payload in payloads:
-            try:
-                stream = await anyio.connect_tcp(parts.hostname, parts.port)
-            except OSError:
-                continue  # refusing a connection is also fine
-            async with stream:
-                with anyio.move_on_after(self.garbage_linger):
-                    try:
-                        if payload:
-                            await stream.send(payload)
-                        await stream.send_eof()
-                        while True:  # until the receiver drops us
-                            await stream.receive()
-                    except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
-                        pass
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ helpers
+
+    @asynccontextmanager
+    async def running(self, peers: Peers, **overrides: Any) -> AsyncIterator[MessageDispatcher]:
+        """The test process's dispatcher "a", running; the whole block is bounded by
+        ``test_timeout``."""
+        with anyio.fail_after(self.test_timeout):
+            async with peers.dispatcher(**overrides) as a:
+                yield a
+
+    async def spawn_serving(
+        self,
+        peers: Peers,
+        a: MessageDispatcher,
+        process_id: str,
+        listener: str,
+        behaviour: str,
+        *,
+        groups: Sequence[str] = (),
+        **spawn: Any,
+    ) -> Peer:
+        """Start child ``process_id`` with a ``listener`` that does ``behaviour`` (see
+        ``_child.BEHAVIOURS``); return once ``a`` knows that listener (or, with
+        ``groups``, once it is registered there)."""
+        peer = await peers.spawn(process_id, **spawn)
+        await peer.call("listener", listener=listener, behaviour=behaviour, groups=list(groups))
+        if not groups:
+            await a.wait_for_listener(listener, timeout=self.test_timeout)
+        return peer
 
     # ------------------------------------------------------------------ between two processes
 
-    @pytest.mark.anyio
     async def test_request_reply(self, peers: Peers) -> None:
-        with anyio.fail_after(self.test_timeout):
-            async with peers.dispatcher() as a:
-                b = await peers.spawn("b")
-                await b.call("listener", listener="echo", behaviour="echo")
-                await a.wait_for_listener("echo", timeout=self.test_timeout)
-                reply = await a.request(Message("ping", {"n": [1, 2.5, "x"]}, destination="echo"))
+        async with self.running(peers) as a:
+            await self.spawn_serving(peers, a, "b", "echo", "echo")
+            reply = await a.request(Message("ping", {"n": [1, 2.5, "x"]}, destination="echo"))
         assert (reply.content, reply.source, reply.process) == ({"n": [1, 2.5, "x"]}, "echo", "b")
 
-    @pytest.mark.anyio
     async def test_request_reply_from_child_to_parent(self, peers: Peers) -> None:
-        with anyio.fail_after(self.test_timeout):
-            async with peers.dispatcher() as a:
-                _echo(a, "echo-a")
-                b = await peers.spawn("b")
-                await b.call("wait_listener", listener="echo-a")
-                reply = await b.call(
-                    "request", message={"type": "ping", "content": "hi", "destination": "echo-a"}
-                )
+        async with self.running(peers) as a:
+            _echo(a, "echo-a")
+            b = await peers.spawn("b")
+            await b.call("wait_listener", listener="echo-a")
+            reply = await b.call(
+                "request", message={"type": "ping", "content": "hi", "destination": "echo-a"}
+            )
         assert (reply["content"], reply["process"]) == ("hi", "a")
 
-    @pytest.mark.anyio
     async def test_letter_reply_goes_to_source_listener(self, peers: Peers) -> None:
-        with anyio.fail_after(self.test_timeout):
-            async with peers.dispatcher() as a:
-                b = await peers.spawn("b")
-                await b.call("listener", listener="echo", behaviour="echo")
-                await a.wait_for_listener("echo", timeout=self.test_timeout)
-                with _inbox(a, "inbox") as inbox:
-                    letter = Message("ping", "hello", destination="echo", source="inbox")
-                    await a.send(letter)
-                    reply = await inbox.receive()
+        async with self.running(peers) as a:
+            await self.spawn_serving(peers, a, "b", "echo", "echo")
+            with _inbox(a, "inbox") as inbox:
+                letter = Message("ping", "hello", destination="echo", source="inbox")
+                await a.send(letter)
+                reply = await inbox.receive()
         assert (reply.is_response, reply.id, reply.content, reply.error) == (
             True,
             letter.id,
@@ -205,125 +207,91 @@ class TransportConformance:
             None,
         )
 
-    @pytest.mark.anyio
     async def test_deferred_reply(self, peers: Peers) -> None:
         replies: list[Message] = []
-        with anyio.fail_after(self.test_timeout):
-            async with peers.dispatcher() as a:
-                b = await peers.spawn("b")
-                await b.call("listener", listener="later", behaviour="defer")
-                await a.wait_for_listener("later", timeout=self.test_timeout)
+        async with self.running(peers) as a:
+            b = await self.spawn_serving(peers, a, "b", "later", "defer")
 
-                async def ask() -> None:
-                    replies.append(await a.request(Message("question", 1, destination="later")))
+            async def ask() -> None:
+                replies.append(await a.request(Message("question", 1, destination="later")))
 
-                async with anyio.create_task_group() as task_group:
-                    task_group.start_soon(ask)
-                    await b.event("deferred")
-                    assert replies == []  # the handler kept it: no reply yet
-                    await b.call("release", listener="later", content="answer")
+            async with anyio.create_task_group() as task_group:
+                task_group.start_soon(ask)
+                await b.event("deferred")
+                assert replies == []  # the handler kept it: no reply yet
+                await b.call("release", listener="later", content="answer")
         assert [reply.content for reply in replies] == ["answer"]
 
-    @pytest.mark.anyio
     async def test_handler_error_crosses(self, peers: Peers) -> None:
-        with anyio.fail_after(self.test_timeout):
-            async with peers.dispatcher() as a:
-                b = await peers.spawn("b")
-                await b.call("listener", listener="faulty", behaviour="raise")
-                await a.wait_for_listener("faulty", timeout=self.test_timeout)
-                with pytest.raises(HandlerError, match="raised on purpose"):
-                    await a.request(Message("ping", destination="faulty"))
+        async with self.running(peers) as a:
+            await self.spawn_serving(peers, a, "b", "faulty", "raise")
+            with pytest.raises(HandlerError, match="raised on purpose"):
+                await a.request(Message("ping", destination="faulty"))
 
-    @pytest.mark.anyio
     async def test_reply_timeout(self, peers: Peers) -> None:
-        with anyio.fail_after(self.test_timeout):
-            async with peers.dispatcher() as a:
-                b = await peers.spawn("b")
-                await b.call("listener", listener="silent", behaviour="defer")
-                await a.wait_for_listener("silent", timeout=self.test_timeout)
-                with pytest.raises(ReplyTimeoutError):
-                    await a.request(Message("ping", destination="silent"), timeout=0.5)
+        async with self.running(peers) as a:
+            await self.spawn_serving(peers, a, "b", "silent", "defer")
+            with pytest.raises(ReplyTimeoutError):
+                await a.request(Message("ping", destination="silent"), timeout=0.5)
 
-    @pytest.mark.anyio
     async def test_request_to_unknown_destination_is_undeliverable_at_once(
         self, peers: Peers
     ) -> None:
-        with anyio.fail_after(self.test_timeout):
-            async with peers.dispatcher() as a:
-                b = await peers.spawn("b")
-                await b.call("listener", listener="echo", behaviour="echo")
-                await a.wait_for_listener("echo", timeout=self.test_timeout)
-                with anyio.fail_after(self.prompt), pytest.raises(UndeliverableError):
-                    await a.request(Message("ping", destination="nobody"))
+        async with self.running(peers) as a:
+            await self.spawn_serving(peers, a, "b", "echo", "echo")
+            with anyio.fail_after(self.prompt), pytest.raises(UndeliverableError):
+                await a.request(Message("ping", destination="nobody"))
 
-    @pytest.mark.anyio
     async def test_letter_to_unknown_destination_comes_back_at_once(self, peers: Peers) -> None:
-        with anyio.fail_after(self.test_timeout):
-            async with peers.dispatcher() as a:
-                b = await peers.spawn("b")
-                await b.call("listener", listener="echo", behaviour="echo")
-                await a.wait_for_listener("echo", timeout=self.test_timeout)
-                with _inbox(a, "inbox") as inbox, anyio.fail_after(self.prompt):
-                    await a.send(Message("ping", "lost", destination="nobody", source="inbox"))
-                    returned = await inbox.receive()
+        async with self.running(peers) as a:
+            await self.spawn_serving(peers, a, "b", "echo", "echo")
+            with _inbox(a, "inbox") as inbox, anyio.fail_after(self.prompt):
+                await a.send(Message("ping", "lost", destination="nobody", source="inbox"))
+                returned = await inbox.receive()
         assert returned.content == "lost"
         assert (returned.error or "").startswith("undeliverable: ")
 
-    @pytest.mark.anyio
     async def test_send_sync_to_remote_listener_raises(self, peers: Peers) -> None:
-        with anyio.fail_after(self.test_timeout):
-            async with peers.dispatcher() as a:
-                b = await peers.spawn("b")
-                await b.call("listener", listener="echo", behaviour="echo")
-                await a.wait_for_listener("echo", timeout=self.test_timeout)
-                with pytest.raises(SyncSendError):
-                    a.send_sync(Message("ping", destination="echo"))
+        async with self.running(peers) as a:
+            await self.spawn_serving(peers, a, "b", "echo", "echo")
+            with pytest.raises(SyncSendError):
+                a.send_sync(Message("ping", destination="echo"))
 
-    @pytest.mark.anyio
     async def test_blocking_message_holds_remote_destination(self, peers: Peers) -> None:
-        with anyio.fail_after(self.test_timeout):
-            async with peers.dispatcher() as a:
-                b = await peers.spawn("b")
-                await b.call("listener", listener="worker", behaviour="blocking_record")
-                await a.wait_for_listener("worker", timeout=self.test_timeout)
-                for n, blocking in [(1, True), (2, False), (3, True), (4, False)]:
-                    await a.send(Message("job", n, destination="worker", blocking=blocking))
-                records = await b.call("records", listener="worker", count=8)
+        async with self.running(peers) as a:
+            b = await self.spawn_serving(peers, a, "b", "worker", "blocking_record")
+            for n, blocking in [(1, True), (2, False), (3, True), (4, False)]:
+                await a.send(Message("job", n, destination="worker", blocking=blocking))
+            records = await b.call("records", listener="worker", count=8)
         assert records == [f"{edge} {n}" for n in (1, 2, 3, 4) for edge in ("start", "end")]
 
-    @pytest.mark.anyio
     async def test_fifo_order_from_one_sender_to_one_destination(self, peers: Peers) -> None:
         count = self.fifo_count
-        with anyio.fail_after(self.test_timeout):
-            async with peers.dispatcher() as a:
-                received, complete = _collecting_sink(a, count)
-                b = await peers.spawn("b")
-                await b.call("wait_listener", listener="sink")
-                await b.call("send_many", destination="sink", n=count)
-                await complete.wait()
+        async with self.running(peers) as a:
+            received, complete = _collecting_sink(a, count)
+            b = await peers.spawn("b")
+            await b.call("wait_listener", listener="sink")
+            await b.call("send_many", destination="sink", n=count)
+            await complete.wait()
         assert received == list(range(count))
 
-    @pytest.mark.anyio
     async def test_message_at_size_limit_passes(self, peers: Peers) -> None:
-        with anyio.fail_after(self.test_timeout):
-            async with peers.dispatcher(max_message_size=self.size_limit) as a:
-                b = await peers.spawn("b", max_message_size=self.size_limit)
-                await b.call("listener", listener="measure", behaviour="len")
-                await a.wait_for_listener("measure", timeout=self.test_timeout)
-                message = self._sized(a, "measure", self.size_limit)
-                reply = await a.request(message)
+        async with self.running(peers, max_message_size=self.size_limit) as a:
+            await self.spawn_serving(
+                peers, a, "b", "measure", "len", max_message_size=self.size_limit
+            )
+            message = self._sized(a, "measure", self.size_limit)
+            reply = await a.request(message)
         assert reply.content == len(message.content)
 
-    @pytest.mark.anyio
     async def test_message_over_size_limit_rejected_by_sender(self, peers: Peers) -> None:
-        with anyio.fail_after(self.test_timeout):
-            async with peers.dispatcher(max_message_size=self.size_limit) as a:
-                b = await peers.spawn("b", max_message_size=self.size_limit)
-                await b.call("listener", listener="measure", behaviour="len")
-                await a.wait_for_listener("measure", timeout=self.test_timeout)
-                message = self._sized(a, "measure", self.size_limit + 1)
-                with anyio.fail_after(self.prompt), pytest.raises(MessageTooLargeError):
-                    await a.request(message)
+        async with self.running(peers, max_message_size=self.size_limit) as a:
+            await self.spawn_serving(
+                peers, a, "b", "measure", "len", max_message_size=self.size_limit
+            )
+            message = self._sized(a, "measure", self.size_limit + 1)
+            with anyio.fail_after(self.prompt), pytest.raises(MessageTooLargeError):
+                await a.request(message)
 
     @staticmethod
     def _sized(dispatcher: MessageDispatcher, destination: str, size: int) -> Message:
@@ -345,240 +313,235 @@ class TransportConformance:
         [({"hand": [1, {2, 3}]}, r"content\['hand'\]\[1\]"), ({"card": _Card()}, r"'card'")],
         ids=["set", "object"],
     )
-    @pytest.mark.anyio
     async def test_content_that_cannot_cross_is_rejected_naming_the_field(
         self, peers: Peers, content: Any, named: str
     ) -> None:
-        with anyio.fail_after(self.test_timeout):
-            async with peers.dispatcher() as a:
-                b = await peers.spawn("b")
-                await b.call("listener", listener="echo", behaviour="echo")
-                await a.wait_for_listener("echo", timeout=self.test_timeout)
-                with pytest.raises(InvalidMessageError, match=named):
-                    await a.send(Message("deal", content, destination="echo"))
+        async with self.running(peers) as a:
+            await self.spawn_serving(peers, a, "b", "echo", "echo")
+            with pytest.raises(InvalidMessageError, match=named):
+                await a.send(Message("deal", content, destination="echo"))
 
-    @pytest.mark.anyio
     async def test_directory_follows_unregister(self, peers: Peers) -> None:
-        with anyio.fail_after(self.test_timeout):
-            async with peers.dispatcher() as a:
-                _echo(a, "echo-a")
-                b = await peers.spawn("b")
-                await b.call("listener", listener="echo", behaviour="echo")
-                await a.wait_for_listener("echo", timeout=self.test_timeout)
-                await b.call("unregister", listener="echo")
-                # A round trip from b after the change: links are FIFO, so a knows by now.
-                await b.call(
-                    "request", message={"type": "ping", "content": 1, "destination": "echo-a"}
-                )
-                with anyio.fail_after(self.prompt), pytest.raises(UndeliverableError):
-                    await a.request(Message("ping", destination="echo"))
+        async with self.running(peers) as a:
+            _echo(a, "echo-a")
+            b = await self.spawn_serving(peers, a, "b", "echo", "echo")
+            await b.call("unregister", listener="echo")
+            # A round trip from b after the change: links are FIFO, so a knows by now.
+            await b.call("request", message={"type": "ping", "content": 1, "destination": "echo-a"})
+            with anyio.fail_after(self.prompt), pytest.raises(UndeliverableError):
+                await a.request(Message("ping", destination="echo"))
 
     # ------------------------------------------------------------------ three processes
 
-    @pytest.mark.anyio
     async def test_group_send_reaches_every_process(self, peers: Peers) -> None:
-        with anyio.fail_after(self.test_timeout):
-            async with peers.dispatcher() as a:
-                b = await peers.spawn("b")
-                c = await peers.spawn("c")
-                for peer in (b, c):
-                    lid = f"rec-{peer.process_id}"
-                    await peer.call("listener", listener=lid, behaviour="record", groups=["news"])
-                await a.wait_for_subscribers("news", 2, timeout=self.test_timeout)
-                await a.send(Message("headline", "extra", group="news"))
-                seen = [
-                    await p.call("records", listener=f"rec-{p.process_id}", count=1) for p in (b, c)
-                ]
+        async with self.running(peers) as a:
+            children = [
+                await self.spawn_serving(peers, a, p, f"rec-{p}", "record", groups=["news"])
+                for p in ("b", "c")
+            ]
+            await a.wait_for_subscribers("news", 2, timeout=self.test_timeout)
+            await a.send(Message("headline", "extra", group="news"))
+            seen = [
+                await p.call("records", listener=f"rec-{p.process_id}", count=1) for p in children
+            ]
         assert seen == [["extra"], ["extra"]]
 
-    @pytest.mark.anyio
     async def test_gather_across_three_processes(self, peers: Peers) -> None:
-        with anyio.fail_after(self.test_timeout):
-            async with peers.dispatcher() as a:
-                _echo(a, "echo-a")
-                a.subscribe("poll", "echo-a")
-                for process_id in ("b", "c"):
-                    peer = await peers.spawn(process_id)
-                    await peer.call(
-                        "listener", listener=f"echo-{process_id}", behaviour="echo", groups=["poll"]
-                    )
-                await a.wait_for_subscribers("poll", 3, timeout=self.test_timeout)
-                # Returns once all three answered: the reply timeout is far beyond the bound.
-                replies = await a.gather(Message("vote", "yes?", group="poll"))
+        async with self.running(peers) as a:
+            _echo(a, "echo-a")
+            a.subscribe("poll", "echo-a")
+            for p in ("b", "c"):
+                await self.spawn_serving(peers, a, p, f"echo-{p}", "echo", groups=["poll"])
+            await a.wait_for_subscribers("poll", 3, timeout=self.test_timeout)
+            # Returns once all three answered: the reply timeout is far beyond the bound.
+            replies = await a.gather(Message("vote", "yes?", group="poll"))
         assert sorted((r.source, r.process, r.content) for r in replies) == [
             ("echo-a", "a", "yes?"),
             ("echo-b", "b", "yes?"),
             ("echo-c", "c", "yes?"),
         ]
 
-    @pytest.mark.anyio
     async def test_joining_one_member_reaches_all(self, peers: Peers) -> None:
-        with anyio.fail_after(self.test_timeout):
-            async with peers.dispatcher() as a:
-                b = await peers.spawn("b")
-                c = await peers.spawn("c", connect=b.urls)  # c knows only b
-                await c.call("listener", listener="echo-c", behaviour="echo")
-                await a.wait_for_listener("echo-c", timeout=self.test_timeout)
-                reply = await a.request(Message("ping", "via b", destination="echo-c"))
+        async with self.running(peers) as a:
+            b = await peers.spawn("b")
+            # c knows only b.
+            await self.spawn_serving(peers, a, "c", "echo-c", "echo", connect=b.urls)
+            reply = await a.request(Message("ping", "via b", destination="echo-c"))
         assert (reply.content, reply.process) == ("via b", "c")
 
     # ------------------------------------------------------------------ failures
 
-    @pytest.mark.anyio
     async def test_peer_killed_pending_requests_fail_within_detector_bound(
         self, peers: Peers
     ) -> None:
         count = 5
         outcomes: list[type[BaseException]] = []
         all_failed = anyio.Event()
-        with anyio.fail_after(self.test_timeout):
-            async with peers.dispatcher() as a:
-                b = await peers.spawn("b")
-                await b.call("listener", listener="hold", behaviour="defer")
-                await a.wait_for_listener("hold", timeout=self.test_timeout)
+        async with self.running(peers) as a:
+            b = await self.spawn_serving(peers, a, "b", "hold", "defer")
 
-                async def ask(n: int) -> None:
-                    try:
-                        await a.request(Message("question", n, destination="hold"))
-                    except DeliveryError as exc:
-                        outcomes.append(type(exc))
-                    if len(outcomes) == count:
-                        all_failed.set()
+            async def ask(n: int) -> None:
+                try:
+                    await a.request(Message("question", n, destination="hold"))
+                except DeliveryError as exc:
+                    outcomes.append(type(exc))
+                if len(outcomes) == count:
+                    all_failed.set()
 
-                async with anyio.create_task_group() as task_group:
-                    for n in range(count):
-                        task_group.start_soon(ask, n)
-                    for _ in range(count):
-                        await b.event("deferred")
-                    b.kill()
-                    with anyio.fail_after(self.detector_bound):
-                        await all_failed.wait()
+            async with anyio.create_task_group() as task_group:
+                for n in range(count):
+                    task_group.start_soon(ask, n)
+                for _ in range(count):
+                    await b.event("deferred")
+                b.kill()
+                with anyio.fail_after(self.detector_bound):
+                    await all_failed.wait()
         assert outcomes == [PeerLostError] * count
 
-    @pytest.mark.anyio
     async def test_peer_killed_letters_come_back(self, peers: Peers) -> None:
-        with anyio.fail_after(self.test_timeout):
-            async with peers.dispatcher() as a:
-                b = await peers.spawn("b")
-                await b.call("listener", listener="hold", behaviour="defer")
-                await a.wait_for_listener("hold", timeout=self.test_timeout)
-                with _inbox(a, "inbox") as inbox:
-                    letter = Message(
-                        "question", 1, destination="hold", source="inbox", response_required=True
-                    )
-                    await a.send(letter)
-                    await b.event("deferred")
-                    b.kill()
-                    with anyio.fail_after(self.detector_bound):
-                        returned = await inbox.receive()
+        async with self.running(peers) as a:
+            b = await self.spawn_serving(peers, a, "b", "hold", "defer")
+            with _inbox(a, "inbox") as inbox:
+                letter = Message(
+                    "question", 1, destination="hold", source="inbox", response_required=True
+                )
+                await a.send(letter)
+                await b.event("deferred")
+                b.kill()
+                with anyio.fail_after(self.detector_bound):
+                    returned = await inbox.receive()
         assert returned.id == letter.id
         assert (returned.error or "").startswith("peer_lost: ")
 
-    @pytest.mark.anyio
     async def test_peer_restarted_traffic_resumes(self, peers: Peers) -> None:
-        with anyio.fail_after(self.test_timeout):
-            async with peers.dispatcher() as a:
-                b = await peers.spawn("b")
-                await b.call("listener", listener="hold", behaviour="defer")
-                await a.wait_for_listener("hold", timeout=self.test_timeout)
-                async with anyio.create_task_group() as task_group:
-
-                    async def ask() -> None:
-                        with pytest.raises(PeerLostError):
-                            await a.request(Message("question", destination="hold"))
-
-                    task_group.start_soon(ask)
-                    await b.event("deferred")
-                    b.kill()
-                # a has seen b die; b comes back on the same URL, as the same process ID.
-                b2 = await peers.spawn("b", listen=b.urls)
-                await b2.call("listener", listener="echo", behaviour="echo")
-                await a.wait_for_listener("echo", timeout=self.test_timeout)
-                reply = await a.request(Message("ping", "again", destination="echo"))
+        async with self.running(peers) as a:
+            b = await self.spawn_serving(peers, a, "b", "hold", "defer")
+            await _lose_a_request(a, b, "hold", b.kill, within=self.test_timeout)
+            # a has seen b die; b comes back on the same URL, as the same process ID.
+            await self.spawn_serving(peers, a, "b", "echo", "echo", listen=b.urls)
+            reply = await a.request(Message("ping", "again", destination="echo"))
         assert (reply.content, reply.process) == ("again", "b")
 
-    @pytest.mark.anyio
     async def test_graceful_shutdown_delivers_accepted_messages(self, peers: Peers) -> None:
         count = 1000
-        with anyio.fail_after(self.test_timeout):
-            async with peers.dispatcher() as a:
-                received, complete = _collecting_sink(a, count)
-                b = await peers.spawn("b")
-                await b.call("wait_listener", listener="sink")
-                await b.call("send_many", destination="sink", n=count)
-                await b.call("stop")  # at once: the sends were accepted, not yet delivered
-                await complete.wait()
-                returncode = await b.process.wait()
+        async with self.running(peers) as a:
+            received, complete = _collecting_sink(a, count)
+            b = await peers.spawn("b")
+            await b.call("wait_listener", listener="sink")
+            await b.call("send_many", destination="sink", n=count)
+            await b.call("stop")  # at once: the sends were accepted, not yet delivered
+            await complete.wait()
+            returncode = await b.process.wait()
         assert (received, returncode) == (list(range(count)), 0)
 
-    @pytest.mark.anyio
     async def test_malformed_input_never_crashes_the_receiver(self, peers: Peers) -> None:
-        with anyio.fail_after(self.test_timeout):
-            async with peers.dispatcher() as a:
-                _echo(a, "echo-a")
-                b = await peers.spawn("b")
-                await b.call("listener", listener="echo-b", behaviour="echo")
-                await a.wait_for_listener("echo-b", timeout=self.test_timeout)
-                await b.call("wait_listener", listener="echo-a")
-                for url in b.urls:
-                    await self.send_garbage(url)
-                # b is alive and still serves its other peer, both ways.
-                reply = await a.request(Message("ping", "still there?", destination="echo-b"))
-                back = await b.call(
-                    "request", message={"type": "ping", "content": "yes", "destination": "echo-a"}
-                )
-                alive = b.alive
+        if self.no_hostile_input is not None:
+            pytest.skip(
+                f"{type(self).__name__} supplies no malformed input: {self.no_hostile_input}"
+            )
+        if type(self).send_hostile_input is TransportConformance.send_hostile_input:
+            pytest.fail(
+                f"{type(self).__name__} must override send_hostile_input(url) with malformed"
+                " input in its transport's wire format, or set no_hostile_input to the reason"
+                " it has none (the test is then reported as skipped)",
+                pytrace=False,
+            )
+        async with self.running(peers) as a:
+            _echo(a, "echo-a")
+            b = await self.spawn_serving(peers, a, "b", "echo-b", "echo")
+            await b.call("wait_listener", listener="echo-a")
+            for url in b.urls:
+                await self.send_hostile_input(url)
+            # b is alive and still serves its other peer, both ways.
+            reply = await a.request(Message("ping", "still there?", destination="echo-b"))
+            back = await b.call(
+                "request", message={"type": "ping", "content": "yes", "destination": "echo-a"}
+            )
+            alive = b.alive
         assert (reply.content, back["content"], alive) == ("still there?", "yes", True)
 
-    @pytest.mark.anyio
     async def test_peer_frozen_pending_requests_fail_within_detector_bound(
         self, peers: Peers
     ) -> None:
-        outcomes: list[type[BaseException]] = []
-        failed = anyio.Event()
-        with anyio.fail_after(self.test_timeout):
-            async with peers.dispatcher() as a:
-                b = await peers.spawn("b")
-                await b.call("listener", listener="hold", behaviour="defer")
-                await a.wait_for_listener("hold", timeout=self.test_timeout)
+        async with self.running(peers) as a:
+            b = await self.spawn_serving(peers, a, "b", "hold", "defer")
+            try:
+                # Alive but silent, its sockets open: only the heartbeats can tell.
+                await _lose_a_request(a, b, "hold", _freezer(b), within=self.detector_bound)
+            finally:
+                b.process.send_signal(signal.SIGCONT)
 
-                async def ask() -> None:
-                    try:
-                        await a.request(Message("question", destination="hold"))
-                    except DeliveryError as exc:
-                        outcomes.append(type(exc))
-                    failed.set()
+    async def test_frozen_peer_that_thaws_is_served_again(self, peers: Peers) -> None:
+        async with self.running(peers) as a:
+            _echo(a, "echo-a")
+            b = await self.spawn_serving(peers, a, "b", "hold", "defer")
+            await b.call("listener", listener="echo-b", behaviour="echo")
+            await b.call("wait_listener", listener="echo-a")
+            try:
+                # Frozen until a has declared it gone (longer than the detector's bound).
+                await _lose_a_request(a, b, "hold", _freezer(b), within=self.detector_bound)
+            finally:
+                b.process.send_signal(signal.SIGCONT)
+            # Back within about one heartbeat bound, both ways, as after a restart.
+            with anyio.fail_after(self.detector_bound):
+                await a.wait_for_listener("echo-b", timeout=self.test_timeout)
+                await b.call("wait_listener", listener="echo-a")
+            reply = await a.request(Message("ping", "thawed", destination="echo-b"))
+            back = await b.call(
+                "request", message={"type": "ping", "content": "yes", "destination": "echo-a"}
+            )
+        assert (reply.content, back["content"]) == ("thawed", "yes")
 
-                async with anyio.create_task_group() as task_group:
-                    task_group.start_soon(ask)
-                    await b.event("deferred")
-                    # Alive but silent, its sockets open: only the heartbeats can tell.
-                    b.process.send_signal(signal.SIGSTOP)
-                    with anyio.fail_after(self.detector_bound):
-                        await failed.wait()
-        assert outcomes == [PeerLostError]
-
-    @pytest.mark.anyio
     async def test_outbox_overflow_is_an_error_at_the_sender(self, peers: Peers) -> None:
         # Heartbeats slow enough that the frozen peer is not declared dead meanwhile.
         slow: dict[str, Any] = {"heartbeat_interval": self.test_timeout, "heartbeat_tolerance": 3}
         payload = "x" * (self.size_limit - 256)
-        with anyio.fail_after(self.test_timeout):
-            async with peers.dispatcher(max_message_size=self.size_limit, **slow) as a:
-                b = await peers.spawn("b", max_message_size=self.size_limit, **slow)
-                await b.call("listener", listener="sink", behaviour="record")
-                await a.wait_for_listener("sink", timeout=self.test_timeout)
+        async with self.running(peers, max_message_size=self.size_limit, **slow) as a:
+            b = await self.spawn_serving(
+                peers, a, "b", "sink", "record", max_message_size=self.size_limit, **slow
+            )
 
-                async def flood() -> None:
-                    for _ in range(self.flood_limit):
-                        await a.send(Message("flood", payload, destination="sink"))
+            async def flood() -> None:
+                for _ in range(self.flood_limit):
+                    await a.send(Message("flood", payload, destination="sink"))
 
-                b.process.send_signal(signal.SIGSTOP)  # it reads nothing more
-                try:
-                    with pytest.raises(OutboxFullError):
-                        await flood()
-                finally:
-                    b.process.send_signal(signal.SIGCONT)
+            b.process.send_signal(signal.SIGSTOP)  # it reads nothing more
+            try:
+                with pytest.raises(OutboxFullError):
+                    await flood()
+            finally:
+                b.process.send_signal(signal.SIGCONT)
+
+
+def _freezer(peer: Peer) -> Callable[[], None]:
+    """SIGSTOP ``peer``: alive, its sockets open, silent."""
+    return lambda: peer.process.send_signal(signal.SIGSTOP)
+
+
+async def _lose_a_request(
+    dispatcher: MessageDispatcher,
+    peer: Peer,
+    holder: str,
+    stop: Callable[[], None],
+    *,
+    within: float,
+) -> None:
+    """Request ``holder`` (a "defer" listener of ``peer``) and ``stop`` the peer once it
+    holds the request; return once the request failed with `PeerLostError`, which must
+    happen ``within`` seconds of the stop."""
+    lost = anyio.Event()
+    async with anyio.create_task_group() as task_group:
+
+        async def ask() -> None:
+            with pytest.raises(PeerLostError):
+                await dispatcher.request(Message("question", destination=holder))
+            lost.set()
+
+        task_group.start_soon(ask)
+        await peer.event("deferred")
+        stop()
+        with anyio.fail_after(within):
+            await lost.wait()
 
 
 def _collecting_sink(dispatcher: MessageDispatcher, count: int) -> tuple[list[Any], anyio.Event]:
