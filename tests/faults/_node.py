@@ -43,38 +43,17 @@ class CommandError(Exception):
 def directory_view(dispatcher: MessageDispatcher) -> dict[str, Any]:
     """What ``dispatcher`` knows of every process: ``{process: {"listeners": [...],
     "groups": {group: [...]}}}``, sorted, its own entry included."""
-    public: Callable[[], dict[str, Any]] | None = getattr(dispatcher, "directory", None)
-    if public is not None:
-        snapshot = public()
-        return {
-            str(entry["process"]): {
-                "listeners": sorted(map(str, entry["listeners"])),
-                "groups": {
-                    str(g["group"]): sorted(map(str, g["members"]))
-                    for g in entry["groups"]
-                    if g["members"]
-                },
-            }
-            for entry in snapshot["processes"]
-        }
-    # TODO(faults): drop this branch once MessageDispatcher.directory() is on main.
-    view: dict[str, Any] = {
-        str(dispatcher.process_id): {
-            "listeners": sorted(map(str, dispatcher.listeners)),
+    return {
+        str(entry["process"]): {
+            "listeners": sorted(map(str, entry["listeners"])),
             "groups": {
-                str(group): sorted(map(str, members))
-                for group, members in dispatcher._registry.groups.items()
-                if members
+                str(g["group"]): sorted(map(str, g["members"]))
+                for g in entry["groups"]
+                if g["members"]
             },
         }
+        for entry in dispatcher.directory()["processes"]
     }
-    mesh: Any = getattr(dispatcher, "_mesh", None)
-    for process, peer in ({} if mesh is None else mesh.peers).items():
-        view[str(process)] = {
-            "listeners": sorted(map(str, peer.listeners)),
-            "groups": {str(g): sorted(map(str, m)) for g, m in peer.groups.items() if m},
-        }
-    return view
 
 
 class Node:

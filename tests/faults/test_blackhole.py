@@ -21,6 +21,7 @@ from dispatchio import (
     PeerLostError,
 )
 from dispatchio.testing import FaultProxy
+from dispatchio.testing._faults import Direction
 from tests.faults._harness import TransportCase, open_nodes
 from tests.faults.conftest import Figures
 
@@ -40,9 +41,13 @@ SETTINGS: dict[str, Any] = {
 }
 
 
+@pytest.mark.parametrize("cut", ["both", "to_target", "to_client"])
 async def test_blackhole_fails_pending_work_within_the_bound_then_heals(
-    transport: TransportCase, anyio_backend: str, tmp_path: Path, figures: Figures
+    cut: Direction, transport: TransportCase, anyio_backend: str, tmp_path: Path, figures: Figures
 ) -> None:
+    """``cut``: which way the bytes are swallowed. Cut one way, one side still hears the
+    other; it learns of the loss when the other side, having declared it dead, closes the
+    link (the FIN goes the way that still passes)."""
     a = MessageDispatcher("a", listen=[transport.listen], **transport_kw(transport), **SETTINGS)
     held: list[Message] = []
     held_changed = anyio.Event()
@@ -121,15 +126,15 @@ async def test_blackhole_fails_pending_work_within_the_bound_then_heals(
                 await b.call("records", listener="hold-b", count=2 * PENDING)
                 assert a.debug_counts()["awaiting_remote"] == 2 * PENDING
 
-                proxy.blackhole()
+                proxy.blackhole(cut)
                 start[0] = anyio.current_time()
                 while len(back) < PENDING:
                     await back_changed.wait()
                 letters_back = anyio.current_time() - start[0]
 
             silence = proxy.stats()
-            assert silence["dropped_to_target"] > 0
-            assert silence["dropped_to_client"] > 0
+            swallowed = {d for d in ("to_target", "to_client") if silence[f"dropped_{d}"]}
+            assert swallowed == ({"to_target", "to_client"} if cut == "both" else {cut})
             assert sorted(kind for kind, _ in outcomes_a) == ["PeerLostError"] * PENDING
             assert sorted(kind for kind, _ in outcomes_b) == ["PeerLostError"] * PENDING
             # Each letter came back exactly once, as peer_lost.

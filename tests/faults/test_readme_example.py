@@ -18,7 +18,8 @@ _PRINT = re.compile(r"^\s*print\(.*\)  # (?P<expected>.*)$")
 
 
 def fault_proxy_example() -> str:
-    (code,) = [c for c in _BLOCK.findall(README.read_text("utf-8")) if "FaultProxy(" in c]
+    blocks: list[str] = _BLOCK.findall(README.read_text("utf-8"))
+    (code,) = [block for block in blocks if "FaultProxy(" in block]
     return code
 
 
