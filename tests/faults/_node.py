@@ -84,6 +84,10 @@ class Node:
                 raise CommandError(f"unknown command {command['cmd']!r}")
             result = await handler(command)
         except Exception as exc:
+            inner = getattr(exc, "exceptions", None)  # an exception group: its first leaf
+            while inner:
+                exc = inner[0]
+                inner = getattr(exc, "exceptions", None)
             self.emit({"id": number, "error": {"type": type(exc).__name__, "detail": str(exc)}})
         else:
             self.emit({"id": number, "ok": result})
