@@ -8,7 +8,7 @@ connection open: no FIN, no RST, only silence, which only the heartbeats can not
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import pytest
@@ -21,11 +21,12 @@ from dispatchio import (
     PeerLostError,
 )
 from dispatchio.testing import FaultProxy
-from dispatchio.testing._faults import Direction
 from tests.faults._harness import TransportCase, open_nodes
 from tests.faults.conftest import Figures
 
 pytestmark = pytest.mark.anyio
+
+Cut = Literal["both", "to_target", "to_client"]  # FaultProxy's directions
 
 INTERVAL, TOLERANCE = 0.2, 3
 #: Silence after which a peer is declared dead.
@@ -43,7 +44,7 @@ SETTINGS: dict[str, Any] = {
 
 @pytest.mark.parametrize("cut", ["both", "to_target", "to_client"])
 async def test_blackhole_fails_pending_work_within_the_bound_then_heals(
-    cut: Direction, transport: TransportCase, anyio_backend: str, tmp_path: Path, figures: Figures
+    cut: Cut, transport: TransportCase, anyio_backend: str, tmp_path: Path, figures: Figures
 ) -> None:
     """``cut``: which way the bytes are swallowed. Cut one way, one side still hears the
     other; it learns of the loss when the other side, having declared it dead, closes the
