@@ -34,6 +34,8 @@ class Package:
     """Top-level import package, found under ``<folder>/src/``."""
     test_deps: tuple[str, ...] = ()
     """Extra requirements for this package's tests, on top of the ``test`` group."""
+    needs: tuple[str, ...] = ()
+    """Other packages (short names) this package's tests use, installed beside it."""
 
     @property
     def src(self) -> str:
@@ -46,6 +48,14 @@ CORE = "core"
 PACKAGES: dict[str, Package] = {
     CORE: Package("packages/dispatchio-core", "dispatchio"),
     "tcp": Package("packages/dispatchio-tcp", "dispatchio_tcp", test_deps=("trustme",)),
+    # The HTTP tests run one process on TCP and HTTP at once, hence tcp; the gateway's
+    # tests drive Debian's chromium through Playwright and fuzz it with schemathesis.
+    "http": Package(
+        "packages/dispatchio-http",
+        "dispatchio_http",
+        test_deps=("trustme", "playwright", "schemathesis"),
+        needs=("tcp",),
+    ),
 }
 
 
@@ -57,11 +67,16 @@ SUITES: dict[str, tuple[str, ...]] = {
 
 
 def requirements(short: str) -> list[str]:
-    """Local folders to install for one package or suite: core first, then the others."""
+    """Local folders to install for one package or suite: core first, what the tests
+    need, the package itself."""
     folders = [PACKAGES[CORE].folder]
     for name in SUITES.get(short, (short,)):
-        if name != CORE:
-            folders.append(PACKAGES[name].folder)
+        if name == CORE:
+            continue
+        package = PACKAGES[name]
+        for folder in (*(PACKAGES[other].folder for other in package.needs), package.folder):
+            if folder not in folders:
+                folders.append(folder)
     return folders
 
 
@@ -108,7 +123,7 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Run the benchmarks against other Python messaging libraries."""
-    session.install(*requirements("tcp"), *group("bench"))
+    session.install(*requirements("http"), *group("bench"))
     session.run("python", "benchmarks/run.py", *session.posargs)
 
 

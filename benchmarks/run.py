@@ -8,7 +8,8 @@ Prints the environment, a table of peer figures (with reference figures quoted f
 the project's reference machine, as a sanity check), then a table of dispatchio
 figures, each beside a peer from this run, with the ratio, the target and PASS/FAIL.
 A second section does the same between two OS processes over TCP on loopback
-(raw asyncio streams and pyzmq beside dispatchio-tcp; see bench_tcp.py).
+(raw asyncio streams and pyzmq beside dispatchio-tcp; see bench_tcp.py), a third over
+HTTP (raw aiohttp beside dispatchio-http; see bench_http.py).
 Benchmarks report, they do not gate: the exit code is always 0.
 """
 
@@ -395,7 +396,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="one tiny repeat of everything: checks the benchmarks run, figures mean nothing",
     )
     parser.add_argument(
-        "--section", choices=["core", "tcp"], help="only the in-process or the TCP section"
+        "--section",
+        choices=["core", "tcp", "http"],
+        help="only the in-process, the TCP or the HTTP section",
     )
     args = parser.parse_args(argv)
     cfg = Config.smoke() if args.smoke else Config.quick() if args.quick else Config()
@@ -417,19 +420,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     rows: list[Row] = []
     tcp_rows: list[Row] = []
-    if args.section != "tcp":
+    http_rows: list[Row] = []
+    have_core = importlib.util.find_spec("dispatchio") is not None
+    if args.section in (None, "core"):
         rows = measure_core(cfg)
-    if args.section != "core":
-        tcp_rows = measure_tcp(cfg, have_core=importlib.util.find_spec("dispatchio") is not None)
+    if args.section in (None, "tcp"):
+        tcp_rows = measure_tcp(cfg, have_core=have_core)
+    if args.section in (None, "http"):
+        import bench_http
+
+        http_rows = bench_http.section(cfg, _log, have_core=have_core, tcp_rows=tcp_rows)
 
     # Every gated benchmark counts, including those that errored out.
-    gated = [r for r in rows + tcp_rows if r.gated]
+    gated = [r for r in rows + tcp_rows + http_rows if r.gated]
     met = sum(1 for r in gated if r.passed)
     expected = 0
-    if args.section != "tcp":
+    if args.section in (None, "core"):
         expected += len([r for r in rows if r.gated]) if rows else N_TARGETS
-    if args.section != "core":
+    if args.section in (None, "tcp"):
         expected += len([r for r in tcp_rows if r.gated]) if tcp_rows else N_TCP_TARGETS
+    if args.section in (None, "http"):
+        expected += len([r for r in http_rows if r.gated]) or bench_http.N_HTTP_TARGETS
     print()
     print(f"total time: {time.perf_counter() - started:.1f} s")
     print(f"targets met: {met}/{expected}")

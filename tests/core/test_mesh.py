@@ -318,3 +318,14 @@ async def test_directory_lists_every_connected_process_with_its_listeners_and_gr
             {"process": "p2", "local": False, "urls": urls[2], "listeners": [9], "groups": []},
         ],
     }
+
+
+@pytest.mark.anyio
+async def test_a_transports_handler_names_the_dispatcher_it_serves() -> None:
+    with anyio.fail_after(5):
+        async with mesh(2) as dispatchers:
+            for dispatcher in dispatchers:
+                transport = dispatcher._mesh.transports["mem"]  # type: ignore[union-attr]
+                assert isinstance(transport, MemoryTransport)
+                assert transport.handler is not None
+                assert transport.handler.dispatcher is dispatcher

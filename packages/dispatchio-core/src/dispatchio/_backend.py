@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 import types
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, Protocol
@@ -51,7 +52,10 @@ def current_backend() -> Backend:
     except RuntimeError:
         pass
     else:
-        return Backend("asyncio", loop.create_future, loop.time)
+        # BaseEventLoop.time() is time.monotonic(): call that directly (a Python call
+        # less per deadline); a loop with a clock of its own (uvloop) keeps it.
+        clock = time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
+        return Backend("asyncio", loop.create_future, clock)
     if "trio" in sys.modules:
         import trio
 
@@ -60,12 +64,34 @@ def current_backend() -> Backend:
         except RuntimeError:
             pass
         else:
+            _bind_trio()
             return Backend("trio", TrioFuture, trio.current_time)
     raise DispatchError("no asyncio or trio event loop is running in this thread")
 
 
+class _Trio:
+    """trio's low-level functions, looked up once (``import trio`` is not free per call)."""
+
+    current_task: Callable[[], Any]
+    reschedule: Callable[[Any], None]
+    wait_task_rescheduled: Callable[[Callable[[Any], Any]], Any]
+    abort_succeeded: Any
+
+
+def _bind_trio() -> None:
+    import trio
+
+    _Trio.current_task = trio.lowlevel.current_task
+    _Trio.reschedule = trio.lowlevel.reschedule
+    _Trio.wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
+    _Trio.abort_succeeded = trio.lowlevel.Abort.SUCCEEDED
+
+
 class TrioFuture:
-    """A one-shot future for trio: one task awaits it, anyone in the loop thread settles it."""
+    """A one-shot future for trio: one task awaits it, anyone in the loop thread settles it.
+
+    Built only once `current_backend` found trio running (which binds `_Trio`).
+    """
 
     __slots__ = ("_cancelled", "_error", "_has_result", "_result", "_task")
 
@@ -91,23 +117,18 @@ class TrioFuture:
     def _wake(self) -> None:
         task = self._task
         if task is not None:
-            import trio
-
             self._task = None
-            trio.lowlevel.reschedule(task)
+            _Trio.reschedule(task)
+
+    def _abort(self, _: Any) -> Any:
+        self._task = None
+        self._cancelled = True
+        return _Trio.abort_succeeded
 
     def __await__(self) -> Generator[Any, Any, Any]:
         if not self.done():
-            import trio
-
-            self._task = trio.lowlevel.current_task()
-
-            def abort(_: Any) -> trio.lowlevel.Abort:
-                self._task = None
-                self._cancelled = True
-                return trio.lowlevel.Abort.SUCCEEDED
-
-            yield from trio.lowlevel.wait_task_rescheduled(abort).__await__()
+            self._task = _Trio.current_task()
+            yield from _Trio.wait_task_rescheduled(self._abort).__await__()
         if self._error is not None:
             raise self._error
         return self._result

@@ -589,11 +589,15 @@ class MessageDispatcher:
     def _require_running(self) -> Backend:
         backend = self._backend
         if backend is None or self._closing:
-            raise DispatcherNotRunningError(
-                "the dispatcher is not running: use `async with dispatcher:` (or"
-                " dispatcher.in_thread()) before send(), request(), gather() or reply()"
-            )
+            raise self._not_running()
         return backend
+
+    @staticmethod
+    def _not_running() -> DispatcherNotRunningError:
+        return DispatcherNotRunningError(
+            "the dispatcher is not running: use `async with dispatcher:` (or"
+            " dispatcher.in_thread()) before send(), request(), gather() or reply()"
+        )
 
     # ------------------------------------------------------------------ asynchronous sends
 
@@ -646,9 +650,7 @@ class MessageDispatcher:
                     full = isinstance(exc, OutboxFullError)
                     code = OutboxFullError.code if full else UndeliverableError.code
                     self._replies.route_response(
-                        response_to(
-                            message, None, process=process, error=format_error(code, str(exc))
-                        )
+                        response_to(message, None, None, process, format_error(code, str(exc)))
                     )
 
     async def send(self, message: Message, *, reply_timeout: float | None = None) -> None:
@@ -755,7 +757,21 @@ class MessageDispatcher:
 
         Cancelling the caller stops the wait; a reply arriving afterwards is dropped.
         """
-        return await self._await_replies(REQUEST, message, timeout)  # type: ignore[no-any-return]
+        waiting = self._submit(REQUEST, message, timeout)
+        if isinstance(waiting, Message):
+            if self._inline_streak >= _INLINE_STREAK:
+                # Answers computed inline never suspend; let other tasks run now and then.
+                self._inline_streak = 0
+                await anyio.lowlevel.checkpoint()
+            return waiting
+        # Awaited here, not in a helper coroutine: one frame less on every resumption.
+        future = waiting.future
+        assert future is not None
+        try:
+            return await future  # type: ignore[no-any-return]
+        finally:
+            if waiting.live:  # cancelled while waiting
+                self._replies.abandon(waiting)
 
     async def gather(self, message: Message, *, timeout: float | None = None) -> list[Message]:
         """Send a message (usually to a group) and return every reply that arrives in time.
@@ -775,10 +791,21 @@ class MessageDispatcher:
             InvalidMessageError, MessageTooLargeError, DispatcherNotRunningError,
                 DispatchError, ValueError, TypeError: as `request`.
         """
-        return await self._await_replies(GATHER, message, timeout)  # type: ignore[no-any-return]
+        waiting = self._submit(GATHER, message, timeout)
+        assert isinstance(waiting, Pending)
+        assert waiting.future is not None
+        try:
+            return await waiting.future  # type: ignore[no-any-return]
+        finally:
+            if waiting.live:  # cancelled while waiting
+                self._replies.abandon(waiting)
 
-    async def _await_replies(self, kind: int, message: Message, timeout: float | None) -> Any:
-        backend = self._require_running()
+    def _submit(self, kind: int, message: Message, timeout: float | None) -> Message | Pending:
+        """Send a message whose sender waits: return its answer if computed inline, or
+        the `Pending` entry whose future the caller awaits."""
+        backend = self._backend
+        if backend is None or self._closing:
+            raise self._not_running()
         _check_timeout(timeout, "timeout")
         message.response_required = True
         self._stamp(message)
@@ -796,25 +823,15 @@ class MessageDispatcher:
             answer = scheduler.answer_inline(message)
             if answer.__class__ is Message:
                 self._inline_streak += 1
-                if self._inline_streak >= _INLINE_STREAK:
-                    # Answers computed inline never suspend; let other tasks run now and then.
-                    self._inline_streak = 0
-                    await anyio.lowlevel.checkpoint()
                 return answer
-        future = backend.new_future()
-        pending = Pending(kind, message, future)
+        pending = Pending(kind, message, backend.new_future())
         pending.outstanding = 1 if message.group is None else len(remote)
         self._replies.wait_for(pending, backend, self.reply_timeout if timeout is None else timeout)
         if local and answer is not DEFERRED:
             scheduler.enqueue(message)
         if remote:
             self._transmit(message, frame, remote)
-        try:
-            return await future
-        finally:
-            if pending.live:  # cancelled while waiting
-                self._replies.finish(pending)
-                self._replies.expired.add(message_id)
+        return pending
 
     async def reply(self, message: Message, content: Any = None) -> None:
         """Answer a message whose handler returned `DEFERRED` (or that sat on a queue).

@@ -371,9 +371,7 @@ class Mesh:
                 PeerLostError.code, f"process {process!r} is gone ({reason}) before answering"
             )
             for _ in range(count):
-                replies.route_response(
-                    response_to(pending.message, None, process=process, error=error)
-                )
+                replies.route_response(response_to(pending.message, None, None, process, error))
 
     def _frame(self, process: ListenerId, frame: bytes) -> None:
         peer = self.peers.get(process)
@@ -429,7 +427,7 @@ class Mesh:
             owed.pop(message_id, None)
             error = format_error(UndeliverableError.code, f"no subscribers in process {process!r}")
             replies.route_response(
-                response_to(pending.message, pending.message.content, process=process, error=error)
+                response_to(pending.message, pending.message.content, None, process, error)
             )
             return
         pending.outstanding += copies - 1

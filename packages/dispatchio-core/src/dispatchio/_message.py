@@ -287,25 +287,30 @@ def check_message(message: Message) -> None:
 def response_to(
     message: Message,
     content: Any,
-    *,
+    source: ListenerId | None,
     process: ListenerId | None,
-    source: ListenerId | None = None,
-    error: str | None = None,
+    error: str | None,
 ) -> Message:
-    """The response (or returned letter) answering ``message``: its type and ID, back to
-    its source listener, sent from ``process``.
+    """The response (or returned letter) answering ``message``: its type and ID, from
+    ``source`` (None for a letter the dispatcher returns) in ``process``, back to its
+    source listener.
 
-    The one place a response is built, except the two hot paths of the scheduler
-    (`Scheduler.respond`, `Scheduler.answer_inline`), which build theirs inline: a
-    call costs about 30 ns, a tenth of a message.
+    The one place a response is built, hot paths included. Positional arguments and no
+    ``__init__``: this costs about half of ``Message(..., is_response=True, ...)``.
     """
-    return Message(
-        message.type,
-        content,
-        id=message.id,
-        source=source,
-        destination=message.source,
-        process=process,
-        is_response=True,
-        error=error,
-    )
+    response: Message = _new_object(Message)
+    response.type = message.type
+    response.content = content
+    response.id = message.id
+    response.source = source
+    response.destination = message.source
+    response.group = None
+    response.process = process
+    response.response_required = False
+    response.is_response = True
+    response.blocking = False
+    response.error = error
+    return response
+
+
+_new_object: Final = object.__new__

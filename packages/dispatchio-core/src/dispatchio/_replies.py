@@ -11,7 +11,6 @@ the queue like any message); the mesh and the dispatcher call it too.
 
 from __future__ import annotations
 
-import collections
 import heapq
 import itertools
 import math
@@ -88,7 +87,8 @@ def is_decline(response: Message) -> bool:
 class TimerHeap:
     """Deadlines of pending messages in one heap, served by one task.
 
-    Finished entries are left in place and skipped when they reach the top; the heap is
+    A finished entry at the top is removed at once (with the finished ones behind it);
+    others are left in place and skipped when they reach the top, and the heap is
     rebuilt without them once they are more than half of it, so memory stays bounded
     by twice the number of live timers.
     """
@@ -116,9 +116,18 @@ class TimerHeap:
 
     def discard(self, pending: Pending) -> None:
         """Note that a pending entry finished before its deadline."""
+        heap = self._heap
+        if heap and heap[0][2] is pending:
+            # The usual case (replies come in the order of their deadlines): drop it now,
+            # with any finished entries behind it, so the heap stays small.
+            heapq.heappop(heap)
+            while heap and not heap[0][2].live:
+                heapq.heappop(heap)
+                self._dead -= 1
+            return
         self._dead += 1
-        if self._dead > 256 and self._dead * 2 > len(self._heap):
-            self._heap = [entry for entry in self._heap if entry[2].live]
+        if self._dead > 256 and self._dead * 2 > len(heap):
+            self._heap = [entry for entry in heap if entry[2].live]
             heapq.heapify(self._heap)
             self._dead = 0
 
@@ -146,26 +155,23 @@ class TimerHeap:
 class Expired:
     """IDs of messages whose wait ended, kept for a while so late replies can be dropped.
 
-    A set for lookups and a deque for first-in-first-out eviction: evicting the oldest
-    key of a dict with ``next(iter(d))`` would rescan every slot deleted before it.
+    Between ``limit / 2`` and ``limit`` of the newest IDs are kept, in one dict (insertion
+    ordered). When it passes ``limit`` it is rebuilt with the newest half: rebuilding,
+    not deleting the oldest keys one by one, because ``next(iter(d))`` after deletions
+    rescans every deleted slot before it. One dict store per ID, no deque.
     """
 
-    __slots__ = ("_ids", "_limit", "_order")
+    __slots__ = ("_ids", "_limit")
 
     def __init__(self, limit: int = 65536) -> None:
-        self._ids: set[ListenerId] = set()
-        self._order: collections.deque[ListenerId] = collections.deque()
+        self._ids: dict[ListenerId, None] = {}
         self._limit = limit
 
     def add(self, message_id: ListenerId) -> None:
         ids = self._ids
-        if message_id in ids:
-            return
-        ids.add(message_id)
-        order = self._order
-        order.append(message_id)
-        if len(order) > self._limit:
-            ids.discard(order.popleft())
+        ids[message_id] = None  # an ID already here keeps its place
+        if len(ids) > self._limit:
+            self._ids = dict.fromkeys(itertools.islice(ids, len(ids) - self._limit // 2, None))
 
     def __contains__(self, message_id: object) -> bool:
         return message_id in self._ids
@@ -274,6 +280,11 @@ class Replies:
         else:
             self.stats.dropped_replies += 1
 
+    def abandon(self, pending: Pending) -> None:
+        """The sender stopped waiting (cancelled): a reply arriving later is late."""
+        self.finish(pending)
+        self.expired.add(pending.message.id)  # type: ignore[arg-type]
+
     def finish(self, pending: Pending) -> None:
         """Stop waiting: forget the pending entry and kill its timer."""
         if not pending.live:
@@ -316,8 +327,9 @@ class Replies:
             response_to(
                 message,
                 message.content,
-                process=self.process_id,
-                error=format_error(UndeliverableError.code, str(error)),
+                None,
+                self.process_id,
+                format_error(UndeliverableError.code, str(error)),
             )
         )
 
@@ -348,7 +360,7 @@ class Replies:
             f"no reply to {message.type!r} from {message.destination or message.group!r}"
             f" within {pending.timeout:g} s",
         )
-        response = response_to(message, None, process=self.process_id, error=error)
+        response = response_to(message, None, None, self.process_id, error)
         if pending.kind == LETTER:
             self.deliver_letter(response)
         else:

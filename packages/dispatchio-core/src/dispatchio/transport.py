@@ -11,8 +11,8 @@ How the project's transports map onto it:
 * TCP (``dispatchio-tcp``, ``tcp://host:port``): peer-to-peer streams; the transport
   does a handshake carrying the `PeerHello`, optional TLS and shared-secret
   authentication, length-prefixed frames, reconnection and a bounded outbox per peer.
-* HTTP (``dispatchio-http``, ``http://host:port/prefix``): one aiohttp server per
-  process; batches of frames travel as POST bodies, each side posting to the other.
+* HTTP (``dispatchio-http``, ``http://host:port/prefix``): an aiohttp server per listen
+  URL; one WebSocket per pair of processes carries batches of frames both ways.
 * Kafka (``dispatchio-kafka``, ``kafka://host:port/namespace``): no direct links; an
   inbox topic per process, membership through a members topic, so `peer_up` means "seen
   there" and `Transport.connect` only names the broker.

@@ -11,11 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from dispatchio_http._options import HttpOptions
-    from dispatchio_http._transport import HttpTransport
+    from dispatchio_http._transport import HttpsTransport, HttpTransport
 
-__all__ = ["HttpOptions", "HttpTransport"]
+__all__ = ["HttpOptions", "HttpTransport", "HttpsTransport"]
 
-_WHERE = {"HttpOptions": "dispatchio_http._options", "HttpTransport": "dispatchio_http._transport"}
+_WHERE = {
+    "HttpOptions": "dispatchio_http._options",
+    "HttpTransport": "dispatchio_http._transport",
+    "HttpsTransport": "dispatchio_http._transport",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ssl
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from dispatchio.transport import TransportOptions
 
@@ -55,11 +55,22 @@ class HttpOptions(TransportOptions):
     )
     ssl_context: ssl.SSLContext | None = Field(
         default=None,
-        description="TLS for the server, and for dialing too unless ssl_client_context is set.",
+        description=(
+            "TLS for https:// listen URLs (required there), and for dialing https:// peers"
+            " too unless ssl_client_context is set."
+        ),
     )
     ssl_client_context: ssl.SSLContext | None = Field(
         default=None,
-        description="TLS for connections this process dials (default: ssl_context).",
+        description=(
+            "TLS for dialing https:// peers (default: ssl_context if it can dial, else the"
+            " system's trusted CAs)."
+        ),
+    )
+    handshake_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds a dial has to connect and finish the peer handshake.",
     )
     reconnect_min: float = Field(
         default=0.05, gt=0, description="First delay, in seconds, before dialing a peer again."
@@ -67,6 +78,14 @@ class HttpOptions(TransportOptions):
     reconnect_max: float = Field(
         default=2.0, gt=0, description="Longest delay, in seconds, between two dial attempts."
     )
+
+    @field_validator("token")
+    @classmethod
+    def _printable(cls, token: str | None) -> str | None:
+        # It goes in a header: visible ASCII only (RFC 6750's token charset is narrower).
+        if token is not None and not all("!" <= char <= "~" for char in token):
+            raise ValueError("the token may hold only visible ASCII characters, no spaces")
+        return token
 
     @property
     def body_limit(self) -> int:
@@ -77,4 +96,17 @@ class HttpOptions(TransportOptions):
     def _check(self) -> HttpOptions:
         if self.reconnect_max < self.reconnect_min:
             raise ValueError("reconnect_max must not be below reconnect_min")
+        server, client = self.ssl_context, self.ssl_client_context
+        if server is not None and server.protocol == ssl.PROTOCOL_TLS_CLIENT:
+            raise ValueError(
+                "ssl_context is a client-only context (PROTOCOL_TLS_CLIENT);"
+                " set it as ssl_client_context"
+            )
+        if client is not None and client.protocol == ssl.PROTOCOL_TLS_SERVER:
+            raise ValueError("ssl_client_context is a server-only context (PROTOCOL_TLS_SERVER)")
+        for origin in self.cors_origins:
+            if origin == "*" or "://" not in origin or origin.endswith("/"):
+                raise ValueError(
+                    f"cors_origins entry {origin!r} must be an origin like https://app.example"
+                )
         return self

@@ -12,6 +12,6 @@ from dispatchio.hookspecs import RegisterTransport
 
 @dispatchio.hookimpl
 def dispatchio_register_transports(register: RegisterTransport) -> None:
-    """Register `HttpTransport` for ``http://`` and ``https://`` URLs."""
+    """Register `HttpTransport` for ``http://`` URLs and `HttpsTransport` for ``https://``."""
     register("http", "dispatchio_http._transport:HttpTransport")
-    register("https", "dispatchio_http._transport:HttpTransport")
+    register("https", "dispatchio_http._transport:HttpsTransport")
