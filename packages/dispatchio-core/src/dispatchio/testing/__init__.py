@@ -15,6 +15,8 @@ A transport's test module subclasses `TransportConformance`, gives it one fixtur
         async def send_hostile_input(self, url: str) -> None:
             ...  # random bytes, a bad handshake, an oversized frame, in my wire format
 
+`FaultProxy` puts latency, bandwidth limits, blackholes and resets between processes.
+
 This package needs pytest and anyio's pytest plugin; ``import dispatchio`` never imports it.
 """
 
