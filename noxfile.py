@@ -60,7 +60,8 @@ PACKAGES: dict[str, Package] = {
 
 
 # Test folders that span packages: tests/<name>/ runs against core plus the packages
-# named here (their test_deps too). The fault tests run once per transport installed.
+# named here (and what their tests need), without those packages' own test_deps. The
+# fault tests run once per transport in tests/faults/_harness.py's CASES.
 SUITES: dict[str, tuple[str, ...]] = {
     "faults": ("tcp",),
 }
@@ -80,10 +81,9 @@ def requirements(short: str) -> list[str]:
     return folders
 
 
-def suite_test_deps(short: str) -> list[str]:
-    """Extra requirements of one package's or suite's tests."""
-    names = SUITES.get(short, (short,))
-    return [dep for name in names for dep in PACKAGES[name].test_deps]
+def test_deps_of(short: str) -> tuple[str, ...]:
+    """Extra requirements of one package's tests (none for a suite)."""
+    return () if short in SUITES else PACKAGES[short].test_deps
 
 
 def group(*names: str) -> tuple[str, ...]:
@@ -95,7 +95,7 @@ def group(*names: str) -> tuple[str, ...]:
 @nox.parametrize("package", [*PACKAGES, *SUITES], ids=[*PACKAGES, *SUITES])
 def tests(session: nox.Session, package: str) -> None:
     """Run one package's (or cross-package suite's) tests against non-editable installs."""
-    session.install(*requirements(package), *group("test"), *suite_test_deps(package))
+    session.install(*requirements(package), *group("test"), *test_deps_of(package))
     session.run("pytest", f"tests/{package}", *session.posargs)
 
 

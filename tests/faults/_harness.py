@@ -36,20 +36,23 @@ class TransportCase:
     test process's first bound URL; ``dialer_listen`` is what the dialing node listens
     on (nothing for TCP, so no link can go around the proxy).
 
-    Adding a transport: one entry in `CASES`. HTTP needs a proxy in front of each
-    side's server (both sides post to each other); Kafka puts the proxy between the
-    dialing process and the broker, with ``listen`` a fresh ``kafka://`` namespace.
+    Adding a transport: one entry in `CASES` (and its package in the noxfile's
+    ``SUITES["faults"]``). HTTP (one WebSocket per pair, like TCP) runs every test
+    with the entry below; Kafka puts the proxy between the dialing process and the
+    broker, with ``listen`` a fresh ``kafka://`` namespace.
     """
 
     name: str
     listen: str
     options: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     dialer_listen: tuple[str, ...] = ()
+    backends: tuple[str, ...] = ("asyncio", "trio")
+    """The anyio backends the transport runs on (HTTP: asyncio only, as aiohttp)."""
 
 
 CASES: dict[str, TransportCase] = {
     "tcp": TransportCase("tcp", "tcp://127.0.0.1:0"),
-    # "http": TransportCase("http", "http://127.0.0.1:0/dispatchio", ...),
+    # "http": TransportCase("http", "http://127.0.0.1:0", backends=("asyncio",)),
     # "kafka": TransportCase("kafka", "kafka://127.0.0.1:<broker>/t-<uuid>", ...),
 }
 

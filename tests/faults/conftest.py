@@ -24,9 +24,26 @@ _FIGURES_PATH: list[Path] = []
 Figures = Callable[..., None]
 
 
-@pytest.fixture(params=list(CASES))
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # A test taking ``transport`` runs once per transport in `CASES` and backend it runs
+    # on. As a mark, added first: a parametrize mark takes precedence over the params of
+    # the ``anyio_backend`` fixture (pytest's own hook applies it right after this one).
+    if "transport" in metafunc.fixturenames:
+        pairs = [(backend, name) for name, case in CASES.items() for backend in case.backends]
+        metafunc.definition.add_marker(
+            pytest.mark.parametrize(
+                ("anyio_backend", "transport"),
+                pairs,
+                ids=[f"{backend}-{name}" for backend, name in pairs],
+                indirect=True,
+            )
+        )
+
+
+@pytest.fixture
 def transport(request: pytest.FixtureRequest) -> TransportCase:
-    """Each fault test runs once per transport in `CASES`."""
+    """The transport under test (parametrised by `pytest_generate_tests`)."""
     return CASES[str(request.param)]
 
 

