@@ -289,7 +289,8 @@ class Soak:
         self.seq = dict.fromkeys(self.others, 0)
         self.gseq = 0
         self.in_flight = 0
-        self.rr: set[Any] = set()
+        self.requests: dict[int, tuple[str, float]] = {}  # in flight: to, when sent
+        self.rr: dict[Any, tuple[str, float]] = {}  # waiting letters: to, when sent
         self.idle = anyio.Event()
         self.stopping = anyio.Event()
         self.done = anyio.Event()
@@ -321,7 +322,7 @@ class Soak:
         code = None if message.error is None else message.error.partition(":")[0]
         self.write("back", message.id, code, message.content)
         if message.id in self.rr:
-            self.rr.discard(message.id)
+            del self.rr[message.id]
             self._check_idle()
 
     def _check_idle(self) -> None:
@@ -371,7 +372,7 @@ class Soak:
         except DispatchError as exc:
             self.write("sent_err", "rr", target, message.id, type(exc).__name__)
         else:
-            self.rr.add(message.id)
+            self.rr[message.id] = (target, time.monotonic())
             self.write("rr", message.id, target)
         if k % 5 == 0:
             content = {"from": me, "inc": inc, "seq": self.gseq}
@@ -387,6 +388,7 @@ class Soak:
         content = {"from": self.me, "n": n}
         message = Message("req", content, source=f"src-{self.me}", destination=f"echo-{target}")
         start = time.monotonic()
+        self.requests[n] = (target, start)
         try:
             reply = await self.dispatcher.request(message, timeout=self.timeout)
         except DispatchError as exc:
@@ -395,6 +397,7 @@ class Soak:
             outcome, matches = "ok", reply.content == content
         elapsed = round(time.monotonic() - start, 4)
         self.write("req", message.id, target, n, outcome, elapsed, matches)
+        del self.requests[n]
         self.in_flight -= 1
         self._check_idle()
 
@@ -408,9 +411,20 @@ class Soak:
         self._check_idle()
         with anyio.move_on_after(drain_timeout):
             await self.idle.wait()
+        now = time.monotonic()
+        left: dict[str, Any] = {
+            "unresolved_rr": [
+                f"{mid} to {to}, {now - when:.1f} s ago" for mid, (to, when) in self.rr.items()
+            ],
+            "in_flight": [
+                f"to {to}, {now - when:.1f} s ago" for to, when in self.requests.values()
+            ],
+        }
+        if self.rr or self.requests:
+            left["counts"] = self.dispatcher.debug_counts()
         self.done.set()
         self.out.flush()
-        return {"unresolved_rr": sorted(map(str, self.rr)), "in_flight": self.in_flight}
+        return left
 
     def close(self) -> None:
         self.out.flush()

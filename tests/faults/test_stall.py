@@ -22,8 +22,11 @@ from tests.faults.test_blackhole import transport_kw
 
 pytestmark = pytest.mark.anyio
 
-INTERVAL = 0.2
-STALL = 0.8  # more than INTERVAL x 3, the test process's bound
+INTERVAL, TOLERANCE = 0.2, 5  # the test process's bound: 1 s
+STALL = 1.3  # more than that bound
+#: The peer's heartbeats: frequent, so that only a peer itself starved of the CPU for
+#: the whole bound (1 s) could make its silence real, and a bound it never reaches.
+PEER_INTERVAL, PEER_TOLERANCE = 0.05, 400
 #: Stalls in a row. Which task runs first when the stall ends may be left to chance
 #: (trio randomises the order of a batch), so one stall could pass by luck.
 STALLS = 6
@@ -36,7 +39,7 @@ async def test_a_stalled_process_does_not_declare_its_healthy_peer_dead(
         "a",
         listen=[transport.listen],
         heartbeat_interval=INTERVAL,
-        heartbeat_tolerance=3,
+        heartbeat_tolerance=TOLERANCE,
         **transport_kw(transport),
     )
     outcome: list[str] = []
@@ -55,8 +58,8 @@ async def test_a_stalled_process_does_not_declare_its_healthy_peer_dead(
                 "b",
                 listen=list(transport.dialer_listen),
                 connect=list(a.listen_urls),
-                heartbeat_interval=INTERVAL,
-                heartbeat_tolerance=int(10 * STALL / INTERVAL),  # b does not give up on a
+                heartbeat_interval=PEER_INTERVAL,
+                heartbeat_tolerance=PEER_TOLERANCE,
                 transport_options=transport_kw(transport).get("transport_options"),
             )
             await b.call("add", listener="hold-b", behaviour="hold")
