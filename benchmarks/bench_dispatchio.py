@@ -142,7 +142,8 @@ async def requests(callback: Callable[[Message], Any] = _echo) -> AsyncIterator[
     """A running dispatcher; yields a loop of sequential ``await d.request(...)``.
 
     With the default sync callback the dispatcher may answer inline (no task switch);
-    pass ``_async_echo`` (see `queued_requests`) to measure the queued path.
+    ``_async_echo`` (see `async_requests`) is answered inline too; `queued_requests`
+    measures the queued path.
     """
     from dispatchio import Message
 
@@ -162,9 +163,37 @@ async def requests(callback: Callable[[Message], Any] = _echo) -> AsyncIterator[
         yield loop
 
 
-def queued_requests() -> contextlib.AbstractAsyncContextManager[AsyncLoopFn]:
-    """`requests` to an ``async def`` callback rule: the message goes through the queue."""
+def async_requests() -> contextlib.AbstractAsyncContextManager[AsyncLoopFn]:
+    """`requests` to an ``async def`` callback rule with no ``await``: it cannot suspend,
+    so the dispatcher runs it to its end inline, like a plain callback."""
     return requests(_async_echo)
+
+
+@contextlib.asynccontextmanager
+async def queued_requests() -> AsyncIterator[AsyncLoopFn]:
+    """Sequential ``await d.request(...)`` to the same ``async def`` callback, each behind
+    a letter queued just before it (to a sync callback rule of another listener), so the
+    request takes the queue: the leader runs the letter, then the request's handler.
+    Each timed operation is one ``send`` plus one ``request``."""
+    from dispatchio import Message
+
+    d = _dispatcher()
+    d.register(_listener("target", _async_echo))
+    d.register(_listener("sink"))
+    async with d:
+        reply = await d.request(Message("ping", 7, destination="target"), timeout=5.0)
+        if reply.content != 7:
+            raise RuntimeError(f"unexpected reply {reply!r}")
+
+        async def loop(n: int) -> None:
+            request = d.request
+            send = d.send
+            msg = Message
+            for i in range(n):
+                await send(msg("ping", i, destination="sink"))
+                await request(msg("ping", i, destination="target"), timeout=5.0)
+
+        yield loop
 
 
 # --------------------------------------------------------------------------- 4. many listeners

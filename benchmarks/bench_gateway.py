@@ -6,10 +6,12 @@ JSON POST at a time:
 
 * raw aiohttp: ``POST /echo`` whose handler parses the JSON body and answers JSON;
 * the gateway: ``POST /v1/messages?wait=5`` to a listener whose rule returns the
-  content, answered with the reply message as JSON.
+  content, answered with the reply message as JSON, served by the dispatcher's own
+  ``http://127.0.0.1:0`` listener (the HTTP transport, its guard in front).
 
 Target: the gateway's round trips/s at least 0.7x raw aiohttp's, measured in this run.
-``measure(cfg, log)`` returns the rows for ``run.py``; run alone:
+``measure(cfg, log)`` returns the rows for ``run.py`` (its HTTP section, after
+``bench_http``'s rows); run alone:
 ``python benchmarks/bench_gateway.py [--quick]``.
 """
 
@@ -33,6 +35,7 @@ from bench_tcp import Latency, _cpus, async_latency, pinned
 HERE = Path(__file__).resolve()
 NUMBER = 3000
 TARGET = 0.7
+G1 = "G1. gateway POST /v1/messages?wait=, 1 connection"
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,7 @@ def measure(cfg: Config, log: Callable[[str], None]) -> list[Row]:
     raw_cpu = None if math.isnan(cpu["raw"]) else cpu["raw"]
     return [
         Row(
-            "G1. gateway POST /v1/messages?wait=, 1 connection",
+            G1,
             rates["gateway"].median,
             "rt/s",
             "raw aiohttp JSON POST",
@@ -148,36 +151,34 @@ def measure(cfg: Config, log: Callable[[str], None]) -> list[Row]:
 
 
 async def _serve(kind: str) -> None:
-    from aiohttp import web
-
-    app = web.Application()
-    dispatcher = None
-    if kind == "raw":
-
-        async def echo(request: web.Request) -> web.Response:
-            data = await request.json()
-            return web.json_response({"content": data["content"]})
-
-        app.router.add_post("/echo", echo)
-    else:
-        from dispatchio import BasicMessageListener, MessageDispatcher
-        from dispatchio_http import HttpOptions
-        from dispatchio_http._gateway import install_gateway
-
-        dispatcher = MessageDispatcher("bench")
-        listener = BasicMessageListener("echo")
-        listener.add_rule(callback=lambda m: m.content)
-        dispatcher.register(listener)
-        install_gateway(app, prefix="", dispatcher=dispatcher, options=HttpOptions())
     async with contextlib.AsyncExitStack() as stack:
-        if dispatcher is not None:
+        if kind == "raw":
+            from aiohttp import web
+
+            async def echo(request: web.Request) -> web.Response:
+                data = await request.json()
+                return web.json_response({"content": data["content"]})
+
+            app = web.Application()
+            app.router.add_post("/echo", echo)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            stack.push_async_callback(runner.cleanup)
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            port = runner.addresses[0][1]
+        else:
+            from dispatchio import BasicMessageListener, MessageDispatcher
+
+            # The gateway as users get it: the HTTP transport's own listener, its guard
+            # and all, on a port of its choosing.
+            dispatcher = MessageDispatcher("bench", listen=["http://127.0.0.1:0"])
+            listener = BasicMessageListener("echo")
+            listener.add_rule(callback=lambda m: m.content)
+            dispatcher.register(listener)
             await stack.enter_async_context(dispatcher)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        print(runner.addresses[0][1], flush=True)
+            port = int(dispatcher.listen_urls[0].rsplit(":", 1)[1])
+        print(port, flush=True)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, sys.stdin.buffer.read)  # until the parent closes it
 

@@ -69,7 +69,7 @@ CHILD = Path(__file__).with_name("_http_child.py")
 
 H1 = "H1. request over HTTP, sequential rate, asyncio"
 H2 = "H2. one-way send over HTTP, asyncio, none lost"
-N_HTTP_TARGETS = 2
+N_HTTP_TARGETS = 3  # H1, H2 and bench_gateway's G1
 ONE_WAY_FLOOR = 50_000.0
 PEERS = {
     "aiohttp_p50": ("raw aiohttp JSON POST, keep-alive, p50", US, 256.0),
@@ -275,6 +275,7 @@ def section(
     cfg: Config, log: Callable[[str], None], *, have_core: bool, tcp_rows: list[Row]
 ) -> list[Row]:
     """The HTTP section of ``run.py``: print the peer and dispatchio tables, return rows."""
+    import importlib.util
     import time
 
     started = time.perf_counter()
@@ -291,5 +292,30 @@ def section(
         print(note)
     if rows:
         print(render_rows(rows))
+    if have_core and importlib.util.find_spec("dispatchio_http") is not None:
+        gateway_rows = _gateway_rows(cfg, log)
+        print()
+        print("The gateway beside raw aiohttp (both servers in child processes)")
+        print(render_rows(gateway_rows))
+        rows = [*rows, *gateway_rows]
     print(f"(HTTP section: {time.perf_counter() - started:.1f} s)")
     return rows
+
+
+def _gateway_rows(cfg: Config, log: Callable[[str], None]) -> list[Row]:
+    """bench_gateway's rows (G1 gated), or G1 as an error row when it fails."""
+    import bench_gateway
+
+    try:
+        return bench_gateway.measure(cfg, log)
+    except Exception as exc:  # a failed benchmark is reported as a row, the run goes on
+        return [
+            Row(
+                bench_gateway.G1,
+                None,
+                RTS,
+                kind="min",
+                target=bench_gateway.TARGET,
+                error=_text(exc),
+            )
+        ]

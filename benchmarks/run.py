@@ -1,6 +1,6 @@
 """Run the dispatchio benchmarks beside peer libraries measured in the same run.
 
-Usage: ``python benchmarks/run.py [--quick | --smoke] [--section core|tcp]``
+Usage: ``python benchmarks/run.py [--quick | --smoke] [--section core|tcp|http|kafka]``
 (``nox -s bench`` runs it; ``--smoke`` only checks that every benchmark runs, its
 figures mean nothing).
 
@@ -195,6 +195,7 @@ def per_recipient(stats: Stats) -> Stats:
 L1 = "1. Message + send_sync, callback rule"
 L2 = "2. group send_sync to 1,000 subscribers"
 L3 = "3. request round trips, asyncio"
+L3C = "3c. request to async-def rule without await (inline), asyncio"
 L4 = "4. send_sync, 100k listeners vs 10"
 L5 = "5. send_sync, unimplemented-hook plugin"
 N_TARGETS = 5
@@ -298,6 +299,9 @@ def measure_dispatchio(cfg: Config, table: PeerTable) -> list[Row]:
                 "dio": async_sampler(
                     portal, stack.enter_context(portal.wrap_async_context_manager(
                         core.requests())), n_dio),
+                "async": async_sampler(
+                    portal, stack.enter_context(portal.wrap_async_context_manager(
+                        core.async_requests())), n_dio),
                 "queued": async_sampler(
                     portal, stack.enter_context(portal.wrap_async_context_manager(
                         core.queued_requests())), n_queued),
@@ -320,12 +324,17 @@ def measure_dispatchio(cfg: Config, table: PeerTable) -> list[Row]:
             beside("3b. (same, beside anyio)", stats, "dio", "anyio", label("anyio"), "rt/s"),
             beside("3b. (same, beside Thespian)", stats, "dio", "thespian", label("thespian"),
                    "rt/s"),
-            beside("3c. request to async-def rule (queued), asyncio", stats, "queued",
-                   "asyncio_raw", raw, "rt/s"),
+            beside(L3C, stats, "async", "asyncio_raw", raw, "rt/s", ("min", 0.8)),
+            beside("3f. letter + request to async-def rule behind it (queued), asyncio",
+                   stats, "queued", "asyncio_raw", raw, "rt/s"),
         ]  # fmt: skip
 
     # 3d, 3e: the same on trio, interleaved with raw asyncio (in its own loop)
-    trio_labels = ("3d. request round trips, trio", "3e. request to async-def rule (queued), trio")
+    trio_labels = (
+        "3d. request round trips, trio",
+        "3e. request to async-def rule without await (inline), trio",
+        "3g. letter + request to async-def rule behind it (queued), trio",
+    )
 
     def three_trio() -> list[Row]:
         if not have_trio:
@@ -338,6 +347,9 @@ def measure_dispatchio(cfg: Config, table: PeerTable) -> list[Row]:
                 "dio": async_sampler(
                     trio, stack.enter_context(trio.wrap_async_context_manager(core.requests())),
                     n_dio),
+                "async": async_sampler(
+                    trio, stack.enter_context(trio.wrap_async_context_manager(
+                        core.async_requests())), n_dio),
                 "queued": async_sampler(
                     trio, stack.enter_context(trio.wrap_async_context_manager(
                         core.queued_requests())), n_queued),
@@ -352,7 +364,8 @@ def measure_dispatchio(cfg: Config, table: PeerTable) -> list[Row]:
             stats = interleave(samplers, cfg)
         return [
             beside(trio_labels[0], stats, "dio", "asyncio_raw", raw, "rt/s"),
-            beside(trio_labels[1], stats, "queued", "asyncio_raw", raw, "rt/s"),
+            beside(trio_labels[1], stats, "async", "asyncio_raw", raw, "rt/s"),
+            beside(trio_labels[2], stats, "queued", "asyncio_raw", raw, "rt/s"),
         ]
 
     # 4. 100k listeners vs 10 listeners, interleaved; memory per listener
@@ -397,8 +410,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--section",
-        choices=["core", "tcp", "http"],
-        help="only the in-process, the TCP or the HTTP section",
+        choices=["core", "tcp", "http", "kafka"],
+        help="only the in-process, the TCP, the HTTP or the Kafka section",
     )
     args = parser.parse_args(argv)
     cfg = Config.smoke() if args.smoke else Config.quick() if args.quick else Config()
@@ -430,6 +443,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         import bench_http
 
         http_rows = bench_http.section(cfg, _log, have_core=have_core, tcp_rows=tcp_rows)
+    if args.section in (None, "kafka"):
+        import bench_kafka  # its own section: a broker, dispatchio-kafka and raw kafka-python
+
+        bench_kafka.report(repeats=max(1, cfg.repeats // 2), scale=cfg.async_scale, log=_log)
 
     # Every gated benchmark counts, including those that errored out.
     gated = [r for r in rows + tcp_rows + http_rows if r.gated]

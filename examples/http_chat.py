@@ -1,38 +1,46 @@
 """A browser page talks with a Python listener through the HTTP gateway.
 
-The program runs one dispatcher and one aiohttp server on 127.0.0.1 that serves
+The program runs two servers on 127.0.0.1:
 
-* ``/``: the chat page (``http_chat.html``, plain HTML with ``fetch`` and ``EventSource``),
-* ``/api/v1/...``: the gateway, and ``/api/``: the gateway's status page.
+* the dispatcher's own HTTP transport, ``listen=["http://127.0.0.1:<gateway port>/api"]``:
+  the gateway under ``/api/v1/`` and the status page at ``/api/``, exactly what any
+  ``http://`` listener serves;
+* a small aiohttp app on another port that serves only the chat page
+  (``http_chat.html``, plain HTML with ``fetch`` and ``EventSource``).
 
-The page opens an event stream as listener ``"browser"``, so it appears in the
-dispatcher's directory like any Python listener. The Python listener ``"bot"`` waits for
-it, then *requests* it (``dispatcher.request``, the same call as for a Python listener):
-the question shows up on the page, and the answer typed there is the reply, which the
-program prints (``REPLY <content>``). The page can also send to the bot with
+The page and the gateway are on different origins, so the transport is told to answer
+CORS for the page's origin (``cors_origins``); a page from any other origin is refused.
+
+The page opens an event stream as listener ``"browser"``, so it appears in the directory
+like any Python listener. The Python listener ``"bot"`` waits for it, then *requests* it
+(``dispatcher.request``, the same call as for a Python listener): the question shows up
+on the page, and the answer typed there is the reply, which the program prints
+(``REPLY <content>``). The page can also send to the bot with
 ``POST /api/v1/messages?wait=5`` and show the bot's answer.
 
 Needs ``dispatchio-http``. Run::
 
-    python examples/http_chat.py [--port 8080]
+    python examples/http_chat.py [--port 8080] [--gateway-port 8081]
 
-and open the printed URL in a browser.
+and open the printed CHAT URL in a browser.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import html
+import socket
 from pathlib import Path
 
 import anyio
 from aiohttp import web
 
 from dispatchio import BasicMessageListener, DispatchError, Message, MessageDispatcher
-from dispatchio_http import HttpOptions
-from dispatchio_http._gateway import install_gateway
 
 PAGE = Path(__file__).with_name("http_chat.html")
+#: Where the page's ``<meta name="gateway">`` says the gateway's API is.
+PLACEHOLDER = 'content="GATEWAY"'
 
 
 def make_bot() -> BasicMessageListener:
@@ -45,7 +53,8 @@ def make_bot() -> BasicMessageListener:
 async def ask_the_browser(dispatcher: MessageDispatcher) -> None:
     """Each time a page connects as "browser", ask it a question and print the answer."""
     while True:
-        # Polled: without a transport, wait_for_listener does not see local registrations.
+        # Polled: wait_for_listener wakes on remote directory changes, and the page's
+        # stream registers "browser" in this very process.
         while "browser" not in dispatcher.listeners:
             await anyio.sleep(0.1)
         question = Message("question", "What is your name?", destination="browser", source="bot")
@@ -59,34 +68,49 @@ async def ask_the_browser(dispatcher: MessageDispatcher) -> None:
             await anyio.sleep(0.2)
 
 
-async def page(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(PAGE)
+def page_app(api: str) -> web.Application:
+    """The app that serves the chat page, told where the gateway's API is."""
+    body = PAGE.read_text(encoding="utf-8").replace(
+        PLACEHOLDER, f'content="{html.escape(api, quote=True)}"'
+    )
 
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text=body, content_type="text/html")
 
-async def main(host: str, port: int) -> None:
-    dispatcher = MessageDispatcher("chat-server")
-    dispatcher.register(make_bot())
     app = web.Application()
     app.router.add_get("/", page)
+    return app
+
+
+async def main(host: str, port: int, gateway_port: int) -> None:
+    # The page's socket is bound first: its origin must be known to the transport.
+    page_sock = socket.create_server((host, port))
+    page_origin = f"http://{host}:{page_sock.getsockname()[1]}"
+    dispatcher = MessageDispatcher(
+        "chat-server",
+        listen=[f"http://{host}:{gateway_port}/api"],
+        transport_options={"http": {"cors_origins": [page_origin]}},
+    )
+    dispatcher.register(make_bot())
     async with dispatcher:
-        install_gateway(app, prefix="/api", dispatcher=dispatcher, options=HttpOptions())
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        (gateway,) = dispatcher.listen_urls
+        runner = web.AppRunner(page_app(f"{gateway}/v1/"), access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, host, port)
-            await site.start()
-            bound_host, bound_port = runner.addresses[0][:2]
-            print(f"CHAT http://{bound_host}:{bound_port}/", flush=True)
-            print(f"STATUS http://{bound_host}:{bound_port}/api/", flush=True)
+            await web.SockSite(runner, page_sock).start()
+            print(f"CHAT {page_origin}/", flush=True)
+            print(f"STATUS {gateway}/", flush=True)
             await ask_the_browser(dispatcher)
         finally:
             await runner.cleanup()
+            page_sock.close()
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    parser.add_argument("--port", type=int, default=8080, help="the page's; 0 picks a free one")
+    parser.add_argument("--gateway-port", type=int, default=8081, help="0 picks a free one")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        anyio.run(main, args.host, args.port)
+        anyio.run(main, args.host, args.port, args.gateway_port)

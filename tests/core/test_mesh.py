@@ -239,6 +239,29 @@ async def test_unregister_is_seen_by_other_processes() -> None:
                 await a.request(Message("ping", destination="bob"))
 
 
+@pytest.mark.anyio
+async def test_remote_requests_to_async_callbacks_with_and_without_await_are_answered() -> None:
+    async def at_once(message: Message) -> str:
+        return f"now:{message.content}"
+
+    async def later(message: Message) -> str:
+        await anyio.sleep(0)
+        return f"later:{message.content}"
+
+    with anyio.fail_after(5):
+        async with mesh(2) as (a, b):
+            target = BasicMessageListener("bob")
+            target.add_rule(type="now", callback=at_once)
+            target.add_rule(type="later", callback=later)
+            b.register(target)
+            await a.wait_for_listener("bob", timeout=5)
+            replies = [
+                (await a.request(Message(kind, i, destination="bob"))).content
+                for i, kind in enumerate(["now", "later", "now", "later"])
+            ]
+    assert replies == ["now:0", "later:1", "now:2", "later:3"]
+
+
 # ---------------------------------------------------------------- waiting, and what it says
 
 
@@ -280,6 +303,42 @@ async def test_wait_for_listener_without_a_transport_says_only_local_listeners_c
         async with dispatcher:
             with pytest.raises(TimeoutError, match=r"no transport .* only its own listeners count"):
                 await dispatcher.wait_for_listener("greeter", timeout=0.05)
+
+
+@pytest.mark.anyio
+async def test_waits_without_a_transport_end_when_a_local_listener_arrives(
+    dispatcher: MessageDispatcher,
+) -> None:
+    # The waits' timeouts outlast the test's bound: only the registration can end them.
+    done: list[str] = []
+
+    async def wait_listener() -> None:
+        await dispatcher.wait_for_listener("late", timeout=60)
+        done.append("listener")
+
+    async def wait_group() -> None:
+        await dispatcher.wait_for_subscribers("g", 2, timeout=60)
+        done.append("group")
+
+    with anyio.fail_after(5):
+        async with dispatcher, anyio.create_task_group() as tg:
+            tg.start_soon(wait_listener)
+            tg.start_soon(wait_group)
+            await anyio.wait_all_tasks_blocked()
+            echo(dispatcher, "late", "g")
+            await anyio.wait_all_tasks_blocked()
+            assert done == ["listener"]  # one subscriber of two: still waiting
+            echo(dispatcher, "other", "g")
+    assert done == ["listener", "group"]
+
+
+@pytest.mark.anyio
+async def test_waits_with_a_transport_end_when_a_local_listener_arrives() -> None:
+    with anyio.fail_after(5):
+        async with mesh(1) as (a,), anyio.create_task_group() as tg:
+            tg.start_soon(lambda: a.wait_for_listener("late", timeout=60))
+            await anyio.wait_all_tasks_blocked()
+            echo(a, "late")
 
 
 @pytest.mark.anyio

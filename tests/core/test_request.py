@@ -597,3 +597,182 @@ async def test_raising_where_predicate_fails_an_inline_request_as_handler_error(
             await dispatcher.request(Message("warm", destination="x"))  # leader now parked
             with pytest.raises(HandlerError, match="ZeroDivisionError: predicate"):
                 await dispatcher.request(Message("boom", destination="x"))
+
+
+# ------------------------------------------------------------------ async def handlers inline
+# An ``async def`` callback whose code has no ``await`` cannot suspend, so a request to it
+# is run to its end in the requesting task, like a plain callback. One that can suspend
+# takes the queue: it must run in one task from start to end (cancel scopes and trio's
+# parking belong to a task), and so keeps exactly the leader's order of handling.
+
+
+def task_id() -> int:
+    return anyio.get_current_task().id
+
+
+async def task_of(message: Message) -> Any:
+    return task_id()
+
+
+async def fail_at_once(message: Message) -> Any:
+    raise ValueError(f"bad {message.content}")
+
+
+@pytest.mark.anyio
+async def test_request_to_async_callback_without_await_runs_in_the_requesting_task(
+    dispatcher: MessageDispatcher,
+) -> None:
+    listener(dispatcher, "x", callback=task_of)
+    with anyio.fail_after(5):
+        async with dispatcher:
+            first = await dispatcher.request(Message("warm", destination="x"))
+            second = await dispatcher.request(Message("again", destination="x"))
+    assert first.content != task_id()  # the first request finds the leader not yet parked
+    assert second.content == task_id()
+    assert second.is_response
+    assert second.source == "x"
+
+
+@pytest.mark.anyio
+async def test_request_to_async_callback_that_awaits_runs_in_one_task_of_its_own(
+    dispatcher: MessageDispatcher,
+) -> None:
+    async def scoped(message: Message) -> Any:
+        before = task_id()
+        with anyio.fail_after(5):  # a cancel scope open across the await
+            await anyio.sleep(0)
+        return before, task_id()
+
+    listener(dispatcher, "x", type="warm", callback=echo)
+    dispatcher.listeners["x"].add_rule(type="scoped", callback=scoped)  # type: ignore[attr-defined]
+    with anyio.fail_after(5):
+        async with dispatcher:
+            await dispatcher.request(Message("warm", destination="x"))  # leader now parked
+            reply = await dispatcher.request(Message("scoped", destination="x"))
+    before, after = reply.content
+    assert before == after != task_id()
+
+
+@pytest.mark.anyio
+async def test_suspended_async_handler_lets_a_later_request_to_its_listener_run_first(
+    dispatcher: MessageDispatcher,
+) -> None:
+    log: list[str] = []
+    started, release = anyio.Event(), anyio.Event()
+
+    async def slow(message: Message) -> Any:
+        log.append("slow start")
+        started.set()
+        await release.wait()
+        log.append("slow end")
+        return "slow"
+
+    async def fast(message: Message) -> Any:
+        log.append("fast")
+        return "fast"
+
+    target = listener(dispatcher, "x", type="slow", callback=slow)
+    target.add_rule(type="fast", callback=fast)
+    replies: list[Any] = []
+
+    async def request_slow() -> None:
+        replies.append((await dispatcher.request(Message("slow", destination="x"))).content)
+
+    with anyio.fail_after(5):
+        async with dispatcher, anyio.create_task_group() as tg:
+            tg.start_soon(request_slow)
+            await started.wait()
+            replies.append((await dispatcher.request(Message("fast", destination="x"))).content)
+            release.set()
+    # As on the queued path: a handler that awaits never stalls later messages.
+    assert log == ["slow start", "fast", "slow end"]
+    assert replies == ["fast", "slow"]
+
+
+@pytest.mark.anyio
+async def test_request_behind_a_queued_message_waits_its_turn_even_without_await(
+    dispatcher: MessageDispatcher,
+) -> None:
+    log: list[Any] = []
+
+    async def record(message: Message) -> Any:
+        log.append((message.type, task_id()))
+        return message.type
+
+    listener(dispatcher, "x", callback=record)
+    with anyio.fail_after(5):
+        async with dispatcher:
+            await dispatcher.request(Message("warm", destination="x"))  # leader now parked
+            await dispatcher.send(Message("letter", destination="x"))
+            reply = await dispatcher.request(Message("request", destination="x"))
+    assert reply.content == "request"
+    assert [kind for kind, _ in log] == ["warm", "letter", "request"]
+    assert log[2][1] != task_id()  # run by the leader, after the letter
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("callback", [fail_at_once, async_fail], ids=["before", "after"])
+async def test_async_callback_raising_before_or_after_suspending_raises_handler_error(
+    dispatcher: MessageDispatcher, callback: Callable[[Message], Any]
+) -> None:
+    listener(dispatcher, "x", type="warm", callback=echo)
+    dispatcher.listeners["x"].add_rule(type="boom", callback=callback)  # type: ignore[attr-defined]
+    with anyio.fail_after(5):
+        async with dispatcher:
+            await dispatcher.request(Message("warm", destination="x"))  # leader now parked
+            with pytest.raises(HandlerError, match="ValueError: bad 1") as caught:
+                await dispatcher.request(Message("boom", 1, destination="x"))
+            still = await dispatcher.request(Message("warm", "alive", destination="x"))
+    assert isinstance(caught.value.__cause__, ValueError)
+    assert still.content == "alive"
+    assert dispatcher.stats.handler_errors == 1
+
+
+@pytest.mark.anyio
+async def test_blocking_request_to_async_callback_without_await_takes_the_queue(
+    dispatcher: MessageDispatcher,
+) -> None:
+    listener(dispatcher, "x", callback=task_of)
+    with anyio.fail_after(5):
+        async with dispatcher:
+            await dispatcher.request(Message("warm", destination="x"))  # leader now parked
+            reply = await dispatcher.request(Message("blocking", destination="x", blocking=True))
+            after = await dispatcher.request(Message("after", destination="x"))
+    assert reply.content != task_id()  # the leader ran it, holding "x" meanwhile
+    assert after.content == task_id()  # the hold is released: inline again
+
+
+@pytest.mark.anyio
+async def test_request_to_a_held_destination_waits_for_the_blocking_message(
+    dispatcher: MessageDispatcher,
+) -> None:
+    log: list[str] = []
+    started, release = anyio.Event(), anyio.Event()
+
+    async def hold(message: Message) -> Any:
+        log.append("blocking start")
+        started.set()
+        await release.wait()
+        log.append("blocking end")
+
+    async def quick(message: Message) -> Any:
+        log.append("quick")
+        return "quick"
+
+    target = listener(dispatcher, "x", type="hold", callback=hold)
+    target.add_rule(type="quick", callback=quick)
+    replies: list[Any] = []
+
+    async def request_quick() -> None:
+        replies.append((await dispatcher.request(Message("quick", destination="x"))).content)
+
+    with anyio.fail_after(5):
+        async with dispatcher, anyio.create_task_group() as tg:
+            await dispatcher.send(Message("hold", destination="x", blocking=True))
+            await started.wait()
+            tg.start_soon(request_quick)
+            await anyio.wait_all_tasks_blocked()
+            assert log == ["blocking start"]  # the request waits behind the hold
+            release.set()
+    assert log == ["blocking start", "blocking end", "quick"]
+    assert replies == ["quick"]

@@ -7,7 +7,7 @@ import pytest
 
 from dispatchio import MessageDispatcher, PluginManager, TransportConfigError, hookimpl
 from dispatchio.hookspecs import RegisterTransport
-from dispatchio.transport import resolve_transport
+from dispatchio.transport import describe_error, resolve_transport
 from tests.core._memory_transport import MemoryTransport
 
 
@@ -72,3 +72,32 @@ async def test_starting_a_dispatcher_with_an_unknown_scheme_raises_transport_con
 def test_listen_takes_a_list_of_urls_not_a_string(with_memory: PluginManager) -> None:
     with pytest.raises(TypeError, match="list of URLs"):
         MessageDispatcher("p", listen="tcp://127.0.0.1:0", plugins=with_memory)
+
+
+class _Group(Exception):
+    """Shaped like an exception group (``ExceptionGroup`` is not a builtin on 3.10)."""
+
+    def __init__(self, *exceptions: BaseException) -> None:
+        super().__init__("multiple connection attempts failed")
+        self.exceptions = exceptions
+
+
+def _raised_from(cause: BaseException) -> OSError:
+    try:
+        raise OSError("All connection attempts failed") from cause
+    except OSError as exc:
+        return exc
+
+
+def test_describe_error_shows_the_errors_a_summary_was_raised_from() -> None:
+    refused = ConnectionRefusedError(111, "Connection refused")
+    assert describe_error(_raised_from(refused)) == (
+        "OSError: All connection attempts failed"
+        " (ConnectionRefusedError: [Errno 111] Connection refused)"
+    )
+    group = _Group(refused, TimeoutError())
+    assert describe_error(_raised_from(group)) == (
+        "OSError: All connection attempts failed"
+        " (ConnectionRefusedError: [Errno 111] Connection refused; TimeoutError)"
+    )
+    assert describe_error(ValueError()) == "ValueError"

@@ -1,40 +1,23 @@
 """A real aiohttp server carrying the gateway, for the gateway's tests.
 
-Until the HTTP transport serves the gateway itself, the tests mount `install_gateway` on
-an application of their own, behind a small middleware that does what the transport's
-does for the gateway: the bearer token (every route but /v1/health).
+`serve_gateway` builds the application exactly as the HTTP transport does for one listen
+URL (`dispatchio_http._server.build_app`: the transport's guard with its token, origin,
+CORS and body-cap checks in front; `dispatchio_http._server.start`: the header timeout),
+minus the peer route, so the gateway tests run what users run. It takes an already
+running dispatcher, so one dispatcher can be served on several URLs with different
+options; tests of the transport serving its own gateway are in test_http_gateway_seam.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from aiohttp import web
-
 from dispatchio import MessageDispatcher
-from dispatchio_http._auth import authorized
+from dispatchio_http import _server
 from dispatchio_http._gateway import install_gateway
 from dispatchio_http._options import HttpOptions
-from dispatchio_http._problems import problem_response
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _auth_middleware(token: str | None) -> Any:
-    @web.middleware
-    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.endswith("/v1/health") and not authorized(request, token):
-            return problem_response(
-                401,
-                "unauthorized",
-                "send Authorization: Bearer <token>",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        return await handler(request)
-
-    return auth
 
 
 @asynccontextmanager
@@ -42,7 +25,6 @@ async def serve_gateway(
     dispatcher: MessageDispatcher,
     *,
     prefix: str = "",
-    extra_routes: list[web.RouteDef] | None = None,
     **options: Any,
 ) -> AsyncIterator[str]:
     """Serve the gateway of ``dispatcher`` on 127.0.0.1 (a free port); yield its base URL.
@@ -50,19 +32,18 @@ async def serve_gateway(
     The base URL includes ``prefix``; the gateway's routes are under ``<base>/v1/``.
     """
     opts = HttpOptions(**options)
-    app = web.Application(middlewares=[_auth_middleware(opts.token)])
+    app = _server.build_app(prefix, opts)
     install_gateway(app, prefix=prefix, dispatcher=dispatcher, options=opts)
-    if extra_routes:
-        app.add_routes(extra_routes)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
+    sock = _server.bind("127.0.0.1", 0)
     try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        yield f"http://{host}:{port}{prefix}"
+        runner = await _server.start(app, sock, opts, tls=False)
+        try:
+            host, port = sock.getsockname()[:2]
+            yield f"http://{host}:{port}{prefix}"
+        finally:
+            await runner.cleanup()
     finally:
-        await runner.cleanup()
+        sock.close()
 
 
 class SseEvent:

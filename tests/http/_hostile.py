@@ -130,15 +130,23 @@ async def cut_off_body(url: str, path: str) -> tuple[int, bytes]:
 async def slowloris(url: str) -> tuple[int, bytes]:
     """Headers that never end: a few bytes, then a header line now and then, forever."""
     async with await connect(url) as stream:
-        await stream.send(_head("GET", prefix(url) + "/v1/health"))
-        try:
-            while True:
-                await stream.send(b"X-Slow: %d\r\n" % random.randrange(10**6))
-                with anyio.move_on_after(0.2):
-                    data = await stream.receive()
-                    return (int(data[9:12]) if data.startswith(b"HTTP/1.1 ") else 0), data
-        except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError):
-            return 0, b""
+        return await trickle(stream, _head("GET", prefix(url) + "/v1/health"))
+
+
+async def trickle(stream: anyio.abc.SocketStream, start: bytes) -> tuple[int, bytes]:
+    """Send ``start``, then a header line every 0.2 s, never ending the head.
+
+    Returns the status of an answer (0 and nothing once the server closes without one).
+    """
+    await stream.send(start)
+    try:
+        while True:
+            await stream.send(b"X-Slow: %d\r\n" % random.randrange(10**6))
+            with anyio.move_on_after(0.2):
+                data = await stream.receive()
+                return (int(data[9:12]) if data.startswith(b"HTTP/1.1 ") else 0), data
+    except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError):
+        return 0, b""
 
 
 def _ws_key() -> str:

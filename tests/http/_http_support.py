@@ -29,6 +29,7 @@ class Recorder:
         self.downs: list[tuple[ListenerId, str]] = []
         self.frames: dict[ListenerId, list[bytes]] = {}
         self.up: dict[ListenerId, PeerHello] = {}
+        self.dial_errors: list[tuple[str, str]] = []
         self._changed = anyio.Event()
 
     @property
@@ -51,6 +52,10 @@ class Recorder:
 
     def frame_received(self, process: ListenerId, frame: bytes) -> None:
         self.frames.setdefault(process, []).append(bytes(frame))
+        self._notify()
+
+    def dial_failed(self, url: str, error: str) -> None:
+        self.dial_errors.append((url, error))
         self._notify()
 
     async def wait(self, condition: Callable[[], bool]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -38,6 +39,11 @@ def chromium() -> str:
     return path
 
 
+def origin(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 class Lines:
     """The example's stdout, line by line."""
 
@@ -60,7 +66,7 @@ class Lines:
 @pytest.fixture
 async def chat() -> AsyncIterator[tuple[anyio.abc.Process, Lines]]:
     process = await anyio.open_process(
-        [sys.executable, str(EXAMPLES / "http_chat.py"), "--port", "0"],
+        [sys.executable, str(EXAMPLES / "http_chat.py"), "--port", "0", "--gateway-port", "0"],
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
@@ -82,6 +88,9 @@ async def test_page_answers_a_python_request_and_the_status_page_shows_it(
     with anyio.fail_after(PROMPT):
         page_url = await lines.expect("CHAT ")
         status_url = await lines.expect("STATUS ")
+        # The page and the gateway (the dispatcher's own http:// listener) are on two
+        # origins: the page's fetch and EventSource calls pass the transport's CORS guard.
+        assert origin(page_url) != origin(status_url)
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(
                 executable_path=executable, args=["--no-sandbox", "--disable-gpu"]

@@ -269,6 +269,44 @@ async def test_chunked_body_over_the_cap_gets_a_readable_413(
     assert status == 202
 
 
+@pytest.mark.parametrize("framing", ["Content-Length: 200\r\n", "Transfer-Encoding: chunked\r\n"])
+async def test_a_body_trickled_after_its_headers_is_408_after_body_timeout_and_delays_no_one(
+    dispatcher: MessageDispatcher, client: aiohttp.ClientSession, framing: str
+) -> None:
+    timeout = 0.5
+    async with serve_gateway(dispatcher, body_timeout=timeout) as base:
+        stream, _ = await anyio_connect(base)
+        head = (
+            "POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"{framing}\r\n"
+        )
+        first = b'{"type": "x"' if framing.startswith("Content") else b'c\r\n{"type": "x"\r\n'
+        answered = anyio.Event()
+        answer: list[bytes] = []
+
+        async def slow() -> None:
+            await stream.send(head.encode() + first)  # then nothing more
+            answer.append(await _read_response(stream))
+            answered.set()
+
+        with anyio.fail_after(PROMPT):
+            start = anyio.current_time()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(slow)
+                for n in range(10):  # others are served while the slow body is awaited
+                    body = {"type": "x", "destination": "echo", "content": n}
+                    assert (await _post(client, f"{base}/v1/messages?wait=2", body))[0] == 200
+                await answered.wait()
+            elapsed = anyio.current_time() - start
+            closed = await _read_response(stream)  # the server closed the connection after it
+        await stream.aclose()
+    (data,) = answer
+    assert data.startswith(b"HTTP/1.1 408")
+    assert b"body_timeout" in data
+    assert closed == b""
+    assert elapsed >= timeout
+
+
 async def anyio_connect(base: str) -> tuple[Any, Any]:
     from urllib.parse import urlsplit
 
@@ -637,6 +675,12 @@ async def test_status_page_shows_process_listeners_and_counters_escaped(
     assert "&lt;script&gt;x" in page
     assert "<script>x" not in page
     assert "http://" not in page.replace("http://127.0.0.1", "")  # nothing from elsewhere
+    # Readable without JavaScript frameworks: one inline script, nothing loaded by URL.
+    assert page.count("<script") == 1
+    assert "<script>" in page
+    assert " src=" not in page
+    assert "<link" not in page
+    assert "@import" not in page
 
 
 async def test_group_only_stream_gets_a_generated_listener_id(

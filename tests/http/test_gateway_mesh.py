@@ -1,7 +1,7 @@
 """The gateway in a mesh: its stream listeners seen and used by another OS process.
 
-The other process is the conformance suite's child, connected over TCP (the mesh is the
-same whatever transport carries it).
+The other process is the conformance suite's child, linked over ``http://``; the gateway
+is the one this process's own ``http://`` listener serves, as users get it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 
 from dispatchio.testing._peers import ChildError, Peers, open_peers
 
-from ._gateway_support import next_event, serve_gateway
+from ._gateway_support import next_event
 
 pytestmark = pytest.mark.anyio
 PROMPT = 10.0
@@ -31,7 +31,7 @@ def anyio_backend() -> str:
 @pytest.fixture
 async def peers(tmp_path: Path) -> AsyncIterator[Peers]:
     async with open_peers(
-        url="tcp://127.0.0.1:0",
+        url="http://127.0.0.1:0",
         transport_options={},
         backend="asyncio",
         directory=tmp_path,
@@ -47,9 +47,9 @@ async def test_python_process_requests_a_stream_listener_and_gets_its_reply(
 ) -> None:
     async with (
         peers.dispatcher("a") as a,
-        serve_gateway(a) as base,
         aiohttp.ClientSession() as http,
     ):
+        base = a.listen_urls[0]
         child = await peers.spawn("b")
         with anyio.fail_after(PROMPT):
             async with http.get(f"{base}/v1/events?listener=web") as stream:
@@ -81,9 +81,9 @@ async def test_python_process_requests_a_stream_listener_and_gets_its_reply(
 async def test_listener_id_taken_in_another_process_is_409(peers: Peers) -> None:
     async with (
         peers.dispatcher("a") as a,
-        serve_gateway(a) as base,
         aiohttp.ClientSession() as http,
     ):
+        base = a.listen_urls[0]
         child = await peers.spawn("b")
         await child.call("listener", listener="elsewhere", behaviour="echo")
         with anyio.fail_after(PROMPT):
@@ -97,15 +97,15 @@ async def test_listener_id_taken_in_another_process_is_409(peers: Peers) -> None
         remote = [p for p in directory["processes"] if not p["local"]]
         assert [p["process"] for p in remote] == ["b"]
         assert "elsewhere" in remote[0]["listeners"]
-        assert remote[0]["urls"][0].startswith("tcp://127.0.0.1:")
+        assert remote[0]["urls"][0].startswith("http://127.0.0.1:")
 
 
 async def test_request_to_a_process_that_dies_is_503_peer_lost(peers: Peers) -> None:
     async with (
         peers.dispatcher("a") as a,
-        serve_gateway(a) as base,
         aiohttp.ClientSession() as http,
     ):
+        base = a.listen_urls[0]
         child = await peers.spawn("b")
         await child.call("listener", listener="keeper", behaviour="defer")
         with anyio.fail_after(PROMPT):
@@ -124,3 +124,35 @@ async def test_request_to_a_process_that_dies_is_503_peer_lost(peers: Peers) -> 
         ((status, problem),) = result
         assert status == 503
         assert problem["type"].endswith("peer_lost")
+
+
+async def test_a_closed_stream_fails_the_request_it_owed_another_process_at_once(
+    peers: Peers,
+) -> None:
+    async with (
+        peers.dispatcher("a") as a,
+        aiohttp.ClientSession() as http,
+    ):
+        base = a.listen_urls[0]
+        child = await peers.spawn("b")
+        failure: list[ChildError] = []
+        failed = anyio.Event()
+        with anyio.fail_after(PROMPT):
+            async with anyio.create_task_group() as tg:
+                async with http.get(f"{base}/v1/events?listener=quitter") as stream:
+                    await next_event(stream)
+                    await child.call("wait_listener", listener="quitter")
+
+                    async def ask() -> None:
+                        message = {"type": "q", "destination": "quitter"}
+                        with pytest.raises(ChildError) as caught:
+                            await child.call("request", message=message, timeout=60)
+                        failure.append(caught.value)
+                        failed.set()
+
+                    tg.start_soon(ask)
+                    await next_event(stream)  # delivered, never answered: the client leaves
+                # b's request (60 s timeout) fails within the unregister bound, not a hang.
+                with anyio.fail_after(2.0):
+                    await failed.wait()
+        assert failure[0].type == "UndeliverableError"

@@ -7,6 +7,7 @@ that reads its body), some through aiohttp's client, the hostile ones over raw s
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,9 +18,10 @@ import anyio
 import pytest
 from aiohttp import web
 
+from dispatchio import MessageDispatcher
 from dispatchio_http import HttpOptions, _server
 from tests.http import _hostile
-from tests.http._http_support import Recorder, linked, running
+from tests.http._http_support import Recorder, linked, running, watching_logs
 
 pytestmark = pytest.mark.anyio
 
@@ -198,6 +200,24 @@ async def test_an_idle_connection_is_closed_after_the_header_timeout() -> None:
     assert elapsed >= 0.3
 
 
+async def test_a_keep_alive_connection_trickling_its_next_head_is_dropped_too() -> None:
+    timeout = 0.3
+    with anyio.fail_after(5):
+        async with (
+            echo_server(header_timeout=timeout) as url,
+            await _hostile.connect(url) as stream,
+        ):
+            await stream.send(
+                b"POST /p/echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n\r\nok"
+            )
+            first = await stream.receive()
+            start = anyio.current_time()
+            status, _ = await _hostile.trickle(stream, b"GET /p/v1/health HTTP/1.1\r\n")
+            elapsed = anyio.current_time() - start
+    assert first.startswith(b"HTTP/1.1 200")
+    assert (status, elapsed >= timeout) == (0, True)
+
+
 # --------------------------------------------------------------------- origins and CORS
 
 ALLOWED = "https://app.example"
@@ -316,3 +336,58 @@ async def test_the_gateway_off_means_its_routes_are_404_and_peers_still_link() -
             await linked(a, b)
     assert status == 404
     assert isinstance(a.handler, Recorder)
+
+
+# --------------------------------------------------------------------- the token in logs
+
+SECRET = "s3cret-Never-Logged-42"
+
+
+async def test_the_token_never_appears_in_any_log_record(caplog: pytest.LogCaptureFixture) -> None:
+    """Every path a token travels (header, query, peer dial, wrong tokens), logs at DEBUG."""
+    options = {"http": {"token": SECRET}}
+    wrong = {"http": {"token": SECRET + "-wrong"}}
+    caplog.set_level(logging.DEBUG)  # every logger, aiohttp's and asyncio's included
+    good = {"Authorization": f"Bearer {SECRET}"}
+    with anyio.fail_after(10):
+        server = MessageDispatcher(
+            "server", listen=["http://127.0.0.1:0"], transport_options=options
+        )
+        async with server, aiohttp.ClientSession() as http:
+            url = server.listen_urls[0]
+            async with MessageDispatcher(
+                "friend", connect=[url], transport_options=options
+            ) as friend:
+                await friend.wait_for_peer("server")
+            intruder = MessageDispatcher("intruder", connect=[url], transport_options=wrong)
+            async with watching_logs() as logs, intruder:
+                refusal = await logs.wait_for("token")  # the refused dial is logged
+            for headers, path in (
+                (good, "/v1/directory"),
+                ({"Authorization": f"Bearer {SECRET}x"}, "/v1/directory"),
+                ({}, f"/v1/directory?access_token={SECRET}"),
+                ({}, f"/v1/nowhere?access_token={SECRET}"),
+                ({}, f"/?access_token={SECRET}"),
+            ):
+                async with http.get(url + path, headers=headers) as response:
+                    await response.read()
+            async with http.get(f"{url}/v1/events?listener=web&access_token={SECRET}") as stream:
+                assert stream.status == 200
+                await stream.content.readline()
+            body = {"type": "t", "destination": "nobody"}
+            async with http.post(f"{url}/v1/messages?access_token={SECRET}", json=body) as r:
+                assert r.status == 401
+            async with http.post(f"{url}/v1/messages?wait=x", json=body, headers=good) as r:
+                assert r.status == 400
+            for malformed in (  # aiohttp's parse errors quote the bad line
+                f"GET /?access_token={SECRET} HTTP/1.1\r\nAuthorization Bearer {SECRET}\r\n\r\n",
+                f"GET /?access_token={SECRET} HTTP/9.Z\r\n\r\n",
+                f"G\x01T /?access_token={SECRET} HTTP/1.1\r\n\r\n",
+            ):
+                async with await _hostile.connect(url) as raw:
+                    await raw.send(malformed.encode())
+                    assert (await _hostile.status_of(raw))[0] == 400
+    assert refusal in caplog.text  # the capture holds the refusal (without the token)
+    leaked = [r for r in caplog.records if SECRET in r.getMessage() or SECRET in str(r.args)]
+    assert leaked == []
+    assert SECRET not in caplog.text

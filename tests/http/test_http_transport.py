@@ -365,3 +365,18 @@ async def test_logs_name_links_going_up_and_down() -> None:
     infos = logs.messages(logging.INFO)
     assert "link to process 'beta' is up" in infos
     assert any(text.startswith("link to process 'beta' is down") for text in infos)
+
+
+@pytest.mark.anyio
+async def test_each_failed_dial_is_reported_to_the_handler_with_its_error() -> None:
+    # A bound socket that never listens: every dial is refused while the test runs.
+    with socket.socket() as placeholder:
+        placeholder.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{placeholder.getsockname()[1]}"
+        with anyio.fail_after(5):
+            async with running("alpha", reconnect_min=0.01, reconnect_max=0.02) as a:
+                await a.transport.connect(url)
+                await a.handler.wait(lambda: len(a.handler.dial_errors) >= 2)
+    for dialed, error in a.handler.dial_errors:
+        assert dialed == url
+        assert "Connect call failed" in error or "refused" in error.lower()

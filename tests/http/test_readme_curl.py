@@ -23,8 +23,6 @@ from anyio.streams.text import TextReceiveStream
 
 from dispatchio import BasicMessageListener, MessageDispatcher
 
-from ._gateway_support import serve_gateway
-
 pytestmark = pytest.mark.anyio
 README = Path(__file__).resolve().parents[2] / "README.md"
 SHOWN_BASE = "http://127.0.0.1:8080"
@@ -128,12 +126,28 @@ class Running:
 
 @pytest.fixture
 async def server() -> AsyncIterator[str]:
+    """The README's server: the greeter on an ``http://`` listener (the transport's own)."""
     greeter = BasicMessageListener("greeter")
     greeter.add_rule(type="hello", callback=lambda m: f"hello, {m.content}!")
-    dispatcher = MessageDispatcher("server", listen=["tcp://127.0.0.1:0"])
+    dispatcher = MessageDispatcher("server", listen=["http://127.0.0.1:0"])
     dispatcher.register(greeter)
-    async with dispatcher, serve_gateway(dispatcher) as base:
-        yield base
+    async with dispatcher:
+        yield dispatcher.listen_urls[0]
+
+
+def test_every_curl_line_of_the_readme_is_a_step() -> None:
+    # Nothing outside the gateway section's console blocks escapes the test below.
+    shown = [
+        line
+        for line in README.read_text(encoding="utf-8").splitlines()
+        if re.match(r"\s*\$?\s*curl\s", line)
+    ]
+    assert [line.removeprefix("$ ") for line in shown] == [
+        step.command + (" &" if step.background else "") for step in gateway_steps()
+    ]
+    commands = " ".join(line for line in shown)
+    for shown_path in ("/v1/events?", "/v1/messages/<id>/reply", "/v1/directory", "?wait="):
+        assert shown_path in commands
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")

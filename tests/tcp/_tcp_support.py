@@ -40,6 +40,7 @@ class Recorder:
         self.downs: list[tuple[ListenerId, str]] = []
         self.frames: dict[ListenerId, list[bytes]] = {}
         self.up: dict[ListenerId, PeerHello] = {}
+        self.dial_errors: list[tuple[str, str]] = []
         self._changed = anyio.Event()
 
     @property
@@ -63,6 +64,10 @@ class Recorder:
 
     def frame_received(self, process: ListenerId, frame: bytes) -> None:
         self.frames.setdefault(process, []).append(bytes(frame))
+        self._notify()
+
+    def dial_failed(self, url: str, error: str) -> None:
+        self.dial_errors.append((url, error))
         self._notify()
 
     async def wait(self, condition: Callable[[], bool]) -> None:
@@ -181,10 +186,10 @@ class LogWatcher(logging.Handler):
     def messages(self, level: int = logging.WARNING) -> list[str]:
         return [r.getMessage() for r in self.records if r.levelno >= level]
 
-    async def wait_for(self, text: str) -> str:
-        """Return the first WARNING-or-worse message containing ``text``."""
+    async def wait_for(self, text: str, level: int = logging.WARNING) -> str:
+        """Return the first message of ``level`` or worse containing ``text``."""
         while True:
-            for message in self.messages():
+            for message in self.messages(level):
                 if text in message:
                     return message
             await self._changed.wait()

@@ -7,8 +7,10 @@ import tracemalloc
 import weakref
 
 import anyio
+import anyio.abc
 import pytest
 
+from dispatchio import MessageDispatcher
 from dispatchio_tcp._fastpath import RING_SIZE
 from tests.tcp._tcp_support import raw_connect, raw_handshake, running
 
@@ -97,3 +99,18 @@ async def test_disconnected_links_give_their_receive_buffers_back() -> None:
     finally:
         tracemalloc.stop()
     assert released >= count * RING_SIZE
+
+
+async def test_a_dispatcher_closes_the_socket_of_a_peer_that_went_silent() -> None:
+    dispatcher = MessageDispatcher(
+        "alpha",
+        listen=["tcp://127.0.0.1:0"],
+        heartbeat_interval=0.05,
+        heartbeat_tolerance=3,
+    )
+    with anyio.fail_after(5):
+        async with dispatcher, await raw_connect(dispatcher.listen_urls[0]) as stream:
+            await raw_handshake(stream, "zz-silent")  # then never says a word
+            await dispatcher.wait_for_peer("zz-silent", timeout=5)
+            await _closed_by_the_other_side(stream)  # declared gone after ~0.15 s
+            assert "zz-silent" not in dispatcher.peers

@@ -104,5 +104,7 @@ async def test_a_silent_peer_is_dropped_after_the_handshake_timeout() -> None:
     with anyio.fail_after(5):
         async with watching_logs() as logs, running("alpha", handshake_timeout=0.2) as receiver:
             async with await raw_connect(receiver.url):
-                await logs.wait_for("TimeoutError")
+                message = await logs.wait_for("did not finish its handshake")
             assert receiver.handler.ups == []
+    assert message.startswith("closed a connection from tcp://127.0.0.1:")
+    assert message.endswith(" that did not finish its handshake within 0.2 s")

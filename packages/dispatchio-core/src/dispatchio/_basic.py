@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import inspect
 import types
 from collections.abc import Awaitable, Callable, Mapping
@@ -50,6 +51,7 @@ class Rule:
         "content",
         "destination",
         "group",
+        "inline",
         "put",
         "source",
         "sync_call",
@@ -87,6 +89,12 @@ class Rule:
         # What send_sync calls: the callback itself when there is one, so the hot path is
         # one call.
         self.sync_call: Callable[[Message], Any] = self._sync_action()
+        # Whether the dispatcher may run the callback in the sender's task, ahead of the
+        # queue when nothing waits there: a plain callback, or an ``async def`` one that
+        # cannot suspend (its coroutine is then run to its end at once).
+        self.inline = action is Action.CALLBACK or (
+            action is Action.ASYNC_CALLBACK and _never_suspending(target)
+        )
 
     def _sync_action(self) -> Callable[[Message], Any]:
         action = self.action
@@ -173,6 +181,38 @@ def _lookup(obj: Any, path: list[str]) -> Any:
         if obj is _ABSENT:
             return _ABSENT
     return obj
+
+
+#: Code object -> whether a coroutine running it can never suspend (`never_suspends`).
+NEVER_SUSPENDS: Final[dict[types.CodeType, bool]] = {}
+
+
+def never_suspends(code: types.CodeType) -> bool:
+    """Whether a coroutine running ``code`` always finishes in its first step.
+
+    A coroutine suspends only at a yield opcode of its own code (every ``await``,
+    ``async for`` and ``async with`` compiles to one; nested functions have code objects
+    of their own), so one without any can be run to its end by whoever starts it, in
+    the sender's task. One that might suspend cannot be started there and finished
+    elsewhere: anyio's cancel scopes, trio's parking and ``asyncio.current_task`` belong
+    to the task that was current when they began. Cached per code object.
+    """
+    import dis  # not at import time: only the first coroutine of each code gets here
+
+    suspending = {dis.opmap[name] for name in ("YIELD_VALUE", "YIELD_FROM") if name in dis.opmap}
+    never = not any(ins.opcode in suspending for ins in dis.get_instructions(code))
+    NEVER_SUSPENDS[code] = never
+    return never
+
+
+def _never_suspending(target: Any) -> bool:
+    """Whether ``target``'s coroutines can never suspend, as far as its code can be found
+    (a function, a bound method, a `functools.partial` of one); False when it cannot."""
+    while isinstance(target, functools.partial):
+        target = target.func
+    target = getattr(target, "__func__", target)
+    code = getattr(target, "__code__", None)
+    return isinstance(code, types.CodeType) and never_suspends(code)
 
 
 def _is_async_callable(fn: Callable[..., Any]) -> bool:

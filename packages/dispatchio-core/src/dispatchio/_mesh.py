@@ -14,6 +14,15 @@ module decides what the frames mean, so every transport behaves the same:
   itself ends a peer (detector, GOODBYE) the transport closes its link
   (`Transport.disconnect`), so a paused process that resumes comes back through a new
   link. Every reply still owed by a dead peer comes back as ``peer_lost``.
+* Dormant peers: a peer whose transport stores frames for it while it is away (its
+  `PeerHello.durable_for` is above 0) is not forgotten when it stops answering: for
+  ``durable_for`` seconds its listeners stay in the directory, letters to them go to the
+  transport (which keeps them for its return), and what needs an answer now (a request,
+  a ``response_required`` letter) fails at once. A clean shutdown (GOODBYE) or a new
+  incarnation ends it at once; when it comes back (a new link, peer_up) it is up again.
+* Every link up asks the peer for its snapshot (SNAPSHOT_REQUEST) besides sending ours:
+  through a broker a newcomer's snapshot can arrive before its membership is known, and
+  would be lost.
 * Group sends go once per process; the receiver answers FANOUT with how many copies it
   made, so the sender's count of expected replies is exact even with a stale directory.
 """
@@ -25,7 +34,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 
@@ -53,6 +62,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("dispatchio.mesh")
 
+_MAX_ERROR_TEXT: Final = 300  # characters of a dial error kept for a timeout's message
+
 
 def id_order(value: ListenerId) -> tuple[bool, ListenerId]:
     """A sort key for IDs that may mix ints and strs: ints first, each kind in order."""
@@ -62,7 +73,16 @@ def id_order(value: ListenerId) -> tuple[bool, ListenerId]:
 class _Peer:
     """What this process knows of another one."""
 
-    __slots__ = ("groups", "hello", "last_heard", "last_sent", "listeners", "seq", "transport")
+    __slots__ = (
+        "groups",
+        "hello",
+        "last_heard",
+        "listeners",
+        "sent",
+        "seq",
+        "transport",
+        "until",
+    )
 
     def __init__(self, hello: PeerHello, transport: Transport, now: float) -> None:
         self.hello = hello
@@ -71,7 +91,11 @@ class _Peer:
         self.groups: dict[ListenerId, set[ListenerId]] = {}
         self.seq = -1  # the last directory sequence number applied
         self.last_heard = now
-        self.last_sent = now
+        # Whether a frame went to it since the detector's last tick (a flag, not a clock
+        # reading: forward() sets it on every message).
+        self.sent = False
+        #: While dormant: the clock time its directory entry expires.
+        self.until = 0.0
 
 
 class _TransportEvents:
@@ -97,6 +121,9 @@ class _TransportEvents:
 
     def frame_received(self, process: ListenerId, frame: bytes) -> None:
         self.mesh._frame(process, frame)
+
+    def dial_failed(self, url: str, error: str) -> None:
+        self.mesh.dial_errors[url] = error[:_MAX_ERROR_TEXT]
 
 
 class Mesh:
@@ -140,12 +167,18 @@ class Mesh:
         self.urls: tuple[str, ...] = ()
         self.transports: dict[str, Transport] = {}
         self.peers: dict[ListenerId, _Peer] = {}
+        #: Peers that stopped answering but whose letters their transport keeps (see
+        #: `PeerHello.durable_for`), until ``peer.until``.
+        self.dormant: dict[ListenerId, _Peer] = {}
         self.members: dict[ListenerId, tuple[int, tuple[str, ...]]] = {}
         self.remote_listener: dict[ListenerId, ListenerId] = {}
         self.remote_groups: dict[ListenerId, tuple[ListenerId, ...]] = {}
         # Replies still owed by each peer: process -> message id -> count.
         self.awaiting: dict[ListenerId, dict[ListenerId, int]] = {}
         self.seq = 0
+        # The last reason each dialed URL could not be reached, for wait_for_* timeouts.
+        self.dial_errors: dict[str, str] = {}
+        # Set (and replaced) whenever the directory changes, here or in a peer.
         self.changed = anyio.Event()
         # Liveness needs only a coarse monotonic clock; anyio.current_time() would ask
         # which event loop runs on every frame.
@@ -204,11 +237,17 @@ class Mesh:
         return lid in self.remote_listener
 
     def local_changed(self, op: str, lid: ListenerId, group: ListenerId | None) -> None:
-        """A local registration changed: tell every peer (``op``: a `Registry` change code)."""
+        """A local registration changed: tell every peer (``op``: a `Registry` change code)
+        and wake whoever waits for the directory (``wait_for_*`` count local listeners)."""
         self.seq += 1
         frame = _wire.encode(_wire.DELTA, self.seq, op, lid, group)
         for process in list(self.peers):
             self._send(process, frame, quiet=True)
+        self._wake()
+
+    def _wake(self) -> None:
+        self.changed.set()
+        self.changed = anyio.Event()
 
     def _snapshot(self) -> bytes:
         registry = self.registry
@@ -224,7 +263,8 @@ class Mesh:
     def _reindex(self) -> None:
         listeners: dict[ListenerId, ListenerId] = {}
         groups: dict[ListenerId, list[ListenerId]] = {}
-        for process, peer in self.peers.items():
+        # Live peers first: a listener ID a live peer has wins over a dormant one's.
+        for process, peer in (*self.peers.items(), *self.dormant.items()):
             for lid in peer.listeners:
                 listeners.setdefault(lid, process)
             for group, members in peer.groups.items():
@@ -232,8 +272,7 @@ class Mesh:
                     groups.setdefault(group, []).append(process)
         self.remote_listener = listeners
         self.remote_groups = {g: tuple(ps) for g, ps in groups.items()}
-        self.changed.set()
-        self.changed = anyio.Event()
+        self._wake()
 
     def peer_entries(self) -> list[dict[str, Any]]:
         """The directory entry of every connected peer (see `MessageDispatcher.directory`)."""
@@ -259,7 +298,10 @@ class Mesh:
         return entries
 
     def remote_subscriber_count(self, group: ListenerId) -> int:
-        return sum(len(peer.groups.get(group, ())) for peer in self.peers.values())
+        return sum(
+            len(peer.groups.get(group, ()))
+            for peer in (*self.peers.values(), *self.dormant.values())
+        )
 
     # ------------------------------------------------------------------ sending
 
@@ -283,13 +325,23 @@ class Mesh:
 
         Raises:
             OutboxFullError: the link to that process is full.
-            TransportError: no link to that process any more.
+            TransportError: no link to that process any more, or it is dormant and the
+                message awaits an answer (nobody can give one in time).
         """
         peer = self.peers.get(process)
         if peer is None:
-            raise TransportError(f"process {process!r} is not connected")
+            peer = self.dormant.get(process)
+            if peer is None:
+                raise TransportError(f"process {process!r} is not connected")
+            if message.response_required:
+                raise TransportError(
+                    f"process {process!r} stopped answering {self.clock() - peer.last_heard:.1f}"
+                    " s ago; letters to it are kept for its return, but nobody can answer now"
+                )
+            peer.transport.send(process, frame)  # kept for its return: no answer owed
+            return
         peer.transport.send(process, frame)
-        peer.last_sent = self.clock()
+        peer.sent = True
         if message.response_required and message.id in self.replies.pending:
             owed = self.awaiting.setdefault(process, {})
             owed[message.id] = owed.get(message.id, 0) + 1
@@ -305,7 +357,7 @@ class Mesh:
             self.stats.dropped_replies += 1
 
     def _send(self, process: ListenerId, frame: bytes, *, quiet: bool = False) -> bool:
-        peer = self.peers.get(process)
+        peer = self.peers.get(process) or self.dormant.get(process)
         if peer is None:
             return False
         try:
@@ -314,7 +366,7 @@ class Mesh:
             if not quiet:
                 logger.warning("could not send to process %r: %s", process, exc)
             return False
-        peer.last_sent = self.clock()
+        peer.sent = True
         return True
 
     # ------------------------------------------------------------------ transport events
@@ -327,13 +379,22 @@ class Mesh:
         old = self.peers.get(process)
         if old is not None:
             if old.hello.incarnation == hello.incarnation:
+                old.hello = hello
                 old.transport = transport
-                self._send(process, self._snapshot())
+                self._greet(process)
                 return
-            self._peer_dead(process, "it restarted")
-        self.peers[process] = _Peer(hello, transport, self.clock())
+            self._peer_dead(process, "it restarted", clean=True)
+        peer = _Peer(hello, transport, self.clock())
+        asleep = self.dormant.pop(process, None)
+        if asleep is not None:
+            # Back: its old directory serves until its snapshot arrives (seq -1 makes
+            # any delta before it ask for one).
+            peer.listeners, peer.groups = asleep.listeners, asleep.groups
+            if asleep.hello.incarnation == hello.incarnation:
+                peer.seq = asleep.seq
+        self.peers[process] = peer
         self.members[process] = (hello.incarnation, hello.urls)
-        self._send(process, self._snapshot())
+        self._greet(process)
         # Gossip: everyone else learns of the newcomer (and dials it if they must).
         news = _wire.encode(_wire.MEMBERS, _wire.members_field({process: self.members[process]}))
         for other in list(self.peers):
@@ -341,25 +402,45 @@ class Mesh:
                 self._send(other, news, quiet=True)
         self._reindex()
 
-    def _declare_dead(self, process: ListenerId, reason: str) -> None:
+    def _greet(self, process: ListenerId) -> None:
+        """A link is up: send our directory and ask for the peer's."""
+        self._send(process, self._snapshot())
+        self._send(process, _wire.SNAPSHOT_REQUEST_FRAME)
+
+    def _declare_dead(self, process: ListenerId, reason: str, *, clean: bool = False) -> None:
         """End a peer whose link the transport may still hold, and have the link closed.
 
         Without the disconnect a peer that was only paused (SIGSTOP) would come back on
         the old link, whose frames `_frame` ignores, and never be served again; closed,
         it comes back through a new link, a handshake and peer_up, as after a restart.
         Not for a link the transport reported down, nor for a restart: there the
-        transport holds the new link already.
+        transport holds the new link already. A durable peer goes dormant all the same
+        (``clean``: it said goodbye, and is forgotten at once).
         """
         peer = self.peers.get(process)
-        self._peer_dead(process, reason)
+        self._peer_dead(process, reason, clean=clean)
         if peer is not None:
             peer.transport.disconnect(process, reason)
 
-    def _peer_dead(self, process: ListenerId, reason: str) -> None:
+    def _peer_dead(self, process: ListenerId, reason: str, *, clean: bool = False) -> None:
+        """``process`` stopped: fail what it owes; keep it dormant unless ``clean``."""
         peer = self.peers.pop(process, None)
         if peer is None:
+            if clean and self.dormant.pop(process, None) is not None:
+                self._reindex()
             return
-        logger.info("process %r is gone: %s", process, reason)
+        durable_for = peer.hello.durable_for
+        if durable_for > 0 and not clean:
+            peer.until = self.clock() + durable_for
+            self.dormant[process] = peer
+            logger.info(
+                "process %r stopped answering (%s); its listeners are kept %g s",
+                process,
+                reason,
+                durable_for,
+            )
+        else:
+            logger.info("process %r is gone: %s", process, reason)
         self._reindex()
         owed = self.awaiting.pop(process, {})
         replies = self.replies
@@ -395,7 +476,9 @@ class Mesh:
                 self._learn_members(fields[1])
             elif kind == _wire.GOODBYE:
                 self._declare_dead(
-                    process, f"it said goodbye ({fields[1] if len(fields) > 1 else ''})"
+                    process,
+                    f"it said goodbye ({fields[1] if len(fields) > 1 else ''})",
+                    clean=True,
                 )
         except (_wire.WireError, IndexError, TypeError, ValueError) as exc:
             logger.warning("dropped a bad frame from process %r: %s", process, exc)
@@ -503,5 +586,13 @@ class Mesh:
             for process, peer in list(self.peers.items()):
                 if now - peer.last_heard > limit:
                     self._declare_dead(process, f"no frame for {limit:g} s")
-                elif now - peer.last_sent >= interval / 2:
+                elif not peer.sent:  # nothing went to it for a tick (interval / 2)
                     self._send(process, _wire.HEARTBEAT_FRAME, quiet=True)
+                peer.sent = False
+            expired = [p for p, peer in self.dormant.items() if now >= peer.until]
+            for process in expired:
+                # Its letters stay with the transport (a Kafka inbox) for its return.
+                logger.info("process %r stayed away past its durable_for; forgotten", process)
+                del self.dormant[process]
+            if expired:
+                self._reindex()

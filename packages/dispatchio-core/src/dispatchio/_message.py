@@ -59,8 +59,8 @@ class Message:
         type: Human-readable name of the kind of message, e.g. ``"deal"``. Required.
         content: The payload. Anything in-process; JSON-compatible data across processes.
         id: Unique message ID. Leave it None and the dispatcher assigns one at send time
-            (an int unique across processes: 64 random bits chosen per dispatcher, then a
-            counter). A response carries the ID of the message it answers.
+            (an int unique across processes: a counter from a random 62-bit start chosen
+            per dispatcher). A response carries the ID of the message it answers.
         source: ID of the sending listener; replies and returned letters go there.
         destination: ID of the listener the message is for. Set this or ``group``.
         group: ID of a group; every subscriber gets a copy.

@@ -28,7 +28,7 @@ import anyio
 import anyio.lowlevel
 
 from dispatchio._backend import Backend, Future, resume
-from dispatchio._basic import Action, find_rule, is_rule_table
+from dispatchio._basic import NEVER_SUSPENDS, Action, find_rule, is_rule_table, never_suspends
 from dispatchio._blocking import Holds
 from dispatchio._errors import (
     DispatchError,
@@ -323,16 +323,18 @@ class Scheduler:
     # ------------------------------------------------------------------ shortcuts
 
     def answer_inline(self, message: Message) -> Message | DeferredType | None:
-        """Answer a request at once when its handler is a plain callback and nothing waits.
+        """Answer a request at once when its handler is a callback rule and nothing waits.
 
         Called by the dispatcher only when the queue is empty and the leader parked: no
         earlier message can still be due to this destination, so running the callback
         here keeps the order of handling and saves the two task switches of a round
-        trip through the leader.
+        trip through the leader. An ``async def`` callback whose code has no ``await``
+        (`never_suspends`) is run to its end here too; one that might suspend is
+        started in a task of its own.
 
-        Returns the response; DEFERRED when the callback ran but will answer later (a
-        coroutine it returned runs in a task of its own); or None, having done nothing,
-        when the request must take the queue.
+        Returns the response; DEFERRED when the callback ran but will answer later (it
+        returned DEFERRED, or a coroutine that might suspend); or None, having done
+        nothing, when the request must take the queue.
 
         Raises:
             HandlerError: the callback raised.
@@ -344,23 +346,38 @@ class Scheduler:
         listener = self.listeners[dest]
         try:
             rule = find_rule(listener, message)[1]
-            if rule is None or rule.action is not Action.CALLBACK:
+            if rule is None or not rule.inline:
                 return None
             if self.observers.observed:
                 self.observers.delivered(message, listener)
             result = rule.target(message)
+            if result.__class__ is _CoroutineType:
+                code = result.cr_code
+                never = NEVER_SUSPENDS.get(code)
+                if never is None:
+                    never = never_suspends(code)
+                if not never:
+                    # It may suspend, and a coroutine must stay in the task that started
+                    # it (cancel scopes and trio's parking belong to the task), so it
+                    # gets a task of its own from the start.
+                    assert self.task_group is not None
+                    self.running[result] = message
+                    self.task_group.start_soon(self._await_handler, message, result)
+                    return DEFERRED
+                try:
+                    result.send(None)
+                except StopIteration as stop:
+                    result = stop.value
+                else:  # pragma: no cover  # no yield opcode in its code: cannot happen
+                    result.close()
+                    raise RuntimeError(f"{code.co_name} suspended without a yield opcode")
         except Exception as exc:
             self.handler_raised(message, exc, respond=False)
             raise HandlerError(f"{type(exc).__name__}: {exc}", message=message) from exc
         if result is UNHANDLED:
             self.observers.unmatched(message, listener)
             raise declined(message)
-        deferred: bool = result is DEFERRED
-        if result.__class__ is _CoroutineType:
-            assert self.task_group is not None
-            self.running[result] = message
-            self.task_group.start_soon(self._await_handler, message, result)
-            deferred = True
+        deferred: bool = result is DEFERRED  # (a bool: ``is`` would narrow DEFERRED to Any)
         if deferred:
             return DEFERRED
         return response_to(message, result, dest, self.process_id, None)
@@ -368,8 +385,9 @@ class Scheduler:
     def deliver_incoming(self, message: Message) -> None:
         """Take a message that arrived from another process.
 
-        A plain callback runs at once, as soon as its frame is decoded, when that cannot
-        change the order of handling (nothing queued, the leader parked, no hold on the
+        A callback rule (an ``async def`` one whose code has no ``await`` included)
+        runs at once, as soon as its frame is decoded, when that cannot change the order
+        of handling (nothing queued, the leader parked, no hold on the
         destination); everything else takes the queue like a local send.
         """
         dest = message.destination
@@ -391,20 +409,32 @@ class Scheduler:
         except Exception:
             self.enqueue(message)  # the leader reports the failure in the usual way
             return
-        if rule is None or rule.action is not Action.CALLBACK:
+        if rule is None or not rule.inline:
             self.enqueue(message)
             return
         if self.observers.observed:
             self.observers.delivered(message, listener)
         try:
             result = rule.target(message)
+            if result.__class__ is _CoroutineType:
+                code = result.cr_code
+                never = NEVER_SUSPENDS.get(code)
+                if never is None:
+                    never = never_suspends(code)
+                if not never:  # a task of its own from the start: see `answer_inline`
+                    assert self.task_group is not None
+                    self.running[result] = message
+                    self.task_group.start_soon(self._await_handler, message, result)
+                    return
+                try:
+                    result.send(None)
+                except StopIteration as stop:
+                    result = stop.value
+                else:  # pragma: no cover  # no yield opcode in its code: cannot happen
+                    result.close()
+                    raise RuntimeError(f"{code.co_name} suspended without a yield opcode")
         except Exception as exc:
             self.handler_raised(message, exc)
-            return
-        if result.__class__ is _CoroutineType:
-            assert self.task_group is not None
-            self.running[result] = message
-            self.task_group.start_soon(self._await_handler, message, result)
             return
         self.settle(message, result)
 

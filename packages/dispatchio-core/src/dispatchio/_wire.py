@@ -80,7 +80,8 @@ def encode_message(message: Message) -> bytes:
         InvalidMessageError: the content is not plain JSON data (the error names the path).
     """
     content = message.content
-    if content is not None and content.__class__ is not str:
+    cls = content.__class__
+    if cls is not str and cls is not int and content is not None:
         check_content(content)
     flags = (
         (_RR if message.response_required else 0)
@@ -136,14 +137,21 @@ def message_from(frame: list[Any]) -> Message:
         raise WireError("message type must be a non-empty string")
     if mid.__class__ is not int and mid.__class__ is not str:
         raise WireError("message id must be an int or a string")
-    for name, value in (
-        ("source", source),
-        ("destination", destination),
-        ("group", group),
-        ("process", process),
+    # One chain of identity tests on every incoming message; the loop only words an error.
+    if not (
+        (source is None or source.__class__ is str or source.__class__ is int)
+        and (destination is None or destination.__class__ is str or destination.__class__ is int)
+        and (group is None or group.__class__ is str or group.__class__ is int)
+        and (process is None or process.__class__ is str or process.__class__ is int)
     ):
-        if not _is_id(value):
-            raise WireError(f"message {name} must be an int, a string or null")
+        for name, value in (
+            ("source", source),
+            ("destination", destination),
+            ("group", group),
+            ("process", process),
+        ):
+            if not _is_id(value):
+                raise WireError(f"message {name} must be an int, a string or null")
     if flags.__class__ is not int or not 0 <= flags < 8:
         raise WireError("message flags must be an int from 0 to 7")
     if error is not None and error.__class__ is not str:

@@ -50,6 +50,7 @@ __all__ = [
     "Transport",
     "TransportHandler",
     "TransportOptions",
+    "describe_error",
     "resolve_transport",
 ]
 
@@ -87,14 +88,23 @@ class PeerHello(NamedTuple):
     #: The URLs the process listens on, as bound (others may dial them). The core passes
     #: its own hello with no URLs: a transport fills in the ones it actually bound.
     urls: tuple[str, ...]
+    #: Seconds the process's listeners stay in other processes' directories after it
+    #: stopped answering (it crashed, or the link is gone), because its transport keeps
+    #: the frames sent to it meanwhile and delivers them when it returns (a Kafka inbox).
+    #: Meanwhile the core still sends it letters, and fails at once what needs an answer
+    #: now (a request, a ``response_required`` letter). 0 (the default, for transports
+    #: that store nothing): it is forgotten at once. A clean shutdown (its GOODBYE)
+    #: always forgets it at once. Only the transport that knows it stores frames reports
+    #: more than 0, from what the peer advertised.
+    durable_for: float = 0.0
 
 
 class TransportHandler(Protocol):
     """The core side of a transport: implemented by the dispatcher's mesh.
 
-    All three methods are synchronous, never raise, and must be called from the event
-    loop thread of the dispatcher (a transport running a blocking client in a worker
-    thread hands over with `anyio.from_thread.run_sync`).
+    Its methods are synchronous, never raise, and must be called from the event loop
+    thread of the dispatcher (a transport running a blocking client in a worker thread
+    hands over with `anyio.from_thread.run_sync`).
     """
 
     @property
@@ -111,6 +121,31 @@ class TransportHandler(Protocol):
 
     def frame_received(self, process: ListenerId, frame: bytes) -> None:
         """A whole frame arrived from ``process``, in the order the peer sent it."""
+
+    def dial_failed(self, url: str, error: str) -> None:
+        """An attempt to reach ``url`` (one `Transport.connect` was given) failed with
+        ``error``, a short description such as ``"ConnectionRefusedError: [Errno 111]
+        Connect call failed ('127.0.0.1', 7400)"``. Called for each failed attempt (the
+        transport keeps retrying); the core shows the last one when a ``wait_for_*``
+        times out. `describe_error` makes such a description from an exception."""
+
+
+def describe_error(exc: BaseException) -> str:
+    """``"Type: text"`` for an exception, followed in parentheses by the errors it was
+    raised from, for `TransportHandler.dial_failed` and logs.
+
+    The causes matter for dialing: anyio's ``connect_tcp`` raises ``OSError("All
+    connection attempts failed")`` from the real error (``ConnectionRefusedError``, or a
+    group of one error per address tried).
+    """
+    text = str(exc)
+    described = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    cause = exc.__cause__
+    if cause is not None:
+        inner: Any = getattr(cause, "exceptions", None)  # an exception group
+        parts = [describe_error(e) for e in inner] if inner else [describe_error(cause)]
+        described += f" ({'; '.join(dict.fromkeys(parts))})"
+    return described
 
 
 class Transport(abc.ABC):
@@ -130,6 +165,12 @@ class Transport(abc.ABC):
 
     #: The URL scheme, e.g. ``"tcp"``.
     scheme: ClassVar[str]
+    #: Whether a peer that stops reading makes this transport's outbox for it fill up, so
+    #: that `send` raises `OutboxFullError` (per-peer back-pressure). False when something
+    #: in between takes everything (a broker): the local outbox is then bounded by
+    #: ``max_outbox_bytes`` all the same, but a frozen peer never fills it, and the
+    #: conformance suite skips its outbox-overflow test, saying why.
+    peer_backpressure: ClassVar[bool] = True
     #: The options model; subclasses of `TransportOptions`.
     Options: ClassVar[type[TransportOptions]] = TransportOptions
 

@@ -183,7 +183,7 @@ class Gateway:
         """POST /v1/messages: a letter (202), or with ?wait= a request or a gather (200)."""
         raw_wait = request.query.get("wait")
         wait = None if raw_wait is None else parse_wait(raw_wait)
-        message = parse_message(await read_json(request, self.limit))
+        message = parse_message(await read_json(request, self.limit, self.options.body_timeout))
         dispatcher = self.dispatcher
         try:
             if wait is None:
@@ -206,7 +206,7 @@ class Gateway:
     async def post_reply(self, request: web.Request) -> web.Response:
         """POST /v1/messages/{id}/reply: answer a message delivered on an event stream."""
         key = request.match_info["id"]
-        data = await read_json(request, self.limit)
+        data = await read_json(request, self.limit, self.options.body_timeout)
         if not isinstance(data, dict):
             raise HttpProblem(422, "invalid_reply", "the body must be a JSON object", field="reply")
         unknown = data.keys() - {"content", "listener"}

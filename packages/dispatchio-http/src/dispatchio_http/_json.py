@@ -15,6 +15,7 @@ import asyncio
 import math
 from typing import Any, Final
 
+import anyio
 import pydantic_core
 from aiohttp import web
 
@@ -78,14 +79,17 @@ def message_json(message: Message) -> dict[str, Any]:
     }
 
 
-async def read_json(request: web.Request, limit: int) -> Any:
-    """Read and parse a JSON request body of at most ``limit`` bytes.
+async def read_json(request: web.Request, limit: int, timeout: float) -> Any:
+    """Read and parse a JSON request body of at most ``limit`` bytes within ``timeout`` s.
 
     The size is checked before reading when ``Content-Length`` is given; a chunked body
-    is read only up to the cap.
+    is read only up to the cap. The header timeout of the server ends once the request
+    head is in; ``timeout`` bounds the body, so a client trickling it holds no handler
+    (nor a slot of ``max_concurrent_requests``) for longer.
 
     Raises:
-        HttpProblem: 415 not ``application/json``; 413 larger than ``limit``; 400 not
+        HttpProblem: 415 not ``application/json``; 413 larger than ``limit``; 408 the
+            body did not arrive within ``timeout`` (the connection is closed); 400 not
             JSON (including nesting deeper than the parser allows, and NaN/Infinity).
     """
     # The exact header is the common case; aiohttp's parser handles parameters.
@@ -99,15 +103,24 @@ async def read_json(request: web.Request, limit: int) -> Any:
             f"send Content-Type: application/json, not {request.content_type!r}",
         )
     length = request.content_length
-    if length is not None:
-        if length > limit:
-            raise HttpProblem(413, "too_large", f"the body of {length} bytes exceeds {limit}")
-        try:
-            body = await request.content.readexactly(length)
-        except asyncio.IncompleteReadError as exc:
-            raise HttpProblem(400, "not_json", "the body ended before Content-Length") from exc
-    else:
-        body = await _read_capped(request, limit)
+    if length is not None and length > limit:
+        raise HttpProblem(413, "too_large", f"the body of {length} bytes exceeds {limit}")
+    body = None
+    with anyio.move_on_after(timeout):
+        if length is not None:
+            try:
+                body = await request.content.readexactly(length)
+            except asyncio.IncompleteReadError as exc:
+                raise HttpProblem(400, "not_json", "the body ended before Content-Length") from exc
+        else:
+            body = await _read_capped(request, limit)
+    if body is None:
+        raise HttpProblem(
+            408,
+            "body_timeout",
+            f"the request body did not arrive within {timeout:g} s (body_timeout)",
+            close=True,
+        )
     if not body:
         raise HttpProblem(400, "not_json", "the body is empty; send a JSON document")
     try:

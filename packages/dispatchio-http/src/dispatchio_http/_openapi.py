@@ -36,6 +36,7 @@ _AUTH = {"401": _problem("Missing or wrong bearer token (when the server has a t
 _BUSY = {"503": _problem("Too many requests at once (busy), or the dispatcher is stopping.")}
 _BODY = {
     "400": _problem("The body is not JSON."),
+    "408": _problem("The body did not arrive within body_timeout (code body_timeout)."),
     "413": _problem("The body is larger than max_body_size (code too_large)."),
     "415": _problem("The body is not application/json."),
     "422": _problem("The JSON is not a valid message; `field` names the offending field."),

@@ -49,6 +49,14 @@ class HttpOptions(TransportOptions):
         gt=0,
         description="Seconds a client has to send its request headers before it is dropped.",
     )
+    body_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "Seconds a gateway request has, once its headers are in, to send its whole body"
+            " (else 408 and the connection is closed)."
+        ),
+    )
     cors_origins: tuple[str, ...] = Field(
         default=(),
         description="Origins (scheme://host[:port]) whose pages may call the gateway (none).",

@@ -1,4 +1,5 @@
-"""RFC 9457 problem documents: every gateway failure is one of these.
+"""RFC 9457 problem documents: every gateway failure, and every refusal of the guard in
+front of all routes (`dispatchio_http._server`), is one of these.
 
 The ``type`` of each problem ends in its code (``urn:dispatchio:problem:<code>``), and the
 codes of the core's delivery errors are the core's own (``undeliverable``, ``timeout``,
@@ -20,11 +21,14 @@ CONTENT_TYPE: Final = "application/problem+json"
 _TITLES: Final = {
     400: "Bad request",
     401: "Unauthorized",
+    403: "Forbidden",
     404: "Not found",
+    408: "Request timeout",
     409: "Conflict",
     413: "Content too large",
     415: "Unsupported media type",
     422: "Invalid message",
+    426: "Upgrade required",
     429: "Too many requests",
     502: "Handler error",
     503: "Service unavailable",
@@ -40,6 +44,8 @@ class HttpProblem(Exception):
         code: The machine-readable code the problem's ``type`` ends in.
         detail: Human-readable explanation of this occurrence.
         headers: Extra response headers (``Retry-After``, ``WWW-Authenticate``).
+        close: Close the connection after the response (the request's body was not
+            read to its end, so the connection cannot carry another request).
         extra: Extension members added to the document (e.g. ``field``).
     """
 
@@ -50,6 +56,7 @@ class HttpProblem(Exception):
         detail: str,
         *,
         headers: dict[str, str] | None = None,
+        close: bool = False,
         **extra: Any,
     ) -> None:
         super().__init__(detail)
@@ -57,13 +64,17 @@ class HttpProblem(Exception):
         self.code = code
         self.detail = detail
         self.headers = headers
+        self.close = close
         self.extra = extra
 
     def response(self) -> web.Response:
         """The problem as an ``application/problem+json`` response."""
-        return problem_response(
+        response = problem_response(
             self.status, self.code, self.detail, headers=self.headers, **self.extra
         )
+        if self.close:
+            response.force_close()
+        return response
 
 
 def problem_response(

@@ -18,32 +18,28 @@ code, like the gateway's. Slow clients: the connection's keep-alive timer is the
 timeout, so a connection that has not sent a whole request head within
 ``header_timeout`` (after connecting, or after its previous response) is closed; this
 is aiohttp's own timer, which needs no task per connection.
+
+Logs: the access log is off (it would record ``access_token`` query parameters), and a
+request too malformed to parse is logged as one line without the client's bytes
+(`_ServerLog`): aiohttp would quote the offending line, which may hold a token.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-import pydantic_core
 from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from dispatchio_http._auth import authorized
 from dispatchio_http._options import HttpOptions
+from dispatchio_http._problems import problem_response
 
-__all__ = ["PROBLEM_TYPE", "bind", "build_app", "problem", "start"]
+__all__ = ["bind", "build_app", "start"]
 
-PROBLEM_TYPE: Final = "urn:dispatchio:problem:"
-_TITLES: Final = {
-    400: "Bad request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    409: "Conflict",
-    413: "Content too large",
-    426: "Upgrade required",
-    503: "Service unavailable",
-}
 #: Seconds a refused body may keep arriving (and be thrown away) so the client can
 #: read the refusal before the connection closes.
 _LINGER: Final = 1.0
@@ -51,23 +47,22 @@ _PREFLIGHT_MAX_AGE: Final = "600"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def problem(
-    status: int, code: str, detail: str, *, headers: dict[str, str] | None = None
-) -> web.Response:
-    """An ``application/problem+json`` response (RFC 9457) whose ``type`` ends in ``code``."""
-    body = {
-        "type": PROBLEM_TYPE + code,
-        "title": _TITLES.get(status, "Error"),
-        "status": status,
-        "detail": detail,
-        "code": code,
-    }
-    return web.Response(
-        status=status,
-        body=pydantic_core.to_json(body),
-        content_type="application/problem+json",
-        headers=headers,
-    )
+class _ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's server log, minus the client's bytes in its parse errors."""
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, HttpProcessingError):
+            # The parser's message quotes the bad line (a header may carry the token).
+            peer = args[0] if args else "a client"
+            self.logger.info(
+                "refused a malformed request from %s: %s %s", peer, exc.code, type(exc).__name__
+            )
+            return
+        super().log(level, msg, *args, **kwargs)
+
+
+_SERVER_LOG: Final = _ServerLog(logging.getLogger("dispatchio.http.server"))
 
 
 def _guard(prefix: str, options: HttpOptions) -> Any:
@@ -81,7 +76,9 @@ def _guard(prefix: str, options: HttpOptions) -> Any:
         origin = request.headers.get(hdrs.ORIGIN)
         if origin is not None and origin not in origins:
             if origin != f"{request.scheme}://{request.host}":
-                return problem(403, "origin_not_allowed", f"origin {origin!r} is not allowed")
+                return problem_response(
+                    403, "origin_not_allowed", f"origin {origin!r} is not allowed"
+                )
             origin = None  # same origin: no CORS needed
         if (
             origin is not None
@@ -98,7 +95,7 @@ def _guard(prefix: str, options: HttpOptions) -> Any:
                 },
             )
         if request.path != health and not authorized(request, token):
-            return problem(
+            return problem_response(
                 401,
                 "unauthorized",
                 "missing or wrong token: send Authorization: Bearer <token>",
@@ -117,7 +114,7 @@ def _guard(prefix: str, options: HttpOptions) -> Any:
 
 
 def _too_large(detail: str) -> web.Response:
-    response = problem(413, "too_large", detail)
+    response = problem_response(413, "too_large", detail)
     response.force_close()  # the rest of the body is never read
     return response
 
@@ -164,6 +161,7 @@ async def start(
         app,
         handle_signals=False,
         access_log=None,  # an access log would record access_token query parameters
+        logger=_SERVER_LOG,
         keepalive_timeout=options.header_timeout,
         lingering_time=_LINGER,
         shutdown_timeout=options.close_timeout,

@@ -28,11 +28,11 @@ URL format:
 
 Options (`HttpOptions`):
     ``token``, ``gateway``, ``max_body_size``, ``max_streams``,
-    ``max_concurrent_requests``, ``header_timeout``, ``cors_origins``, ``ssl_context``,
-    ``ssl_client_context``, ``handshake_timeout``, ``reconnect_min``, ``reconnect_max``,
-    and the common ``max_frame_size``, ``max_outbox_bytes`` and ``close_timeout``; each
-    is described on its field. ``https://`` URLs take their own options, under
-    ``transport_options={"https": {...}}``.
+    ``max_concurrent_requests``, ``header_timeout``, ``body_timeout``, ``cors_origins``,
+    ``ssl_context``, ``ssl_client_context``, ``handshake_timeout``, ``reconnect_min``,
+    ``reconnect_max``, and the common ``max_frame_size``, ``max_outbox_bytes`` and
+    ``close_timeout``; each is described on its field. ``https://`` URLs take their own
+    options, under ``transport_options={"https": {...}}``.
 
 Limitations:
     * asyncio only (aiohttp has no trio support): on trio, starting a dispatcher with an
@@ -75,7 +75,13 @@ from dispatchio import (
     TransportConfigError,
     TransportError,
 )
-from dispatchio.transport import PeerHello, Transport, TransportHandler, TransportOptions
+from dispatchio.transport import (
+    PeerHello,
+    Transport,
+    TransportHandler,
+    TransportOptions,
+    describe_error,
+)
 from dispatchio_http import _server
 from dispatchio_http._frames import HEADER, FrameError, batches, message_cap, split
 from dispatchio_http._handshake import (
@@ -90,6 +96,7 @@ from dispatchio_http._handshake import (
     make_proof,
 )
 from dispatchio_http._options import HttpOptions
+from dispatchio_http._problems import problem_response
 
 __all__ = ["HttpTransport", "HttpsTransport", "format_url", "parse_url"]
 
@@ -530,6 +537,8 @@ class HttpTransport(Transport):
                 (logger.warning if news else logger.debug)(
                     "dialing %s failed: %s", url, _describe(exc)
                 )
+                assert self._handler is not None
+                _notify(self._handler.dial_failed, url, describe_error(exc))
             else:
                 delay = opts.reconnect_min
                 self._dialed[address] = link.hello.process
@@ -771,7 +780,7 @@ def _require_asyncio(scheme: str) -> None:
 
 
 def _refuse(status: int, code: str, detail: str) -> web.Response:
-    response = _server.problem(status, code, detail)
+    response = problem_response(status, code, detail)
     response.headers[REFUSED_HEADER] = code
     return response
 

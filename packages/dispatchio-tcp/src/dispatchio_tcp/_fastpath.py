@@ -21,9 +21,9 @@ from dispatchio_tcp._framing import (
     ENDED,
     HEADER,
     FrameError,
-    encode_header,
     outbox_full,
     split_frames,
+    too_large,
 )
 
 __all__ = ["FastPath", "adopt", "describe", "resume_reading"]
@@ -35,6 +35,8 @@ logger = logging.getLogger("dispatchio.tcp")
 RING_SIZE = 256 * 1024
 _MIN_FREE = 64 * 1024
 _JOIN_LIMIT = 64 * 1024
+_pack_header = HEADER.pack
+_HEADER_SIZE = HEADER.size
 
 
 def describe(exc: BaseException) -> str:
@@ -77,6 +79,7 @@ class FastPath(asyncio.BufferedProtocol):
         self.corked = False  # a frame was written in this loop pass already
         self.pending: list[bytes] = []  # frames written after it, held until the pass ends
         self.held = 0  # their bytes
+        self.base = 0  # asyncio's buffer after the first write of the pass
         self.received = received
         self.on_end = on_end
         self.max_frame = max_frame_size
@@ -92,29 +95,43 @@ class FastPath(asyncio.BufferedProtocol):
 
     # ------------------------------------------------------------------ writing
 
-    def send(self, frame: bytes, size: int) -> None:
-        """Write one frame (size checked by the caller); see `TcpTransport.send`.
+    def send(self, frame: bytes) -> None:
+        """Write one frame; see `TcpTransport.send` (this is its hot path).
 
         The first frame of a loop pass is written at once; the frames that follow it
         in the same pass are held and written together when the pass ends (`_uncork`),
-        so a burst costs two writes rather than one per frame, with no timer.
+        so a burst costs two writes rather than one per frame, with no timer. Within a
+        pass nothing else writes to the socket, so asyncio's buffer, measured after the
+        first write (``base``), stays what it was for the frames held after it.
+
+        Raises:
+            MessageTooLargeError: the frame exceeds ``max_frame_size``.
+            OutboxFullError: asyncio's buffer and the held frames reach
+                ``max_outbox_bytes``; nothing was queued.
         """
         if self.ended:
             return  # accepted, then lost with the link: peer_down is on its way
-        held = self.buffered() + self.held
-        if held and held + size + HEADER.size > self.max_outbox:
-            raise outbox_full(self.process, held, self.max_outbox)
+        size = len(frame)
+        if size > self.max_frame:
+            raise too_large(size, self.max_frame)
         if self.corked:
-            self.pending += (encode_header(size), frame)
-            self.held += size + HEADER.size
+            held = self.base + self.held
+            if held + size + _HEADER_SIZE > self.max_outbox and held:
+                raise outbox_full(self.process, held, self.max_outbox)
+            self.pending += (_pack_header(size), frame)
+            self.held += size + _HEADER_SIZE
             return
+        held = self.buffered()
+        if held and held + size + _HEADER_SIZE > self.max_outbox:
+            raise outbox_full(self.process, held, self.max_outbox)
         self.corked = True
         self.call_soon(self._uncork)
         if size <= _JOIN_LIMIT:
-            self.write(encode_header(size) + frame)
+            self.write(_pack_header(size) + frame)
         else:
-            self.write(encode_header(size))
+            self.write(_pack_header(size))
             self.write(frame)
+        self.base = self.buffered()
 
     def _uncork(self) -> None:
         self.corked = False

@@ -14,7 +14,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 
-from dispatchio import ListenerId, OutboxFullError, TransportError
+from dispatchio import ListenerId, MessageTooLargeError, OutboxFullError, TransportError
 
 __all__ = [
     "ENDED",
@@ -28,6 +28,7 @@ __all__ = [
     "goodbye",
     "outbox_full",
     "split_frames",
+    "too_large",
 ]
 
 #: The length prefix.
@@ -64,6 +65,11 @@ def outbox_full(process: ListenerId, held: int, limit: int) -> OutboxFullError:
     return OutboxFullError(
         f"outbox to process {process!r} holds {held} bytes (max_outbox_bytes {limit})"
     )
+
+
+def too_large(size: int, max_frame_size: int) -> MessageTooLargeError:
+    """The error `TcpTransport.send` raises for a frame over ``max_frame_size``."""
+    return MessageTooLargeError(f"frame of {size} bytes exceeds max_frame_size {max_frame_size}")
 
 
 def frame_size(length: int, max_frame_size: int) -> int:

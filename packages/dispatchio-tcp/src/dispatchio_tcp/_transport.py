@@ -23,13 +23,14 @@ from anyio.abc import SocketAttribute
 from anyio.streams.buffered import BufferedByteReceiveStream
 from anyio.streams.tls import TLSStream
 
-from dispatchio import (
-    ListenerId,
-    MessageTooLargeError,
-    TransportConfigError,
-    TransportError,
+from dispatchio import ListenerId, TransportConfigError, TransportError
+from dispatchio.transport import (
+    PeerHello,
+    Transport,
+    TransportHandler,
+    TransportOptions,
+    describe_error,
 )
-from dispatchio.transport import PeerHello, Transport, TransportHandler, TransportOptions
 from dispatchio_tcp._fastpath import FastPath, adopt, describe, resume_reading
 from dispatchio_tcp._framing import (
     HEADER,
@@ -38,6 +39,7 @@ from dispatchio_tcp._framing import (
     encode_header,
     goodbye,
     outbox_full,
+    too_large,
 )
 from dispatchio_tcp._handshake import (
     ACCEPT,
@@ -272,15 +274,13 @@ class TcpTransport(Transport):
             if self._closing:
                 raise TransportError("the tcp transport is closed")
             raise TransportError(f"no tcp link to process {process!r}")
-        size = len(frame)
-        if size > self.options.max_frame_size:
-            raise MessageTooLargeError(
-                f"frame of {size} bytes exceeds max_frame_size {self.options.max_frame_size}"
-            )
         fast = link.fast
         if fast is not None:
-            fast.send(frame, size)
+            fast.send(frame)
             return
+        size = len(frame)
+        if size > self.options.max_frame_size:
+            raise too_large(size, self.options.max_frame_size)
         held = link.outbox_bytes
         if held and held + size + HEADER.size > self.options.max_outbox_bytes:
             raise outbox_full(process, held, self.options.max_outbox_bytes)
@@ -372,6 +372,14 @@ class TcpTransport(Transport):
                 link = await self._handshake(byte_stream, dialed=False, address=address)
         except _Duplicate:
             return
+        except TimeoutError:
+            logger.warning(
+                "closed a connection from %s that did not finish its handshake within %g s",
+                address,
+                opts.handshake_timeout,
+            )
+            await _close_quietly(byte_stream)
+            return
         except _LINK_ERRORS as exc:
             logger.warning("dropped connection from %s: %s", address, describe(exc))
             await _close_quietly(byte_stream)
@@ -402,12 +410,21 @@ class TcpTransport(Transport):
             except _SelfDial:
                 logger.warning("not dialing %s: it is this process's own address", url)
                 return
+            except TimeoutError:
+                # Routine too: a peer starting, or paused (SIGSTOP), accepts but is silent.
+                logger.debug(
+                    "dialing %s failed: no handshake within %g s",
+                    url,
+                    self.options.handshake_timeout,
+                )
             except _LINK_ERRORS as exc:
                 # Unreachable peers are routine (starting, restarting); a refused
                 # handshake is news.
                 news = isinstance(exc, (HandshakeError, ssl.SSLError))
                 log = logger.warning if news else logger.debug
                 log("dialing %s failed: %s", url, describe(exc))
+                assert self._handler is not None
+                _notify(self._handler.dial_failed, url, describe_error(exc))
             else:
                 backoff.reset()
                 self._dialed[address] = link.hello.process

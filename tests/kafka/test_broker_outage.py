@@ -1,0 +1,38 @@
+"""The broker going away: clear errors, nothing hangs, traffic resumes by itself.
+
+The test broker keeps everything in memory, so a restart is the worst case a real
+cluster never shows: every topic and committed offset is gone, and the broker no longer
+knows the producers. The transport notices the re-created topics (their IDs change),
+reads them from 0, announces its process again and rebuilds its producer. The scenario
+runs in a process of its own (``_outage_child.py`` says why).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CHILD = Path(__file__).with_name("_outage_child.py")
+#: The detector's bound (0.2 s x 3) plus the broker's round trips.
+DETECTED = 0.2 * 3 + 2.0
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_requests_fail_clearly_while_the_broker_is_down_and_resume_after(backend: str) -> None:
+    completed = subprocess.run(
+        [sys.executable, str(CHILD), backend],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert (result["before"], result["after"]) == ("before", "after")
+    # A request to a process nobody can reach fails, and soon: it never hangs.
+    assert result["during"] in ("PeerLostError", "UndeliverableError")
+    assert result["failed_after"] < DETECTED
