@@ -401,7 +401,7 @@ class MessageDispatcher:
             "timer_entries": replies.timers.entries,
             "expired_ids": len(replies.expired),
             "queued": len(self._queue),
-            "awaiting_remote": 0 if mesh is None else sum(map(len, mesh.awaiting.values())),
+            "awaiting_remote": sum(len(p.owed) for p in replies.pending.values() if p.owed),
             "remote_listeners": 0 if mesh is None else len(mesh.remote_listener),
         }
 
@@ -643,8 +643,15 @@ class MessageDispatcher:
         remote = () if mesh is None else mesh.remote_groups.get(group, ())
         return group in self._members, remote
 
-    def _transmit(self, message: Message, frame: bytes, remote: tuple[ListenerId, ...]) -> None:
-        """Send an outgoing message to other processes (after its wait, if any, is set up).
+    def _transmit(
+        self,
+        message: Message,
+        frame: bytes,
+        remote: tuple[ListenerId, ...],
+        pending: Pending | None,
+    ) -> None:
+        """Send an outgoing message to other processes (after its wait, ``pending``, if
+        any, is set up).
 
         Raises:
             OutboxFullError, UndeliverableError: for a message to one destination; for a
@@ -654,10 +661,9 @@ class MessageDispatcher:
         assert mesh is not None
         for process in remote:
             try:
-                mesh.forward(process, frame, message)
+                mesh.forward(process, frame, message, pending)
             except (OutboxFullError, TransportError) as exc:
-                pending = self._pending.get(message.id)  # type: ignore[arg-type]
-                mine = pending is not None and pending.message is message
+                mine = pending is not None and pending.live
                 if message.group is None:
                     if mine:
                         self._replies.finish(pending)  # type: ignore[arg-type]
@@ -718,6 +724,7 @@ class MessageDispatcher:
             self._replies.return_letter(message, error)
             return
         frame = self._mesh.encode(message) if remote else b""  # type: ignore[union-attr]
+        pending: Pending | None = None
         if message.response_required:
             if message.id in self._pending:
                 raise DispatchError(f"message id {message.id!r} is already awaiting replies")
@@ -729,7 +736,7 @@ class MessageDispatcher:
         if local:
             self._scheduler.enqueue(message)
         if remote:
-            self._transmit(message, frame, remote)
+            self._transmit(message, frame, remote, pending)
             self._remote_streak += 1
         if len(self._queue) > self._high_water or self._remote_streak >= _REMOTE_STREAK:
             # Let the leader and the transports' writers run: a loop of sends that never
@@ -848,7 +855,7 @@ class MessageDispatcher:
         if local and answer is not DEFERRED:
             scheduler.enqueue(message)
         if remote:
-            self._transmit(message, frame, remote)
+            self._transmit(message, frame, remote, pending)
         return pending
 
     async def reply(self, message: Message, content: Any = None) -> None:

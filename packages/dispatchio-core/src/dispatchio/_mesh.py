@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
     from dispatchio._observers import DispatcherStats
     from dispatchio._registry import Registry
-    from dispatchio._replies import Replies
+    from dispatchio._replies import Pending, Replies
 
 logger = logging.getLogger("dispatchio.mesh")
 
@@ -173,8 +173,6 @@ class Mesh:
         self.members: dict[ListenerId, tuple[int, tuple[str, ...]]] = {}
         self.remote_listener: dict[ListenerId, ListenerId] = {}
         self.remote_groups: dict[ListenerId, tuple[ListenerId, ...]] = {}
-        # Replies still owed by each peer: process -> message id -> count.
-        self.awaiting: dict[ListenerId, dict[ListenerId, int]] = {}
         self.seq = 0
         # The last reason each dialed URL could not be reached, for wait_for_* timeouts.
         self.dial_errors: dict[str, str] = {}
@@ -320,8 +318,11 @@ class Mesh:
             )
         return frame
 
-    def forward(self, process: ListenerId, frame: bytes, message: Message) -> None:
-        """Send a message frame to ``process``; count the reply it owes if one is awaited.
+    def forward(
+        self, process: ListenerId, frame: bytes, message: Message, pending: Pending | None
+    ) -> None:
+        """Send a message frame to ``process``; count the reply it owes in ``pending``
+        (the sender's wait for this message, None if nobody waits).
 
         Raises:
             OutboxFullError: the link to that process is full.
@@ -342,9 +343,12 @@ class Mesh:
             return
         peer.transport.send(process, frame)
         peer.sent = True
-        if message.response_required and message.id in self.replies.pending:
-            owed = self.awaiting.setdefault(process, {})
-            owed[message.id] = owed.get(message.id, 0) + 1
+        if pending is not None:
+            owed = pending.owed
+            if owed is None:
+                pending.owed = {process: 1}
+            else:
+                owed[process] = owed.get(process, 0) + 1
 
     def respond(self, response: Message, process: ListenerId) -> None:
         """Send a response (or returned letter) back to the process it answers."""
@@ -442,17 +446,24 @@ class Mesh:
         else:
             logger.info("process %r is gone: %s", process, reason)
         self._reindex()
-        owed = self.awaiting.pop(process, {})
-        replies = self.replies
-        for message_id, count in owed.items():
-            pending = replies.pending.get(message_id)
-            if pending is None:
-                continue
-            error = format_error(
-                PeerLostError.code, f"process {process!r} is gone ({reason}) before answering"
-            )
+        # What it still owes is in the pending entries (`Pending.owed`): a scan, as a
+        # peer's death is rare and the send path then keeps no table of its own.
+        lost = [
+            (pending, owed.pop(process))
+            for pending in self.replies.pending.values()
+            if (owed := pending.owed) is not None and process in owed
+        ]
+        if not lost:
+            return
+        error = format_error(
+            PeerLostError.code, f"process {process!r} is gone ({reason}) before answering"
+        )
+        route_response = self.replies.route_response
+        for pending, count in lost:
             for _ in range(count):
-                replies.route_response(response_to(pending.message, None, None, process, error))
+                if not pending.live:  # an earlier failure ended its wait
+                    break
+                route_response(response_to(pending.message, None, None, process, error))
 
     def _frame(self, process: ListenerId, frame: bytes) -> None:
         peer = self.peers.get(process)
@@ -485,14 +496,15 @@ class Mesh:
 
     def _message(self, process: ListenerId, message: Message) -> None:
         if message.is_response:
-            owed = self.awaiting.get(process)
-            if owed is not None:
-                left = owed.get(message.id, 0) - 1  # type: ignore[arg-type]
+            replies = self.replies
+            pending = replies.pending.get(message.id)  # type: ignore[arg-type]
+            if pending is not None and (owed := pending.owed) is not None:
+                left = owed.get(process, 0) - 1
                 if left > 0:
-                    owed[message.id] = left  # type: ignore[index]
+                    owed[process] = left
                 else:
-                    owed.pop(message.id, None)  # type: ignore[arg-type]
-            self.replies.route_response(message)
+                    owed.pop(process, None)
+            replies.route_response(message)
         else:
             self.deliver(message)
 
@@ -505,17 +517,18 @@ class Mesh:
         pending = replies.pending.get(message_id)
         if pending is None:
             return
+        owed = pending.owed
+        if owed is None:
+            owed = pending.owed = {}
         if copies <= 0:
-            owed = self.awaiting.get(process, {})
-            owed.pop(message_id, None)
+            owed.pop(process, None)
             error = format_error(UndeliverableError.code, f"no subscribers in process {process!r}")
             replies.route_response(
                 response_to(pending.message, pending.message.content, None, process, error)
             )
             return
         pending.outstanding += copies - 1
-        owed = self.awaiting.setdefault(process, {})
-        owed[message_id] = owed.get(message_id, 0) + copies - 1
+        owed[process] = owed.get(process, 0) + copies - 1
 
     def _apply_snapshot(self, peer: _Peer, fields: list[Any]) -> None:
         _, _version, seq, listeners, groups, members = fields[:6]

@@ -48,6 +48,11 @@ class Pending:
     ``outstanding`` counts the deliveries not yet answered: 1 for a destination, one per
     subscriber for a group (added when the group is fanned out). A delivery answers by a
     reply, a decline (an ``undeliverable`` response) or a handler error.
+
+    ``owed``: how many of those replies each other process still owes (the mesh keeps
+    it, for failing them with ``peer_lost`` if that process dies). It lives and dies
+    with the entry, so a wait that ends by a timeout, a cancellation or a first reply
+    leaves nothing behind in the mesh.
     """
 
     __slots__ = (
@@ -60,6 +65,7 @@ class Pending:
         "live",
         "message",
         "outstanding",
+        "owed",
         "replies",
         "timeout",
     )
@@ -73,6 +79,7 @@ class Pending:
         self.first_error: Message | None = None
         self.first_cause: BaseException | None = None  # the exception behind first_error
         self.replies: list[Message] = []
+        self.owed: dict[ListenerId, int] | None = None  # set by the mesh if sent out
         self.deadline = 0.0
         self.timeout = 0.0
         self.live = True  # False once finished; its timer entry is then dead
