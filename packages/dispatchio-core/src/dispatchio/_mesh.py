@@ -593,9 +593,19 @@ class Mesh:
     async def _detector(self) -> None:
         interval = self.heartbeat_interval
         limit = interval * self.heartbeat_tolerance
+        tick = interval / 2
+        clock = self.clock
         while True:
-            await anyio.sleep(interval / 2)
-            now = self.clock()
+            due = clock() + tick
+            await anyio.sleep(tick)
+            now = clock()
+            if now - due > tick / 2:
+                # Woken late: this process's own loop stalled, and the frames its peers
+                # sent meanwhile may still wait unread in the sockets (trio may run this
+                # task before the readers woken with it). Let them run before judging
+                # anyone's silence; a real silence is judged a moment later all the same.
+                await anyio.sleep(tick / 10)
+                now = clock()
             for process, peer in list(self.peers.items()):
                 if now - peer.last_heard > limit:
                     self._declare_dead(process, f"no frame for {limit:g} s")
