@@ -10,13 +10,12 @@ processes are reached through the `Mesh` (built only when transports are configu
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import secrets
 import socket
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -35,7 +34,15 @@ from dispatchio._errors import (
     format_error,
 )
 from dispatchio._listener import MessageListener
-from dispatchio._message import DEFERRED, UNHANDLED, ListenerId, Message, response_to, stamp
+from dispatchio._message import (
+    DEFERRED,
+    UNHANDLED,
+    ListenerId,
+    Message,
+    MessageIds,
+    response_to,
+    stamp,
+)
 from dispatchio._observers import DispatcherStats, Observers
 from dispatchio._plugins import checked_plugin_manager
 from dispatchio._registry import Registry
@@ -148,8 +155,8 @@ class MessageDispatcher:
         self.process_id: ListenerId = process_id
         self.reply_timeout = reply_timeout
         self.shutdown_grace = shutdown_grace
-        # A random start, then a counter: unique across processes without coordination.
-        self._ids = iterator_of_ids()
+        # A random start, then counters: unique across processes without coordination.
+        self._ids = MessageIds()
         if plugins is None:
             from dispatchio._plugins import default_plugin_manager
 
@@ -158,7 +165,7 @@ class MessageDispatcher:
         self._observers = Observers(plugins, self)
         self.stats: DispatcherStats = self._observers.stats
         self._registry = Registry()
-        self._scheduler = Scheduler(process_id, self._registry, self._observers)
+        self._scheduler = Scheduler(process_id, self._registry, self._observers, self._ids)
         self._replies = self._scheduler.replies
         # The parts' tables, shared (never copied) so a hot path reads them in one lookup.
         self._listeners = self._registry.listeners
@@ -915,18 +922,6 @@ def _unaddressed(message: Message) -> DispatchError:
             " destination= (a listener ID) or group= (a group ID)"
         )
     return nobody(message)
-
-
-def iterator_of_ids() -> Iterator[int]:
-    """An endless iterator of message IDs unique across processes: a counter from a
-    random 62-bit start.
-
-    Two dispatchers' IDs meet only if their starts fall within as many IDs as they send
-    of each other (about n / 2**62 for n IDs), and every ID stays a 64-bit integer,
-    which JSON encodes and decodes on its fast path (a wider one costs about 0.7 us
-    more each way on every cross-process message).
-    """
-    return itertools.count(secrets.randbits(62))
 
 
 _default_lock = threading.Lock()

@@ -31,7 +31,7 @@ from dispatchio._message import Message, response_to
 if TYPE_CHECKING:
     from dispatchio._backend import Backend, Future
     from dispatchio._listener import MessageListener
-    from dispatchio._message import ListenerId
+    from dispatchio._message import ListenerId, MessageIds
     from dispatchio._observers import Observers
 
 #: How a sender waits.
@@ -160,7 +160,8 @@ class TimerHeap:
 
 
 class Expired:
-    """IDs of messages whose wait ended, kept for a while so late replies can be dropped.
+    """IDs chosen by senders of messages whose wait ended, kept for a while so late
+    replies can be dropped (the dispatcher's own IDs need no memory: `MessageIds`).
 
     Between ``limit / 2`` and ``limit`` of the newest IDs are kept, in one dict (insertion
     ordered). When it passes ``limit`` it is rebuilt with the newest half: rebuilding,
@@ -193,6 +194,7 @@ class Replies:
     __slots__ = (
         "enqueue",
         "expired",
+        "ids",
         "listeners",
         "observers",
         "pending",
@@ -209,8 +211,10 @@ class Replies:
         listeners: dict[ListenerId, MessageListener],
         observers: Observers,
         enqueue: Callable[[Message], None],
+        ids: MessageIds,
     ) -> None:
         self.process_id = process_id
+        self.ids = ids
         self.listeners = listeners
         self.observers = observers
         self.stats = observers.stats
@@ -240,7 +244,8 @@ class Replies:
         """Take a response to the sender that waits for it, or to its source listener."""
         pending = self.pending.get(response.id)  # type: ignore[arg-type]
         if pending is None:
-            if response.id in self.expired:
+            # Not awaited any more (late), or never awaited: a reply to a plain letter.
+            if self.ids.is_awaited(response.id) or response.id in self.expired:
                 self.stats.late_replies += 1
             else:
                 self.to_source(response)
@@ -290,7 +295,12 @@ class Replies:
     def abandon(self, pending: Pending) -> None:
         """The sender stopped waiting (cancelled): a reply arriving later is late."""
         self.finish(pending)
-        self.expired.add(pending.message.id)  # type: ignore[arg-type]
+        self.remember(pending.message.id)  # type: ignore[arg-type]
+
+    def remember(self, message_id: ListenerId) -> None:
+        """A wait for ``message_id`` ended: make a reply arriving later count as late."""
+        if not self.ids.is_awaited(message_id):
+            self.expired.add(message_id)
 
     def finish(self, pending: Pending) -> None:
         """Stop waiting: forget the pending entry and kill its timer."""
@@ -304,8 +314,15 @@ class Replies:
         if pending.deadline:
             self.timers.discard(pending)
         if pending.kind != LETTER or pending.outstanding > 0:
-            # Whoever still answers (another subscriber, a second reply()) is late.
-            self.expired.add(message_id)
+            # Whoever still answers (another subscriber, a second reply()) is late. The
+            # test of `MessageIds.is_awaited`, inlined: it runs once per wait.
+            ids = self.ids
+            if not (
+                message_id.__class__ is int
+                and message_id & 1
+                and ids.start < message_id <= ids.last_awaited
+            ):
+                self.expired.add(message_id)
 
     @staticmethod
     def resolve(pending: Pending, value: Any) -> None:
@@ -357,7 +374,7 @@ class Replies:
     def expire(self, pending: Pending) -> None:
         message = pending.message
         self.finish(pending)
-        self.expired.add(message.id)  # type: ignore[arg-type]
+        self.remember(message.id)  # type: ignore[arg-type]
         if pending.kind == GATHER:
             self.resolve(pending, pending.replies)
             return
