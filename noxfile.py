@@ -63,13 +63,31 @@ PACKAGES: dict[str, Package] = {
 }
 
 
+# Test folders that span packages: tests/<name>/ runs against core plus the packages
+# named here (and what their tests need), without those packages' own test_deps. The
+# fault tests run once per transport in tests/faults/_harness.py's CASES.
+SUITES: dict[str, tuple[str, ...]] = {
+    "faults": ("tcp",),
+}
+
+
 def requirements(short: str) -> list[str]:
-    """Local folders to install for one package: core first, what its tests need, itself."""
+    """Local folders to install for one package or suite: core first, what the tests
+    need, the package itself."""
     folders = [PACKAGES[CORE].folder]
-    if short != CORE:
-        folders += [PACKAGES[other].folder for other in PACKAGES[short].needs]
-        folders.append(PACKAGES[short].folder)
+    for name in SUITES.get(short, (short,)):
+        if name == CORE:
+            continue
+        package = PACKAGES[name]
+        for folder in (*(PACKAGES[other].folder for other in package.needs), package.folder):
+            if folder not in folders:
+                folders.append(folder)
     return folders
+
+
+def test_deps_of(short: str) -> tuple[str, ...]:
+    """Extra requirements of one package's tests (none for a suite)."""
+    return () if short in SUITES else PACKAGES[short].test_deps
 
 
 def group(*names: str) -> tuple[str, ...]:
@@ -78,10 +96,10 @@ def group(*names: str) -> tuple[str, ...]:
 
 
 @nox.session
-@nox.parametrize("package", list(PACKAGES), ids=list(PACKAGES))
+@nox.parametrize("package", [*PACKAGES, *SUITES], ids=[*PACKAGES, *SUITES])
 def tests(session: nox.Session, package: str) -> None:
-    """Run one package's test suite against a non-editable install of it."""
-    session.install(*requirements(package), *group("test"), *PACKAGES[package].test_deps)
+    """Run one package's (or cross-package suite's) tests against non-editable installs."""
+    session.install(*requirements(package), *group("test"), *test_deps_of(package))
     session.run("pytest", f"tests/{package}", *session.posargs)
 
 

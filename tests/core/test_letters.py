@@ -330,3 +330,44 @@ async def test_a_letters_answer_under_an_expired_id_is_counted_late_not_dropped(
             await dispatcher.request(Message("ping", 2, destination="echo"))
     assert dispatcher.stats.late_replies == 1
     assert dispatcher.stats.dropped_replies == 0
+
+
+@pytest.mark.anyio
+async def test_a_second_reply_to_an_answered_response_required_letter_is_late(
+    dispatcher: MessageDispatcher, inbox: MemoryObjectReceiveStream[Message]
+) -> None:
+    kept: list[Message] = []
+
+    def keep(message: Message) -> Any:
+        kept.append(message)
+        return DEFERRED
+
+    listener(dispatcher, "b", callback=keep)
+    register_barrier(dispatcher)
+    with anyio.fail_after(5):
+        async with dispatcher:
+            letter = Message("note", "hi", source="sender", destination="b", response_required=True)
+            await dispatcher.send(letter)
+            await barrier(dispatcher, inbox)  # b has deferred it
+            await dispatcher.reply(kept[0], "first")
+            first = await inbox.receive()
+            await dispatcher.reply(kept[0], "second")
+            await barrier(dispatcher, inbox)
+    assert (first.id, first.content) == (letter.id, "first")
+    assert dispatcher.stats.late_replies == 1
+
+
+@pytest.mark.anyio
+async def test_a_reply_to_a_plain_letter_with_an_id_of_the_senders_choice_reaches_its_source(
+    dispatcher: MessageDispatcher, inbox: MemoryObjectReceiveStream[Message]
+) -> None:
+    listener(dispatcher, "b", callback=lambda m: f"re: {m.content}")
+    with anyio.fail_after(5):
+        async with dispatcher:
+            for chosen in (7, 8, "note-1"):
+                await dispatcher.send(
+                    Message("note", chosen, id=chosen, source="sender", destination="b")
+                )
+                reply = await inbox.receive()
+                assert (reply.id, reply.content) == (chosen, f"re: {chosen}")
+    assert dispatcher.stats.late_replies == 0

@@ -10,13 +10,12 @@ processes are reached through the `Mesh` (built only when transports are configu
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import secrets
 import socket
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -35,7 +34,15 @@ from dispatchio._errors import (
     format_error,
 )
 from dispatchio._listener import MessageListener
-from dispatchio._message import DEFERRED, UNHANDLED, ListenerId, Message, response_to, stamp
+from dispatchio._message import (
+    DEFERRED,
+    UNHANDLED,
+    ListenerId,
+    Message,
+    MessageIds,
+    response_to,
+    stamp,
+)
 from dispatchio._observers import DispatcherStats, Observers
 from dispatchio._plugins import checked_plugin_manager
 from dispatchio._registry import Registry
@@ -148,8 +155,8 @@ class MessageDispatcher:
         self.process_id: ListenerId = process_id
         self.reply_timeout = reply_timeout
         self.shutdown_grace = shutdown_grace
-        # A random start, then a counter: unique across processes without coordination.
-        self._ids = iterator_of_ids()
+        # A random start, then counters: unique across processes without coordination.
+        self._ids = MessageIds()
         if plugins is None:
             from dispatchio._plugins import default_plugin_manager
 
@@ -158,7 +165,7 @@ class MessageDispatcher:
         self._observers = Observers(plugins, self)
         self.stats: DispatcherStats = self._observers.stats
         self._registry = Registry()
-        self._scheduler = Scheduler(process_id, self._registry, self._observers)
+        self._scheduler = Scheduler(process_id, self._registry, self._observers, self._ids)
         self._replies = self._scheduler.replies
         # The parts' tables, shared (never copied) so a hot path reads them in one lookup.
         self._listeners = self._registry.listeners
@@ -382,6 +389,28 @@ class MessageDispatcher:
         if mesh.connect and not mesh.peers and not errors:
             text += " (no attempt to connect has failed yet: is the URL right?)"
         return text
+
+    def debug_counts(self) -> dict[str, int]:
+        """Sizes of this dispatcher's internal tables, for tests and leak hunts (a copy).
+
+        ``pending``: messages waiting for replies; ``timers``: their live deadlines;
+        ``timer_entries``: entries in the deadline heap, finished ones included (at most
+        about twice ``timers``); ``expired_ids``: IDs of finished waits remembered so
+        late replies are counted and dropped (at most 65,536, oldest forgotten first);
+        ``queued``: messages accepted and not yet started; ``awaiting_remote``: replies
+        other processes are still counted as owing; ``remote_listeners``: listener IDs
+        known in other processes.
+        """
+        replies, mesh = self._replies, self._mesh
+        return {
+            "pending": len(replies.pending),
+            "timers": len(replies.timers),
+            "timer_entries": replies.timers.entries,
+            "expired_ids": len(replies.expired),
+            "queued": len(self._queue),
+            "awaiting_remote": sum(len(p.owed) for p in replies.pending.values() if p.owed),
+            "remote_listeners": 0 if mesh is None else len(mesh.remote_listener),
+        }
 
     def _local_changed(self, op: str, lid: ListenerId, group: ListenerId | None) -> None:
         """The registry's change callback while running without a mesh: wake waiters."""
@@ -616,8 +645,15 @@ class MessageDispatcher:
         remote = () if mesh is None else mesh.remote_groups.get(group, ())
         return group in self._members, remote
 
-    def _transmit(self, message: Message, frame: bytes, remote: tuple[ListenerId, ...]) -> None:
-        """Send an outgoing message to other processes (after its wait, if any, is set up).
+    def _transmit(
+        self,
+        message: Message,
+        frame: bytes,
+        remote: tuple[ListenerId, ...],
+        pending: Pending | None,
+    ) -> None:
+        """Send an outgoing message to other processes (after its wait, ``pending``, if
+        any, is set up).
 
         Raises:
             OutboxFullError, UndeliverableError: for a message to one destination; for a
@@ -627,10 +663,9 @@ class MessageDispatcher:
         assert mesh is not None
         for process in remote:
             try:
-                mesh.forward(process, frame, message)
+                mesh.forward(process, frame, message, pending)
             except (OutboxFullError, TransportError) as exc:
-                pending = self._pending.get(message.id)  # type: ignore[arg-type]
-                mine = pending is not None and pending.message is message
+                mine = pending is not None and pending.live
                 if message.group is None:
                     if mine:
                         self._replies.finish(pending)  # type: ignore[arg-type]
@@ -698,6 +733,7 @@ class MessageDispatcher:
             self._replies.return_letter(message, error)
             return
         frame = self._mesh.encode(message) if remote else b""  # type: ignore[union-attr]
+        pending: Pending | None = None
         if message.response_required:
             if message.id in self._pending:
                 raise DispatchError(f"message id {message.id!r} is already awaiting replies")
@@ -709,7 +745,7 @@ class MessageDispatcher:
         if local:
             self._scheduler.enqueue(message)
         if remote:
-            self._transmit(message, frame, remote)
+            self._transmit(message, frame, remote, pending)
             self._remote_streak += 1
         if len(self._queue) > self._high_water or self._remote_streak >= _REMOTE_STREAK:
             # Let the leader and the transports' writers run: a loop of sends that never
@@ -831,7 +867,7 @@ class MessageDispatcher:
         if local and answer is not DEFERRED:
             scheduler.enqueue(message)
         if remote:
-            self._transmit(message, frame, remote)
+            self._transmit(message, frame, remote, pending)
         return pending
 
     async def reply(self, message: Message, content: Any = None) -> None:
@@ -891,18 +927,6 @@ def _unaddressed(message: Message) -> DispatchError:
             " destination= (a listener ID) or group= (a group ID)"
         )
     return nobody(message)
-
-
-def iterator_of_ids() -> Iterator[int]:
-    """An endless iterator of message IDs unique across processes: a counter from a
-    random 62-bit start.
-
-    Two dispatchers' IDs meet only if their starts fall within as many IDs as they send
-    of each other (about n / 2**62 for n IDs), and every ID stays a 64-bit integer,
-    which JSON encodes and decodes on its fast path (a wider one costs about 0.7 us
-    more each way on every cross-process message).
-    """
-    return itertools.count(secrets.randbits(62))
 
 
 _default_lock = threading.Lock()

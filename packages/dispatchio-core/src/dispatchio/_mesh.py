@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
     from dispatchio._observers import DispatcherStats
     from dispatchio._registry import Registry
-    from dispatchio._replies import Replies
+    from dispatchio._replies import Pending, Replies
 
 logger = logging.getLogger("dispatchio.mesh")
 
@@ -207,8 +207,6 @@ class Mesh:
         self.members: dict[ListenerId, tuple[int, tuple[str, ...]]] = {}
         self.remote_listener: dict[ListenerId, ListenerId] = {}
         self.remote_groups: dict[ListenerId, tuple[ListenerId, ...]] = {}
-        # Replies still owed by each peer: process -> message id -> count.
-        self.awaiting: dict[ListenerId, dict[ListenerId, int]] = {}
         self.seq = 0
         # The last reason each dialed URL could not be reached, for wait_for_* timeouts.
         self.dial_errors: dict[str, str] = {}
@@ -358,8 +356,11 @@ class Mesh:
             )
         return frame
 
-    def forward(self, process: ListenerId, frame: bytes, message: Message) -> None:
-        """Send a message frame to ``process``; count the reply it owes if one is awaited.
+    def forward(
+        self, process: ListenerId, frame: bytes, message: Message, pending: Pending | None
+    ) -> None:
+        """Send a message frame to ``process``; count the reply it owes in ``pending``
+        (the sender's wait for this message, None if nobody waits).
 
         Raises:
             OutboxFullError: the link to that process is full.
@@ -380,9 +381,12 @@ class Mesh:
             return
         peer.transport.send(process, frame)
         peer.sent = True
-        if message.response_required and message.id in self.replies.pending:
-            owed = self.awaiting.setdefault(process, {})
-            owed[message.id] = owed.get(message.id, 0) + 1
+        if pending is not None:
+            owed = pending.owed
+            if owed is None:
+                pending.owed = {process: 1}
+            else:
+                owed[process] = owed.get(process, 0) + 1
 
     def respond(self, response: Message, process: ListenerId) -> None:
         """Send a response (or returned letter) back to the process it answers."""
@@ -480,17 +484,24 @@ class Mesh:
         else:
             logger.info("process %r is gone: %s", process, reason)
         self._reindex()
-        owed = self.awaiting.pop(process, {})
-        replies = self.replies
-        for message_id, count in owed.items():
-            pending = replies.pending.get(message_id)
-            if pending is None:
-                continue
-            error = format_error(
-                PeerLostError.code, f"process {process!r} is gone ({reason}) before answering"
-            )
+        # What it still owes is in the pending entries (`Pending.owed`): a scan, as a
+        # peer's death is rare and the send path then keeps no table of its own.
+        lost = [
+            (pending, owed.pop(process))
+            for pending in self.replies.pending.values()
+            if (owed := pending.owed) is not None and process in owed
+        ]
+        if not lost:
+            return
+        error = format_error(
+            PeerLostError.code, f"process {process!r} is gone ({reason}) before answering"
+        )
+        route_response = self.replies.route_response
+        for pending, count in lost:
             for _ in range(count):
-                replies.route_response(response_to(pending.message, None, None, process, error))
+                if not pending.live:  # an earlier failure ended its wait
+                    break
+                route_response(response_to(pending.message, None, None, process, error))
 
     def _frame(self, process: ListenerId, frame: bytes) -> None:
         peer = self.peers.get(process)
@@ -544,18 +555,21 @@ class Mesh:
 
     def _message(self, process: ListenerId, message: Message) -> None:
         if message.is_response:
-            owed = self.awaiting.get(process)
-            count = 0 if owed is None else owed.get(message.id, 0)  # type: ignore[arg-type]
-            if count > 0:
+            replies = self.replies
+            pending = replies.pending.get(message.id)  # type: ignore[arg-type]
+            if pending is not None:
+                owed = pending.owed
+                count = 0 if owed is None else owed.get(process, 0)
+                if count == 0:
+                    # Waited for, but not from this process: it must not answer (or fail) a
+                    # request this process sent elsewhere.
+                    raise _Refused(f"a reply to message {message.id!r}, which it was not sent")
+                assert owed is not None
                 if count > 1:
-                    owed[message.id] = count - 1  # type: ignore[index]
+                    owed[process] = count - 1
                 else:
-                    owed.pop(message.id, None)  # type: ignore[union-attr, arg-type]
-            elif message.id in self.replies.pending:
-                # Waited for, but not from this process: it must not answer (or fail) a
-                # request this process sent elsewhere.
-                raise _Refused(f"a reply to message {message.id!r}, which it was not sent")
-            self.replies.route_response(message)
+                    del owed[process]
+            replies.route_response(message)
         else:
             self.deliver(message)
 
@@ -571,18 +585,18 @@ class Mesh:
         pending = replies.pending.get(message_id)
         if pending is None:
             return
-        owed = self.awaiting.get(process)
-        if owed is None or message_id not in owed:
+        owed = pending.owed
+        if owed is None or process not in owed:
             raise _Refused(f"a FANOUT for message {message_id!r}, which it was not sent")
         if copies == 0:
-            owed.pop(message_id, None)
+            del owed[process]
             error = format_error(UndeliverableError.code, f"no subscribers in process {process!r}")
             replies.route_response(
                 response_to(pending.message, pending.message.content, None, process, error)
             )
             return
         pending.outstanding += copies - 1
-        owed[message_id] = owed.get(message_id, 0) + copies - 1
+        owed[process] = owed.get(process, 0) + copies - 1
 
     def _apply_snapshot(self, peer: _Peer, fields: list[Any]) -> None:
         _, _version, seq, listeners, groups, members = fields[:6]
@@ -697,9 +711,19 @@ class Mesh:
     async def _detector(self) -> None:
         interval = self.heartbeat_interval
         limit = interval * self.heartbeat_tolerance
+        tick = interval / 2
+        clock = self.clock
         while True:
-            await anyio.sleep(interval / 2)
-            now = self.clock()
+            due = clock() + tick
+            await anyio.sleep(tick)
+            now = clock()
+            if now - due > tick / 2:
+                # Woken late: this process's own loop stalled, and the frames its peers
+                # sent meanwhile may still wait unread in the sockets (trio may run this
+                # task before the readers woken with it). Let them run before judging
+                # anyone's silence; a real silence is judged a moment later all the same.
+                await anyio.sleep(tick / 10)
+                now = clock()
             for process, peer in list(self.peers.items()):
                 if now - peer.last_heard > limit:
                     self._declare_dead(process, f"no frame for {limit:g} s")

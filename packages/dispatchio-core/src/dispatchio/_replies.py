@@ -31,7 +31,7 @@ from dispatchio._message import Message, response_to
 if TYPE_CHECKING:
     from dispatchio._backend import Backend, Future
     from dispatchio._listener import MessageListener
-    from dispatchio._message import ListenerId
+    from dispatchio._message import ListenerId, MessageIds
     from dispatchio._observers import Observers
 
 #: How a sender waits.
@@ -48,6 +48,11 @@ class Pending:
     ``outstanding`` counts the deliveries not yet answered: 1 for a destination, one per
     subscriber for a group (added when the group is fanned out). A delivery answers by a
     reply, a decline (an ``undeliverable`` response) or a handler error.
+
+    ``owed``: how many of those replies each other process still owes (the mesh keeps
+    it, for failing them with ``peer_lost`` if that process dies). It lives and dies
+    with the entry, so a wait that ends by a timeout, a cancellation or a first reply
+    leaves nothing behind in the mesh.
     """
 
     __slots__ = (
@@ -60,6 +65,7 @@ class Pending:
         "live",
         "message",
         "outstanding",
+        "owed",
         "replies",
         "timeout",
     )
@@ -73,6 +79,7 @@ class Pending:
         self.first_error: Message | None = None
         self.first_cause: BaseException | None = None  # the exception behind first_error
         self.replies: list[Message] = []
+        self.owed: dict[ListenerId, int] | None = None  # set by the mesh if sent out
         self.deadline = 0.0
         self.timeout = 0.0
         self.live = True  # False once finished; its timer entry is then dead
@@ -99,6 +106,14 @@ class TimerHeap:
         self._heap: list[tuple[float, int, Pending]] = []
         self._seq = itertools.count()
         self._dead = 0
+
+    def __len__(self) -> int:
+        return len(self._heap) - self._dead
+
+    @property
+    def entries(self) -> int:
+        """Entries held, finished ones included (what the heap costs in memory)."""
+        return len(self._heap)
 
     def push(self, pending: Pending) -> bool:
         """Add a timer; return whether it is now the earliest one."""
@@ -145,7 +160,8 @@ class TimerHeap:
 
 
 class Expired:
-    """IDs of messages whose wait ended, kept for a while so late replies can be dropped.
+    """IDs chosen by senders of messages whose wait ended, kept for a while so late
+    replies can be dropped (the dispatcher's own IDs need no memory: `MessageIds`).
 
     Between ``limit / 2`` and ``limit`` of the newest IDs are kept, in one dict (insertion
     ordered). When it passes ``limit`` it is rebuilt with the newest half: rebuilding,
@@ -168,6 +184,9 @@ class Expired:
     def __contains__(self, message_id: object) -> bool:
         return message_id in self._ids
 
+    def __len__(self) -> int:
+        return len(self._ids)
+
 
 class Replies:
     """Every reply this dispatcher still waits for, and where each response goes."""
@@ -175,6 +194,7 @@ class Replies:
     __slots__ = (
         "enqueue",
         "expired",
+        "ids",
         "listeners",
         "observers",
         "pending",
@@ -191,8 +211,10 @@ class Replies:
         listeners: dict[ListenerId, MessageListener],
         observers: Observers,
         enqueue: Callable[[Message], None],
+        ids: MessageIds,
     ) -> None:
         self.process_id = process_id
+        self.ids = ids
         self.listeners = listeners
         self.observers = observers
         self.stats = observers.stats
@@ -222,7 +244,8 @@ class Replies:
         """Take a response to the sender that waits for it, or to its source listener."""
         pending = self.pending.get(response.id)  # type: ignore[arg-type]
         if pending is None:
-            if response.id in self.expired:
+            # Not awaited any more (late), or never awaited: a reply to a plain letter.
+            if self.ids.is_awaited(response.id) or response.id in self.expired:
                 self.stats.late_replies += 1
             else:
                 self.to_source(response)
@@ -274,7 +297,12 @@ class Replies:
     def abandon(self, pending: Pending) -> None:
         """The sender stopped waiting (cancelled): a reply arriving later is late."""
         self.finish(pending)
-        self.expired.add(pending.message.id)  # type: ignore[arg-type]
+        self.remember(pending.message.id)  # type: ignore[arg-type]
+
+    def remember(self, message_id: ListenerId) -> None:
+        """A wait for ``message_id`` ended: make a reply arriving later count as late."""
+        if not self.ids.is_awaited(message_id):
+            self.expired.add(message_id)
 
     def finish(self, pending: Pending) -> None:
         """Stop waiting: forget the pending entry and kill its timer."""
@@ -288,8 +316,15 @@ class Replies:
         if pending.deadline:
             self.timers.discard(pending)
         if pending.kind != LETTER or pending.outstanding > 0:
-            # Whoever still answers (another subscriber, a second reply()) is late.
-            self.expired.add(message_id)
+            # Whoever still answers (another subscriber, a second reply()) is late. The
+            # test of `MessageIds.is_awaited`, inlined: it runs once per wait.
+            ids = self.ids
+            if not (
+                message_id.__class__ is int
+                and message_id & 1
+                and ids.start < message_id <= ids.last_awaited
+            ):
+                self.expired.add(message_id)
 
     @staticmethod
     def resolve(pending: Pending, value: Any) -> None:
@@ -341,7 +376,7 @@ class Replies:
     def expire(self, pending: Pending) -> None:
         message = pending.message
         self.finish(pending)
-        self.expired.add(message.id)  # type: ignore[arg-type]
+        self.remember(message.id)  # type: ignore[arg-type]
         if pending.kind == GATHER:
             self.resolve(pending, pending.replies)
             return

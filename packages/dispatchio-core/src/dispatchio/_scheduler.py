@@ -48,6 +48,7 @@ from dispatchio._replies import Replies
 
 if TYPE_CHECKING:
     from dispatchio._mesh import Mesh
+    from dispatchio._message import MessageIds
     from dispatchio._observers import Observers
     from dispatchio._registry import Registry
 
@@ -78,7 +79,9 @@ class Scheduler:
         "wake",
     )
 
-    def __init__(self, process_id: ListenerId, registry: Registry, observers: Observers) -> None:
+    def __init__(
+        self, process_id: ListenerId, registry: Registry, observers: Observers, ids: MessageIds
+    ) -> None:
         self.process_id = process_id
         self.listeners = registry.listeners
         self.members = registry.members
@@ -86,7 +89,7 @@ class Scheduler:
         self.holds = Holds(self.requeue)
         self.held_dest = self.holds.by_dest
         self.held_group = self.holds.by_group
-        self.replies = Replies(process_id, registry.listeners, observers, self.enqueue)
+        self.replies = Replies(process_id, registry.listeners, observers, self.enqueue, ids)
         self.mesh: Mesh | None = None
         self.backend: Backend | None = None
         self.task_group: anyio.abc.TaskGroup | None = None

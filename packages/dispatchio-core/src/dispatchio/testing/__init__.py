@@ -18,20 +18,22 @@ A transport's test module subclasses `TransportConformance`, gives it one fixtur
 
 To test a transport below the dispatcher, serve it with a `RecordingHandler` and wait
 on what it records: ``await handler.wait_up("b")``, ``await handler.wait_frames("b", 3)``.
+`FaultProxy` puts latency, bandwidth limits, blackholes and resets between processes.
 
-`TransportConformance` needs pytest and anyio's pytest plugin; ``import dispatchio``
-never imports this package.
+This package needs pytest and anyio's pytest plugin; ``import dispatchio`` never imports it.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from dispatchio.testing._faults import FaultProxy
+
 if TYPE_CHECKING:
     from dispatchio.testing._conformance import TransportConformance
     from dispatchio.testing._recording import RecordingHandler
 
-__all__ = ["RecordingHandler", "TransportConformance"]
+__all__ = ["FaultProxy", "RecordingHandler", "TransportConformance"]
 
 
 def __getattr__(name: str) -> Any:
