@@ -88,7 +88,9 @@ async def test_blackhole_fails_pending_work_within_the_bound_then_heals(
             )
             for lid, behaviour in (("hold-b", "hold"), ("echo-b", "echo")):
                 await b.call("add", listener=lid, behaviour=behaviour)
-            await a.wait_for_listener("hold-b")
+            # Each registration is its own directory change: wait for every one used below.
+            for lid in ("hold-b", "echo-b"):
+                await a.wait_for_listener(lid)
             await b.call("wait_listener", listener="hold-a")
             reply = await a.request(Message("ask", "before", destination="echo-b"), timeout=5)
             assert reply.content == "before"
