@@ -362,6 +362,34 @@ async def test_handler_failed_fires_for_a_handler_raising_after_suspending(
 
 
 @pytest.mark.anyio
+async def test_delivered_and_failed_fire_once_for_a_handler_started_in_the_requesters_call(
+    observer: Observer, observed: MessageDispatcher
+) -> None:
+    # After a first request the leader is parked: a request to an async def rule that
+    # could suspend is then started in the requester's call (on asyncio).
+    with anyio.fail_after(5):
+        raised: list[ValueError] = []
+
+        async def fail(message: Message) -> None:
+            if message.content == "suspend":
+                await anyio.sleep(0)
+            raised.append(ValueError("boom"))
+            raise raised[0]
+
+        listener = one_rule_listener(observed, "failing", type="warm", callback=lambda m: 1)
+        listener.add_rule(type="ping", callback=fail)
+        message = Message("ping", destination="failing")
+        async with observed:
+            await observed.request(Message("warm", destination="failing"))
+            with pytest.raises(HandlerError, match="ValueError: boom"):
+                await observed.request(message)
+        assert [d["message"] for d in observer.of("delivered")][1:] == [message]
+        assert observer.of("failed") == [
+            {"dispatcher": observed, "message": message, "listener": listener, "error": raised[0]}
+        ]
+
+
+@pytest.mark.anyio
 async def test_handler_failed_fires_for_a_plain_callback_answering_a_request(
     observer: Observer, observed: MessageDispatcher
 ) -> None:

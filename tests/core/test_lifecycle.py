@@ -358,6 +358,69 @@ async def test_exit_lets_a_request_waiting_on_a_running_handler_get_its_reply(
     assert dispatcher.stats.cancelled_handlers == 0
 
 
+@pytest.mark.anyio
+async def test_exit_lets_a_handler_started_in_the_requesters_call_finish_and_reply(
+    dispatcher: MessageDispatcher,
+) -> None:
+    # Once the leader is parked, a request to an async def rule is started in the
+    # requester's call (on asyncio) and carries on in a worker when it suspends.
+    started = anyio.Event()
+
+    async def answer(message: Message) -> str:
+        started.set()
+        await _work()
+        return f"done {message.content}"
+
+    target = listener(dispatcher, "b", type="warm", callback=lambda m: "warm")
+    target.add_rule(type="ask", callback=answer)
+    replies: list[Any] = []
+
+    async def requester() -> None:
+        replies.append((await dispatcher.request(Message("ask", 1, destination="b"))).content)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg, dispatcher:
+            await dispatcher.request(Message("warm", destination="b"))
+            tg.start_soon(requester)
+            await started.wait()
+    assert replies == ["done 1"]
+    assert dispatcher.stats.cancelled_handlers == 0
+
+
+@pytest.mark.anyio
+async def test_handler_started_in_the_requesters_call_still_running_after_the_grace_is_cancelled(
+    plugins: PluginManager,
+) -> None:
+    dispatcher = MessageDispatcher("p", plugins=plugins, shutdown_grace=0.05)
+    started, cancelled = anyio.Event(), anyio.Event()
+
+    async def stuck(message: Message) -> None:
+        started.set()
+        try:
+            await anyio.Event().wait()  # never set
+        except anyio.get_cancelled_exc_class():
+            cancelled.set()
+            raise
+
+    target = listener(dispatcher, "game", type="warm", callback=lambda m: "warm")
+    target.add_rule(type="save", callback=stuck)
+    failed: list[BaseException] = []
+
+    async def requester() -> None:
+        with pytest.raises(DispatchError, match="closed before a reply") as caught:
+            await dispatcher.request(Message("save", destination="game"))
+        failed.append(caught.value)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg, dispatcher:
+            await dispatcher.request(Message("warm", destination="game"))
+            tg.start_soon(requester)
+            await started.wait()
+    assert cancelled.is_set()  # the worker carrying it on was cancelled, and so was it
+    assert len(failed) == 1
+    assert dispatcher.stats.cancelled_handlers == 1
+
+
 def _stuck_handler(started: anyio.Event) -> Callable[[Message], Awaitable[None]]:
     async def stuck(message: Message) -> None:
         started.set()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -602,8 +604,9 @@ async def test_raising_where_predicate_fails_an_inline_request_as_handler_error(
 # ------------------------------------------------------------------ async def handlers inline
 # An ``async def`` callback whose code has no ``await`` cannot suspend, so a request to it
 # is run to its end in the requesting task, like a plain callback. One that can suspend
-# takes the queue: it must run in one task from start to end (cancel scopes and trio's
-# parking belong to a task), and so keeps exactly the leader's order of handling.
+# must run in one task from start to end (cancel scopes and trio's parking belong to a
+# task): it takes the queue on trio, and on asyncio is started as a parked worker's task
+# (see the next section); either way it keeps the leader's order of handling.
 
 
 def task_id() -> int:
@@ -776,3 +779,275 @@ async def test_request_to_a_held_destination_waits_for_the_blocking_message(
             release.set()
     assert log == ["blocking start", "blocking end", "quick"]
     assert replies == ["quick"]
+
+
+# ---------------------------------------------------------- async def handlers that can suspend
+# A request to an ``async def`` callback that might suspend, made when nothing is queued,
+# is started in the requester's call on asyncio, as the task of a parked worker, and
+# carries on in that worker if it suspends (on trio it takes the queue). Either way the
+# handler must see one task, one context and one cancel scope from start to end, and
+# the request must end as it would on the queue.
+
+_var: contextvars.ContextVar[str] = contextvars.ContextVar("_var", default="unset")
+
+
+async def _maybe_sleep(message: Message) -> None:
+    if message.content == "suspend":
+        await anyio.sleep(0)
+
+
+async def _warm(dispatcher: MessageDispatcher, lid: str = "x") -> None:
+    """A first request, so that the leader is parked when the test's own begins."""
+    await dispatcher.request(Message("warm", destination=lid))
+
+
+def async_listener(dispatcher: MessageDispatcher, callback: Callable[[Message], Any]) -> None:
+    """Listener "x": ``warm`` answered inline, anything else by ``callback``."""
+    target = listener(dispatcher, "x", type="warm", callback=echo)
+    target.add_rule(callback=callback)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("content", ["no suspension", "suspend"])
+async def test_async_handler_that_can_suspend_runs_in_one_worker_task_whether_it_does_or_not(
+    dispatcher: MessageDispatcher, content: str
+) -> None:
+    async def tasks(message: Message) -> Any:
+        before = task_id()
+        await _maybe_sleep(message)
+        return before, task_id()
+
+    async_listener(dispatcher, tasks)
+    with anyio.fail_after(5):
+        async with dispatcher:
+            await _warm(dispatcher)
+            reply = await dispatcher.request(Message("ask", content, destination="x"))
+    before, after = reply.content
+    assert before == after != task_id()
+
+
+@pytest.mark.anyio
+async def test_async_handler_keeps_the_context_it_sets_across_its_await_and_to_itself(
+    dispatcher: MessageDispatcher,
+) -> None:
+    async def contextual(message: Message) -> Any:
+        seen = _var.get()
+        _var.set("handler")
+        await anyio.sleep(0)
+        return seen, _var.get()
+
+    async_listener(dispatcher, contextual)
+    token = _var.set("requester")
+    try:
+        with anyio.fail_after(5):
+            async with dispatcher:
+                await _warm(dispatcher)
+                reply = await dispatcher.request(Message("ask", destination="x"))
+                after = _var.get()
+    finally:
+        _var.reset(token)
+    assert reply.content == ("requester", "handler")
+    assert after == "requester"  # what the handler set stayed its own
+
+
+@pytest.mark.anyio
+async def test_cancel_scope_a_handler_opens_before_suspending_cancels_it_at_its_await(
+    dispatcher: MessageDispatcher,
+) -> None:
+    async def bounded(message: Message) -> Any:
+        with anyio.move_on_after(0.01) as scope:
+            await anyio.sleep(10)
+        return scope.cancelled_caught
+
+    async_listener(dispatcher, bounded)
+    with anyio.fail_after(5):
+        async with dispatcher:
+            await _warm(dispatcher)
+            reply = await dispatcher.request(Message("ask", destination="x"))
+            again = await dispatcher.request(Message("ask", destination="x"))
+    assert (reply.content, again.content) == (True, True)
+
+
+@pytest.mark.anyio
+async def test_handler_replying_before_it_suspends_answers_the_request(
+    dispatcher: MessageDispatcher,
+) -> None:
+    async def early(message: Message) -> Any:
+        await dispatcher.reply(message, f"early {message.content}")
+        return DEFERRED
+
+    async_listener(dispatcher, early)
+    with anyio.fail_after(5):
+        async with dispatcher:
+            await _warm(dispatcher)
+            reply = await dispatcher.request(Message("ask", 1, destination="x"))
+    assert reply.content == "early 1"
+    assert dispatcher.stats.late_replies == 0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("content", ["no suspension", "suspend"])
+async def test_handler_replying_and_then_returning_a_value_counts_the_second_answer_late(
+    dispatcher: MessageDispatcher, content: str
+) -> None:
+    done = anyio.Event()
+
+    async def twice(message: Message) -> Any:
+        await dispatcher.reply(message, "first")
+        await _maybe_sleep(message)
+        done.set()
+        return "second"
+
+    async_listener(dispatcher, twice)
+    with anyio.fail_after(5):
+        async with dispatcher:
+            await _warm(dispatcher)
+            reply = await dispatcher.request(Message("ask", content, destination="x"))
+            await done.wait()
+    assert reply.content == "first"
+    assert dispatcher.stats.late_replies == 1
+
+
+@pytest.mark.anyio
+async def test_handler_declining_before_it_suspends_fails_the_request_as_undeliverable(
+    dispatcher: MessageDispatcher,
+) -> None:
+    async def decline(message: Message) -> Any:
+        await _maybe_sleep(message)
+        return UNHANDLED
+
+    async_listener(dispatcher, decline)
+    with anyio.fail_after(5):
+        async with dispatcher:
+            await _warm(dispatcher)
+            with pytest.raises(UndeliverableError, match="has no rule for 'ask'"):
+                await dispatcher.request(Message("ask", destination="x"))
+    assert dispatcher.stats.unmatched == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("content", ["no suspension", "suspend"])
+async def test_handler_that_can_suspend_raising_raises_handler_error_and_serving_goes_on(
+    dispatcher: MessageDispatcher, content: str
+) -> None:
+    async def boom(message: Message) -> Any:
+        await _maybe_sleep(message)
+        raise ValueError(f"bad {message.content}")
+
+    listener(dispatcher, "x", type="warm", callback=echo)
+    dispatcher.listeners["x"].add_rule(type="boom", callback=boom)  # type: ignore[attr-defined]
+    with anyio.fail_after(5):
+        async with dispatcher:
+            await _warm(dispatcher)
+            with pytest.raises(HandlerError, match=f"ValueError: bad {content}") as caught:
+                await dispatcher.request(Message("boom", content, destination="x"))
+            still = await dispatcher.request(Message("warm", "alive", destination="x"))
+    assert isinstance(caught.value.__cause__, ValueError)
+    assert still.content == "alive"
+    assert dispatcher.stats.handler_errors == 1
+
+
+@pytest.mark.anyio
+async def test_request_cancelled_while_its_handler_awaits_leaves_the_handler_running(
+    dispatcher: MessageDispatcher,
+) -> None:
+    started, release, finished = anyio.Event(), anyio.Event(), anyio.Event()
+
+    async def slow(message: Message) -> Any:
+        started.set()
+        await release.wait()
+        finished.set()
+        return "too late"
+
+    async_listener(dispatcher, slow)
+    with anyio.fail_after(5):
+        async with dispatcher:
+            await _warm(dispatcher)
+            with anyio.CancelScope() as scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(dispatcher.request, Message("ask", destination="x"))
+                    await started.wait()
+                    scope.cancel()
+            release.set()
+            await finished.wait()
+            after = await dispatcher.request(Message("warm", "alive", destination="x"))
+    assert after.content == "alive"
+    assert dispatcher.stats.late_replies == 1
+
+
+@pytest.mark.anyio
+async def test_messages_a_handler_sends_before_suspending_are_delivered_after_it_starts(
+    dispatcher: MessageDispatcher,
+) -> None:
+    log: list[str] = []
+
+    async def sender(message: Message) -> Any:
+        log.append("handler start")
+        await dispatcher.send(Message("letter", destination="y"))
+        nested = await dispatcher.request(Message("nested", destination="y"))
+        log.append(f"nested {nested.content}")
+        return "done"
+
+    def record(message: Message) -> str:
+        log.append(message.type)
+        return message.type
+
+    async_listener(dispatcher, sender)
+    listener(dispatcher, "y", callback=record)
+    with anyio.fail_after(5):
+        async with dispatcher:
+            await _warm(dispatcher)
+            reply = await dispatcher.request(Message("ask", destination="x"))
+    assert reply.content == "done"
+    assert log == ["handler start", "letter", "nested", "nested nested"]
+
+
+@pytest.mark.anyio
+async def test_concurrent_requests_to_handlers_that_suspend_all_get_their_own_answer(
+    dispatcher: MessageDispatcher,
+) -> None:
+    async def work(message: Message) -> Any:
+        for _ in range(message.content % 3):
+            await anyio.sleep(0)
+        return message.content * 2
+
+    async_listener(dispatcher, work)
+    answers: dict[int, Any] = {}
+
+    async def ask(i: int) -> None:
+        for j in range(5):
+            n = i * 10 + j
+            answers[n] = (await dispatcher.request(Message("ask", n, destination="x"))).content
+
+    with anyio.fail_after(5):
+        async with dispatcher:
+            await _warm(dispatcher)
+            async with anyio.create_task_group() as tg:
+                for i in range(20):
+                    tg.start_soon(ask, i)
+    assert answers == {n: n * 2 for n in range(200) if n % 10 < 5}
+    assert dispatcher.debug_counts()["pending"] == 0
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.anyio
+async def test_handler_cancelling_its_own_task_before_suspending_gets_the_cancellation(
+    dispatcher: MessageDispatcher,
+) -> None:
+    async def self_cancelling(message: Message) -> Any:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            return "caught"
+        return "not cancelled"
+
+    async_listener(dispatcher, self_cancelling)
+    with anyio.fail_after(5):
+        async with dispatcher:
+            await _warm(dispatcher)
+            first = await dispatcher.request(Message("ask", destination="x"))
+            second = await dispatcher.request(Message("ask", destination="x"))
+    assert (first.content, second.content) == ("caught", "caught")

@@ -10,6 +10,7 @@ low-level task parking.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import sys
 import time
 import types
@@ -161,3 +162,36 @@ def resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any, 
                 yielded = coro.send(sent)
             except StopIteration as stop:
                 return stop.value
+
+
+@types.coroutine
+def resume_in(
+    context: contextvars.Context, coro: Coroutine[Any, Any, Any], yielded: Any
+) -> Generator[Any, Any, Any]:
+    """`resume`, running each step of ``coro`` in ``context`` (where its first step ran)."""
+    run = context.run
+    while True:
+        try:
+            sent = yield yielded
+        except BaseException as exc:
+            try:
+                yielded = run(coro.throw, exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                yielded = run(coro.send, sent)
+            except StopIteration as stop:
+                return stop.value
+
+
+@types.coroutine
+def resume_thrown(
+    context: contextvars.Context, coro: Coroutine[Any, Any, Any], exc: BaseException
+) -> Generator[Any, Any, Any]:
+    """`resume_in`, for a coroutine to which ``exc`` arrived before its next step ran."""
+    try:
+        yielded = context.run(coro.throw, exc)
+    except StopIteration as stop:
+        return stop.value
+    return (yield from resume_in(context, coro, yielded))

@@ -192,6 +192,8 @@ class Replies:
     """Every reply this dispatcher still waits for, and where each response goes."""
 
     __slots__ = (
+        "eager_id",
+        "early",
         "enqueue",
         "expired",
         "ids",
@@ -224,6 +226,11 @@ class Replies:
         self.timers = TimerHeap()
         self.timer_wake: Future | None = None
         self.timer_deadline = math.inf
+        # The ID of the request whose handler `Scheduler.start_eager` is starting (before
+        # the request has a pending entry), and an answer that handler gave through
+        # ``reply`` meanwhile, with its cause.
+        self.eager_id: ListenerId | None = None
+        self.early: tuple[Message, BaseException | None] | None = None
 
     def wait_for(self, pending: Pending, backend: Backend, timeout: float) -> None:
         """Enter ``pending`` in the table, with a timer unless ``timeout`` is ``math.inf``."""
@@ -244,6 +251,12 @@ class Replies:
         """Take a response to the sender that waits for it, or to its source listener."""
         pending = self.pending.get(response.id)  # type: ignore[arg-type]
         if pending is None:
+            if response.id == self.eager_id and self.eager_id is not None:
+                if self.early is None:
+                    self.early = (response, cause)
+                else:
+                    self.stats.late_replies += 1
+                return
             # Not awaited any more (late), or never awaited: a reply to a plain letter.
             if self.ids.is_awaited(response.id) or response.id in self.expired:
                 self.stats.late_replies += 1

@@ -19,21 +19,24 @@ and `Replies` it needs, handing them ``requeue`` and ``enqueue`` as the way back
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import types
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Final
+from contextvars import Context, copy_context
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import anyio
 import anyio.lowlevel
 
-from dispatchio._backend import Backend, Future, resume
+from dispatchio._backend import Backend, Future, resume, resume_in, resume_thrown
 from dispatchio._basic import NEVER_SUSPENDS, Action, find_rule, is_rule_table, never_suspends
 from dispatchio._blocking import Holds
 from dispatchio._errors import (
     DispatchError,
     HandlerError,
     UndeliverableError,
+    error_from_message,
     format_error,
 )
 from dispatchio._message import (
@@ -55,6 +58,11 @@ if TYPE_CHECKING:
 _MAX_IDLE_WORKERS: Final = 8
 _LEADER_BATCH: Final = 512  # messages the leader handles before letting other tasks run
 _CoroutineType: Final = types.CoroutineType
+# asyncio's own way of saying which task runs (what Python 3.12's eager tasks use); a
+# Python without them never starts a handler eagerly (see `Scheduler.start_eager`).
+_current_task: Final = asyncio.current_task
+_enter_task: Final = getattr(asyncio.tasks, "_enter_task", None)
+_leave_task: Final = getattr(asyncio.tasks, "_leave_task", None)
 
 
 class Scheduler:
@@ -68,15 +76,18 @@ class Scheduler:
         "holds",
         "idle",
         "listeners",
+        "loop",
         "members",
         "mesh",
         "observers",
+        "orphans",
         "process_id",
         "queue",
         "replies",
         "running",
         "task_group",
         "wake",
+        "wake_task",
     )
 
     def __init__(
@@ -95,7 +106,12 @@ class Scheduler:
         self.task_group: anyio.abc.TaskGroup | None = None
         self.queue: collections.deque[Message] = collections.deque()
         self.wake: Future | None = None  # the parked leader's future
-        self.idle: list[Future] = []  # parked followers
+        # On asyncio (for `start_eager`): the loop, and the task of the parked leader.
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.wake_task: asyncio.Task[Any] | None = None
+        # Handlers `start_eager` began as a worker whose wait was cancelled meanwhile.
+        self.orphans: dict[Future, tuple[Any, Any, Message, Context]] = {}
+        self.idle: list[tuple[Future, asyncio.Task[Any] | None]] = []  # parked followers
         self.drained: Future | None = None  # resolved when the leader runs out of work
         # Handlers that suspended and have not finished (coroutine -> its message), so
         # shutdown can wait for them and name the ones it cancels.
@@ -107,6 +123,8 @@ class Scheduler:
         """Start the leader in ``task_group``."""
         self.backend = backend
         self.task_group = task_group
+        if backend.name == "asyncio" and _enter_task is not None and _leave_task is not None:
+            self.loop = asyncio.get_running_loop()
         task_group.start_soon(self.worker, True, name="dispatchio worker")
 
     async def drain(self, timeout: float) -> None:
@@ -148,6 +166,9 @@ class Scheduler:
         self.idle.clear()
         self.running.clear()
         self.wake = None
+        self.wake_task = None
+        self.loop = None
+        self.orphans.clear()
 
     # ------------------------------------------------------------------ the queue
 
@@ -180,37 +201,55 @@ class Scheduler:
         queue = self.queue
         backend = self.backend
         assert backend is not None
+        me = None if self.loop is None else _current_task()
         while True:
+            captured: tuple[Any, Any, Message, Context | None] | None = None
+            thrown: BaseException | None = None
             if not lead:
                 if len(self.idle) >= _MAX_IDLE_WORKERS:
                     return
                 parked = backend.new_future()
-                self.idle.append(parked)
-                await parked
-            # Lead: start queued messages in order until one's handler suspends.
-            captured = None
-            while captured is None:
-                batch = _LEADER_BATCH
-                while queue and batch:
-                    batch -= 1
-                    captured = self.process(queue.popleft())
-                    if captured is not None:
-                        break
-                else:
-                    if queue:
-                        await anyio.lowlevel.checkpoint()
-                        continue
-                    wake = self.wake = backend.new_future()
-                    if self.drained is not None:
-                        self._drain_step()
-                    await wake
-            self._hand_off()
-            # A handler suspended: this worker stays with it; another leads meanwhile.
-            coro, yielded, message = captured
+                self.idle.append((parked, me))
+                # None: lead. A handler: `start_eager` began it as this task and it
+                # suspended; the leader leads on meanwhile.
+                try:
+                    captured = await parked
+                except BaseException as exc:
+                    captured, thrown = self._handed(parked, exc), exc
+            if captured is None:
+                # Lead: start queued messages in order until one's handler suspends.
+                while captured is None:
+                    batch = _LEADER_BATCH
+                    while queue and batch:
+                        batch -= 1
+                        captured = self.process(queue.popleft())
+                        if captured is not None:
+                            break
+                    else:
+                        if queue:
+                            await anyio.lowlevel.checkpoint()
+                            continue
+                        wake = self.wake = backend.new_future()
+                        self.wake_task = me
+                        if self.drained is not None:
+                            self._drain_step()
+                        # None: more work queued. A handler: as for ``parked`` above.
+                        try:
+                            captured = await wake
+                        except BaseException as exc:
+                            captured, thrown = self._handed(wake, exc), exc
+                # This worker stays with the handler; another leads meanwhile.
+                self._hand_off()
+            coro, yielded, message, context = captured
             running = self.running
             running[coro] = message
             try:
-                result = await resume(coro, yielded)
+                if context is None:
+                    result = await resume(coro, yielded)
+                elif thrown is None:
+                    result = await resume_in(context, coro, yielded)
+                else:
+                    result = await resume_thrown(context, coro, thrown)
             except Exception as exc:
                 self.handler_raised(message, exc)
             else:
@@ -220,16 +259,31 @@ class Scheduler:
                 self._drain_step()
             lead = False
 
+    def _handed(
+        self, future: Future, exc: BaseException
+    ) -> tuple[Any, Any, Message, Context | None]:
+        """A parked worker was cancelled: the handler `start_eager` had handed it (which
+        gets the cancellation, as if it had been running here), or else re-raise."""
+        if self.loop is None:
+            raise exc
+        captured = self.orphans.pop(future, None)
+        if captured is not None:
+            return captured
+        handed = cast("asyncio.Future[Any]", future)
+        if not handed.done() or handed.cancelled() or handed.result() is None:
+            raise exc
+        return handed.result()  # type: ignore[no-any-return]
+
     def _hand_off(self) -> None:
         while self.idle:
-            parked = self.idle.pop()
+            parked = self.idle.pop()[0]
             if not parked.done():  # done: cancelled with an enclosing cancel scope (asyncio)
                 parked.set_result(None)
                 return
         assert self.task_group is not None
         self.task_group.start_soon(self.worker, True, name="dispatchio worker")
 
-    def process(self, message: Message) -> tuple[Any, Any, Message] | None:
+    def process(self, message: Message) -> tuple[Any, Any, Message, None] | None:
         """Start handling one queued message. Returns the handler if it suspended."""
         dest = message.destination
         if dest is None:
@@ -274,7 +328,7 @@ class Scheduler:
                 except StopIteration as stop:
                     result = stop.value
                 else:
-                    return coro, yielded, message
+                    return coro, yielded, message, None
         except Exception as exc:
             self.handler_raised(message, exc)
             return None
@@ -333,50 +387,66 @@ class Scheduler:
         here keeps the order of handling and saves the two task switches of a round
         trip through the leader. An ``async def`` callback whose code has no ``await``
         (`never_suspends`) is run to its end here too; one that might suspend is
-        started in a task of its own.
+        started here as the parked leader's task (`start_eager`) on asyncio, and takes
+        the queue on trio.
 
         Returns the response; DEFERRED when the callback ran but will answer later (it
-        returned DEFERRED, or a coroutine that might suspend); or None, having done
-        nothing, when the request must take the queue.
+        returned DEFERRED, or it suspended and carries on in a worker); or None, having
+        done nothing, when the request must take the queue.
 
         Raises:
             HandlerError: the callback raised.
             UndeliverableError: the listener declined the message.
+            DispatchError: the callback answered with an error through `reply` (such as
+                `dispatchio.UNHANDLED`) before it suspended.
         """
         dest = message.destination
         if dest is None or message.blocking or (self.held_dest and dest in self.held_dest):
             return None
         listener = self.listeners[dest]
+        eager: Any = None
         try:
             rule = find_rule(listener, message)[1]
-            if rule is None or not rule.inline:
+            if rule is None:
                 return None
-            if self.observers.observed:
-                self.observers.delivered(message, listener)
-            result = rule.target(message)
-            if result.__class__ is _CoroutineType:
-                code = result.cr_code
-                never = NEVER_SUSPENDS.get(code)
-                if never is None:
-                    never = never_suspends(code)
-                if not never:
-                    # It may suspend, and a coroutine must stay in the task that started
-                    # it (cancel scopes and trio's parking belong to the task), so it
-                    # gets a task of its own from the start.
-                    assert self.task_group is not None
-                    self.running[result] = message
-                    self.task_group.start_soon(self._await_handler, message, result)
-                    return DEFERRED
-                try:
-                    result.send(None)
-                except StopIteration as stop:
-                    result = stop.value
-                else:  # pragma: no cover  # no yield opcode in its code: cannot happen
-                    result.close()
-                    raise RuntimeError(f"{code.co_name} suspended without a yield opcode")
+            if not rule.inline:
+                if rule.action is not Action.ASYNC_CALLBACK or self.loop is None:
+                    return None
+                if self.observers.observed:
+                    self.observers.delivered(message, listener)
+                eager = rule.target(message)
+            else:
+                if self.observers.observed:
+                    self.observers.delivered(message, listener)
+                result = rule.target(message)
+                if result.__class__ is _CoroutineType:
+                    code = result.cr_code
+                    never = NEVER_SUSPENDS.get(code)
+                    if never is None:
+                        never = never_suspends(code)
+                    if never:
+                        try:
+                            result.send(None)
+                        except StopIteration as stop:
+                            result = stop.value
+                        else:  # pragma: no cover  # no yield opcode in its code: cannot happen
+                            result.close()
+                            raise RuntimeError(f"{code.co_name} suspended without a yield opcode")
+                    elif self.loop is not None:
+                        eager = result
+                    else:
+                        # It may suspend, and a coroutine must stay in the task that
+                        # started it (cancel scopes and trio's parking belong to the
+                        # task), so on trio it gets a task of its own from the start.
+                        assert self.task_group is not None
+                        self.running[result] = message
+                        self.task_group.start_soon(self._await_handler, message, result)
+                        return DEFERRED
         except Exception as exc:
             self.handler_raised(message, exc, respond=False)
             raise HandlerError(f"{type(exc).__name__}: {exc}", message=message) from exc
+        if eager is not None:
+            return self.start_eager(message, listener, eager)
         if result is UNHANDLED:
             self.observers.unmatched(message, listener)
             raise declined(message)
@@ -384,6 +454,117 @@ class Scheduler:
         if deferred:
             return DEFERRED
         return response_to(message, result, dest, self.process_id, None)
+
+    def start_eager(self, message: Message, listener: Any, coro: Any) -> Message | DeferredType:
+        """Run the first step of a handler that might suspend here, in the requester's
+        call, as if in the parked leader's task (asyncio only).
+
+        Most ``async def`` handlers that can suspend answer without suspending (a cache
+        hit, an uncontended lock); run this way, such an answer costs no task switch,
+        no queue hop and no wait for a reply. For the length of the step, asyncio's
+        current task is the parked leader (as for one of Python 3.12's eager tasks), so
+        whatever the handler ties to its task before suspending (an anyio cancel scope,
+        ``asyncio.timeout``, ``current_task()``) belongs to the task that carries on with
+        it: a handler that suspends is handed to the leader, which continues it exactly
+        as if it had started it from the queue (another worker leads meanwhile). Every
+        step runs in a copy of the requester's context (as a task the requester spawned
+        would), so what the handler sets there stays its own. The caller has checked
+        what `answer_inline` checks; the leader's wake is claimed for the step, so
+        whatever the handler sends meanwhile queues behind it.
+
+        Returns the response, or DEFERRED when the handler suspended (the requester
+        waits for its reply) or returned DEFERRED.
+
+        Raises:
+            HandlerError: the handler raised before suspending.
+            UndeliverableError: the handler returned `UNHANDLED`.
+            DispatchError: the handler answered with an error through `reply`.
+        """
+        loop = self.loop
+        assert loop is not None
+        assert _enter_task is not None
+        assert _leave_task is not None
+        # The worker to carry on with the handler should it suspend: an idle one, or
+        # else the leader, whose wake is then claimed for the step (what the handler
+        # sends meanwhile queues behind it, and is led once the step is over).
+        idle = self.idle
+        while idle:
+            worker, task = idle.pop()
+            if not worker.done():  # done: cancelled with an enclosing cancel scope
+                claimed = False
+                break
+        else:
+            worker = self.wake  # type: ignore[assignment]
+            task = self.wake_task
+            claimed = True
+        requester = _current_task(loop)
+        if worker is None or worker.done() or requester is None:  # pragma: no cover
+            # Being cancelled, or a coroutine driven outside any task: a task of its own.
+            if not claimed:
+                idle.append((worker, task))
+            assert self.task_group is not None
+            self.running[coro] = message
+            self.task_group.start_soon(self._await_handler, message, coro)
+            return DEFERRED
+        if claimed:
+            self.wake = None
+        assert task is not None
+        replies = self.replies
+        replies.eager_id = message.id
+        context = copy_context()
+        suspended = False
+        try:
+            _leave_task(loop, requester)
+            _enter_task(loop, task)
+            try:
+                yielded = context.run(coro.send, None)
+            finally:
+                _leave_task(loop, task)
+                _enter_task(loop, requester)
+        except StopIteration as stop:
+            result = stop.value
+        except Exception as exc:
+            self.handler_raised(message, exc, respond=False)
+            raise HandlerError(f"{type(exc).__name__}: {exc}", message=message) from exc
+        else:
+            suspended = True
+            self.running[coro] = message
+            if worker.done():
+                # Its task was cancelled during the step (the handler cancelled it, say):
+                # the worker wakes with the cancellation and throws it into the handler.
+                self.orphans[worker] = (coro, yielded, message, context)
+            else:
+                worker.set_result((coro, yielded, message, context))
+            result = DEFERRED
+        finally:
+            replies.eager_id = None
+            if not suspended and not worker.done():
+                if not claimed:
+                    idle.append((worker, task))
+                elif self.queue:
+                    worker.set_result(None)
+                else:
+                    self.wake = worker
+        early = replies.early
+        if early is not None:
+            # It answered through `reply` before its pending entry existed (the requester
+            # enters it only if no answer comes from here).
+            replies.early = None
+            response, cause = early
+            if not suspended and result is not DEFERRED:
+                self.observers.stats.late_replies += 1  # what a second answer would count
+            if response.error is None:
+                return response
+            error = error_from_message(response)
+            assert error is not None
+            raise error from cause
+        if result is UNHANDLED:
+            self.observers.unmatched(message, listener)
+            raise declined(message)
+        deferred: bool = result is DEFERRED
+        if deferred:
+            return DEFERRED
+        return response_to(message, result, message.destination, self.process_id, None)
 
     def deliver_incoming(self, message: Message) -> None:
         """Take a message that arrived from another process.
