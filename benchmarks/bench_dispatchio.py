@@ -54,6 +54,24 @@ async def _async_echo(message: Message) -> Any:
     return message.content
 
 
+async def _ready(value: Any) -> Any:
+    return value
+
+
+async def _async_echo_awaiting(message: Message) -> Any:
+    """An ``async def`` handler that may suspend (it awaits), answering before it does
+    (like a cache hit): the shape the async-request target is about."""
+    return await _ready(message.content)
+
+
+async def _async_echo_suspending(message: Message) -> Any:
+    """An ``async def`` handler that suspends once (`bench_peers.suspend_once`'s work)."""
+    import anyio.lowlevel
+
+    await anyio.lowlevel.checkpoint()
+    return message.content
+
+
 def _dispatcher(plugins: PluginManager | None = None) -> MessageDispatcher:
     from dispatchio import MessageDispatcher, make_plugin_manager
 
@@ -142,8 +160,9 @@ async def requests(callback: Callable[[Message], Any] = _echo) -> AsyncIterator[
     """A running dispatcher; yields a loop of sequential ``await d.request(...)``.
 
     With the default sync callback the dispatcher may answer inline (no task switch);
-    ``_async_echo`` (see `async_requests`) is answered inline too; `queued_requests`
-    measures the queued path.
+    ``_async_echo`` (see `async_requests`) is answered inline too; `awaiting_requests`
+    and `suspending_requests` go through the scheduler, `queued_requests` through the
+    queue.
     """
     from dispatchio import Message
 
@@ -167,6 +186,18 @@ def async_requests() -> contextlib.AbstractAsyncContextManager[AsyncLoopFn]:
     """`requests` to an ``async def`` callback rule with no ``await``: it cannot suspend,
     so the dispatcher runs it to its end inline, like a plain callback."""
     return requests(_async_echo)
+
+
+def awaiting_requests() -> contextlib.AbstractAsyncContextManager[AsyncLoopFn]:
+    """`requests` to an ``async def`` callback rule that awaits (so may suspend) and
+    answers before suspending: through the scheduler, started in the requester's call
+    on asyncio, queued on trio."""
+    return requests(_async_echo_awaiting)
+
+
+def suspending_requests() -> contextlib.AbstractAsyncContextManager[AsyncLoopFn]:
+    """`requests` to an ``async def`` callback rule that suspends once before answering."""
+    return requests(_async_echo_suspending)
 
 
 @contextlib.asynccontextmanager

@@ -193,6 +193,80 @@ async def asyncio_raw() -> AsyncIterator[AsyncLoopFn]:
             await server_task
 
 
+async def suspend_once(value: Any) -> Any:
+    """A handler's work that suspends once (through anyio, as the dispatchio side's does)."""
+    import anyio.lowlevel
+
+    await anyio.lowlevel.checkpoint()
+    return value
+
+
+@contextlib.asynccontextmanager
+async def asyncio_raw_suspending() -> AsyncIterator[AsyncLoopFn]:
+    """`asyncio_raw` whose server awaits `suspend_once` for each request before answering:
+    the peer of a dispatchio handler that suspends once."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[int, asyncio.Future[int]]] = asyncio.Queue()
+
+    async def server() -> None:
+        while True:
+            payload, fut = await queue.get()
+            fut.set_result(await suspend_once(payload))
+
+    server_task = asyncio.create_task(server())
+
+    async def requests(n: int) -> None:
+        put = queue.put_nowait
+        create_future = loop.create_future
+        for i in range(n):
+            fut: asyncio.Future[int] = create_future()
+            put((i, fut))
+            await fut
+
+    try:
+        yield requests
+    finally:
+        server_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await server_task
+
+
+@contextlib.asynccontextmanager
+async def asyncio_raw_letter_request() -> AsyncIterator[AsyncLoopFn]:
+    """`asyncio_raw` where each operation is a letter (no future: nobody waits for it)
+    and then a request, both through the one queue: the peer of dispatchio's letter +
+    request row."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[int, asyncio.Future[int] | None]] = asyncio.Queue()
+    letters = [0]
+
+    async def server() -> None:
+        while True:
+            payload, fut = await queue.get()
+            if fut is None:
+                letters[0] += payload
+            else:
+                fut.set_result(payload)
+
+    server_task = asyncio.create_task(server())
+
+    async def requests(n: int) -> None:
+        put = queue.put_nowait
+        create_future = loop.create_future
+        for i in range(n):
+            put((i, None))
+            fut: asyncio.Future[int] = create_future()
+            put((i, fut))
+            await fut
+
+    try:
+        yield requests
+    finally:
+        server_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await server_task
+
+
 @contextlib.asynccontextmanager
 async def anyio_streams() -> AsyncIterator[AsyncLoopFn]:
     """anyio memory object streams: request stream + reply stream, sequential round trips.

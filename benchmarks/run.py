@@ -201,9 +201,10 @@ L1 = "1. Message + send_sync, callback rule"
 L2 = "2. group send_sync to 1,000 subscribers"
 L3 = "3. request round trips, asyncio"
 L3C = "3c. request to async-def rule without await (inline), asyncio"
+L3F = "3f. request to async-def rule that awaits, answering before it suspends, asyncio"
 L4 = "4. send_sync, 100k listeners vs 10"
 L5 = "5. send_sync, unimplemented-hook plugin"
-N_TARGETS = 5
+N_TARGETS = 7
 N_TCP_TARGETS = 3
 
 
@@ -301,6 +302,8 @@ def measure_dispatchio(cfg: Config, table: PeerTable) -> list[Row]:
         n_dio = max(100, int(core.N_REQUEST_RT * cfg.async_scale))
         n_queued = max(100, int(core.N_QUEUED_RT * cfg.async_scale))
         sizes = {"dio": (core.requests, n_dio), "async": (core.async_requests, n_dio),
+                 "awaiting": (core.awaiting_requests, n_dio),
+                 "suspending": (core.suspending_requests, n_queued),
                  "queued": (core.queued_requests, n_queued)}  # fmt: skip
         return {
             key: async_sampler(
@@ -309,12 +312,30 @@ def measure_dispatchio(cfg: Config, table: PeerTable) -> list[Row]:
             for key, (setup, number) in sizes.items()
         }
 
-    # 3. async request round trips on asyncio: inline and queued, beside raw asyncio
-    # (target), anyio streams and Thespian, all interleaved in one run.
+    def raw_variants(stack: contextlib.ExitStack[Any], loop: BlockingPortal) -> dict[str, Sampler]:
+        """Samplers of raw asyncio doing what the suspending and letter + request rows
+        do: a server that awaits the handler's one suspension, and a letter put before
+        each request."""
+        number = peers.scaled(peers.N_ASYNCIO_RT, cfg)
+        setups = {"raw_suspending": peers.asyncio_raw_suspending,
+                  "raw_letter": peers.asyncio_raw_letter_request}  # fmt: skip
+        return {
+            key: async_sampler(
+                loop, stack.enter_context(loop.wrap_async_context_manager(setup())), number
+            )
+            for key, setup in setups.items()
+        }
+
+    suspending = "raw asyncio, server awaiting the same one suspension"
+    letter = "raw asyncio, a letter + a request"
+
+    # 3. async request round trips on asyncio: inline, through the scheduler and queued,
+    # beside raw asyncio (target), anyio streams and Thespian, all interleaved in one run.
     def three() -> list[Row]:
         with contextlib.ExitStack() as stack:
             portal = stack.enter_context(event_loop("asyncio"))
             samplers = request_samplers(stack, portal)
+            samplers.update(raw_variants(stack, portal))
             for key in ("asyncio_raw", "anyio", "thespian"):
                 spec = table.specs[key]
                 number = peers.scaled(spec.number, cfg)
@@ -334,15 +355,20 @@ def measure_dispatchio(cfg: Config, table: PeerTable) -> list[Row]:
             beside("3b. (same, beside Thespian)", stats, "dio", "thespian", label("thespian"),
                    "rt/s"),
             beside(L3C, stats, "async", "asyncio_raw", raw, "rt/s", ("min", 0.8)),
-            beside("3f. letter + request to async-def rule behind it (queued), asyncio",
-                   stats, "queued", "asyncio_raw", raw, "rt/s"),
+            beside(L3F, stats, "awaiting", "asyncio_raw", raw, "rt/s", ("min", 0.8)),
+            beside("3h. request to async-def rule that suspends once, asyncio",
+                   stats, "suspending", "raw_suspending", suspending, "rt/s"),
+            beside("3i. letter + request to async-def rule behind it (queued), asyncio",
+                   stats, "queued", "raw_letter", letter, "rt/s"),
         ]  # fmt: skip
 
     # 3d, 3e: the same on trio, interleaved with raw asyncio (in its own loop)
     trio_labels = (
         "3d. request round trips, trio",
         "3e. request to async-def rule without await (inline), trio",
-        "3g. letter + request to async-def rule behind it (queued), trio",
+        "3g. request to async-def rule that awaits, answering before it suspends, trio",
+        "3j. request to async-def rule that suspends once, trio",
+        "3k. letter + request to async-def rule behind it (queued), trio",
     )
 
     def three_trio() -> list[Row]:
@@ -357,11 +383,14 @@ def measure_dispatchio(cfg: Config, table: PeerTable) -> list[Row]:
             if loop is not None:
                 number = peers.scaled(peers.N_ASYNCIO_RT, cfg)
                 samplers["asyncio_raw"] = async_sampler(asyncio_loop, loop, number)
+            samplers.update(raw_variants(stack, asyncio_loop))
             stats = interleave(samplers, cfg)
         return [
             beside(trio_labels[0], stats, "dio", "asyncio_raw", raw, "rt/s"),
             beside(trio_labels[1], stats, "async", "asyncio_raw", raw, "rt/s"),
-            beside(trio_labels[2], stats, "queued", "asyncio_raw", raw, "rt/s"),
+            beside(trio_labels[2], stats, "awaiting", "asyncio_raw", raw, "rt/s"),
+            beside(trio_labels[3], stats, "suspending", "raw_suspending", suspending, "rt/s"),
+            beside(trio_labels[4], stats, "queued", "raw_letter", letter, "rt/s"),
         ]
 
     # 4. 100k listeners vs 10 listeners, interleaved; memory per listener

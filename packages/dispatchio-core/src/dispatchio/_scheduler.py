@@ -10,6 +10,10 @@ How the asynchronous side runs (the "why" behind the shape of this module):
   worker that started it (see `dispatchio._backend.resume`); that worker hands the
   queue to an idle worker, or spawns one, and carries on with the handler. So handlers
   start in queue order, and a handler that awaits never stalls anyone else.
+* A request to an ``async def`` handler that may suspend, made when nothing is queued,
+  starts in the requester's call on asyncio (`Scheduler.start_eager`), as the task of a
+  parked worker: an answer before any suspension costs no task switch, and a handler
+  that suspends is carried on by that worker as if it had started it.
 * What a handler returns is settled here (`Scheduler.settle`): a reply goes to
   `Replies` for a sender in this process or to the mesh for another one.
 
