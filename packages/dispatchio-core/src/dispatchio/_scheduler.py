@@ -391,8 +391,8 @@ class Scheduler:
         here keeps the order of handling and saves the two task switches of a round
         trip through the leader. An ``async def`` callback whose code has no ``await``
         (`never_suspends`) is run to its end here too; one that might suspend is
-        started here as the parked leader's task (`start_eager`) on asyncio, and takes
-        the queue on trio.
+        started here as a parked worker's task (`start_eager`) on asyncio, and takes the
+        queue on trio.
 
         Returns the response; DEFERRED when the callback ran but will answer later (it
         returned DEFERRED, or it suspended and carries on in a worker); or None, having
@@ -408,7 +408,7 @@ class Scheduler:
         if dest is None or message.blocking or (self.held_dest and dest in self.held_dest):
             return None
         listener = self.listeners[dest]
-        eager: Any = None
+        eager = False
         try:
             rule = find_rule(listener, message)[1]
             if rule is None:
@@ -418,7 +418,8 @@ class Scheduler:
                     return None
                 if self.observers.observed:
                     self.observers.delivered(message, listener)
-                eager = rule.target(message)
+                result = rule.target(message)
+                eager = True
             else:
                 if self.observers.observed:
                     self.observers.delivered(message, listener)
@@ -437,7 +438,7 @@ class Scheduler:
                             result.close()
                             raise RuntimeError(f"{code.co_name} suspended without a yield opcode")
                     elif self.loop is not None:
-                        eager = result
+                        eager = True
                     else:
                         # It may suspend, and a coroutine must stay in the task that
                         # started it (cancel scopes and trio's parking belong to the
@@ -449,8 +450,8 @@ class Scheduler:
         except Exception as exc:
             self.handler_raised(message, exc, respond=False)
             raise HandlerError(f"{type(exc).__name__}: {exc}", message=message) from exc
-        if eager is not None:
-            return self.start_eager(message, listener, eager)
+        if eager:
+            return self.start_eager(message, listener, result)
         if result is UNHANDLED:
             self.observers.unmatched(message, listener)
             raise declined(message)
@@ -461,20 +462,19 @@ class Scheduler:
 
     def start_eager(self, message: Message, listener: Any, coro: Any) -> Message | DeferredType:
         """Run the first step of a handler that might suspend here, in the requester's
-        call, as if in the parked leader's task (asyncio only).
+        call, as if in a parked worker's task (asyncio only).
 
         Most ``async def`` handlers that can suspend answer without suspending (a cache
         hit, an uncontended lock); run this way, such an answer costs no task switch,
         no queue hop and no wait for a reply. For the length of the step, asyncio's
-        current task is the parked leader (as for one of Python 3.12's eager tasks), so
-        whatever the handler ties to its task before suspending (an anyio cancel scope,
-        ``asyncio.timeout``, ``current_task()``) belongs to the task that carries on with
-        it: a handler that suspends is handed to the leader, which continues it exactly
-        as if it had started it from the queue (another worker leads meanwhile). Every
-        step runs in a copy of the requester's context (as a task the requester spawned
-        would), so what the handler sets there stays its own. The caller has checked
-        what `answer_inline` checks; the leader's wake is claimed for the step, so
-        whatever the handler sends meanwhile queues behind it.
+        current task is an idle worker, or else the parked leader (as for one of Python
+        3.12's eager tasks), so whatever the handler ties to its task before suspending
+        (an anyio cancel scope, ``asyncio.timeout``, ``current_task()``) belongs to the
+        task that carries on with it: a handler that suspends is handed to that worker,
+        which continues it exactly as if it had started it from the queue (when it is
+        the leader, another worker leads meanwhile). Every step runs in a copy of the
+        requester's context (as a task the requester spawned would), so what the handler
+        sets there stays its own. The caller has checked what `answer_inline` checks.
 
         Returns the response, or DEFERRED when the handler suspended (the requester
         waits for its reply) or returned DEFERRED.
