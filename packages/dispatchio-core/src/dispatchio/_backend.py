@@ -186,12 +186,15 @@ def resume_in(
 
 
 @types.coroutine
-def resume_thrown(
-    context: contextvars.Context, coro: Coroutine[Any, Any, Any], exc: BaseException
+def resume_next(
+    context: contextvars.Context, coro: Coroutine[Any, Any, Any], exc: BaseException | None
 ) -> Generator[Any, Any, Any]:
-    """`resume_in`, for a coroutine to which ``exc`` arrived before its next step ran."""
+    """`resume_in`, its next step run at once: with ``exc`` thrown in, or else with None
+    sent (the answer to a bare yield, one trip through the event loop, which the caller
+    has just made)."""
     try:
-        yielded = context.run(coro.throw, exc)
+        step = (coro.send, None) if exc is None else (coro.throw, exc)
+        yielded = context.run(*step)
     except StopIteration as stop:
         return stop.value
     return (yield from resume_in(context, coro, yielded))

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 import anyio
 import anyio.lowlevel
 
-from dispatchio._backend import Backend, Future, resume, resume_in, resume_thrown
+from dispatchio._backend import Backend, Future, resume, resume_in, resume_next
 from dispatchio._basic import NEVER_SUSPENDS, Action, find_rule, is_rule_table, never_suspends
 from dispatchio._blocking import Holds
 from dispatchio._errors import (
@@ -250,10 +250,12 @@ class Scheduler:
             try:
                 if context is None:
                     result = await resume(coro, yielded)
-                elif thrown is None:
-                    result = await resume_in(context, coro, yielded)
+                elif yielded is None or thrown is not None:
+                    # Handed over by `start_eager`: waking up here was a trip through
+                    # the event loop, all that a bare yield (``sleep(0)``) asks for.
+                    result = await resume_next(context, coro, thrown)
                 else:
-                    result = await resume_thrown(context, coro, thrown)
+                    result = await resume_in(context, coro, yielded)
             except Exception as exc:
                 self.handler_raised(message, exc)
             else:
