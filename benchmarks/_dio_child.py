@@ -5,7 +5,8 @@ Listeners: ``echo`` answers a ``ping`` with its content; ``sink`` takes ``data``
 whose content is a sequence number from 0, and answers ``done`` with ``{"count": n,
 "in_order": bool}`` for the batch since the previous ``done``. The child prints ONE JSON
 line ``{"url": ..., "pid": ...}`` once it listens, answers a ``report`` line on stdin with
-one JSON line of totals, and returns when stdin reaches EOF.
+one JSON line of totals (and ``cpu_s``, the CPU seconds it has used so far), and returns
+when stdin reaches EOF.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from typing import Any
 
 
@@ -67,7 +69,7 @@ def serve_dispatcher(listen: str, backend: str) -> None:
             ready({"url": dispatcher.listen_urls[0], "pid": os.getpid()})
             while line := await anyio.to_thread.run_sync(sys.stdin.readline):
                 if line.strip() == "report":
-                    ready(totals)
+                    ready({**totals, "cpu_s": time.process_time()})
 
     profile = os.environ.get("BENCH_TCP_CHILD_PROFILE")
     if profile:
