@@ -680,7 +680,8 @@ class KafkaTransport(Transport):
             # sender before it sends the next batch (the records behind this one).
             if not refusals:
                 refusals.append(error)
-                self._idle_producer = None
+                if self._idle_producer is producer:  # no more frames from the loop
+                    self._idle_producer = None
                 sender = getattr(producer, "_sender", None)
                 if sender is not None:
                     sender.force_close()
