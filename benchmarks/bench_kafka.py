@@ -9,14 +9,15 @@ same broker, CPUs and run:
   a child process (`_kafka_child.py`), in order, nothing lost, beside a raw kafka-python
   producer here (`RAW_PRODUCER`; a second row `RAW_TUNED`) and a raw consumer in a
   child moving ``N`` records of the same size through one topic; the clock runs from
-  the first send to the last message received.
+  the first send to the last message received. The three sides run in alternating
+  rounds; the ratio is the median of the per-round ratios.
   Target: at least 0.8x raw.
 * request p50: sequential ``request`` round trips between two dispatchers, beside a raw
   ping-pong over two topics (a thread answering every ping) with the same fetch settings
   (`FETCH`, printed) and the same producer settings as the transport's (acks "all",
   ``linger_ms`` 0), in alternating rounds (raw, ours; ours, raw; ...), since a round's
-  p50 depends on how the two consumers' fetch cycles happen to line up. Target: at most
-  1.5x raw, as the median of the per-round ratios.
+  p50 varies a lot from round to round (how the fetch cycles line up, the machine's
+  load). Target: at most 1.5x raw, as the median of the per-round ratios.
 * start-up: from entering ``async with dispatcher`` to its first message handled (sent
   by an already running dispatcher once it sees the newcomer's listener). Target: 1 s.
 * loop lag: how late a 1 ms periodic timer on the event loop fires while the transport
