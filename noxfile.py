@@ -67,7 +67,7 @@ PACKAGES: dict[str, Package] = {
 # named here (and what their tests need), without those packages' own test_deps. The
 # fault tests run once per transport in tests/faults/_harness.py's CASES.
 SUITES: dict[str, tuple[str, ...]] = {
-    "faults": ("tcp",),
+    "faults": ("tcp", "http"),
 }
 
 

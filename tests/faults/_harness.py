@@ -52,7 +52,7 @@ class TransportCase:
 
 CASES: dict[str, TransportCase] = {
     "tcp": TransportCase("tcp", "tcp://127.0.0.1:0"),
-    # "http": TransportCase("http", "http://127.0.0.1:0", backends=("asyncio",)),
+    "http": TransportCase("http", "http://127.0.0.1:0", backends=("asyncio",)),
     # "kafka": TransportCase("kafka", "kafka://127.0.0.1:<broker>/t-<uuid>", ...),
 }
 

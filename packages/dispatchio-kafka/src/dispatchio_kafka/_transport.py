@@ -13,7 +13,9 @@ Features:
       the letters sent to it while it was down.
     * kafka-python is blocking, so it runs in two worker threads per transport (one
       producer, one consumer); records cross to and from the event loop in batches,
-      never one call per record, and nothing on the loop waits for the broker.
+      never one call per record, and nothing on the loop waits for the broker. A frame
+      sent while the producer is idle skips the producer thread: the loop hands it to
+      kafka-python itself, which cannot block then (`KafkaTransport._send_now`).
     * A bounded local outbox per peer: frames not yet acknowledged by the broker count
       against ``max_outbox_bytes``; beyond it `KafkaTransport.send` raises
       `OutboxFullError` (e.g. while the broker is down).
@@ -89,6 +91,9 @@ logger = logging.getLogger("dispatchio.kafka")
 
 #: Largest ``max_frame_size`` allowed (the producer's request must carry it).
 MAX_FRAME_LIMIT = 64 << 20
+#: A fetch answers as soon as one record is there (kafka-python's default, stated
+#: because the benchmarks give their raw baseline the same).
+FETCH_MIN_BYTES = 1
 #: Records handed to the event loop in one call, at most.
 _BATCH = 500
 #: Seconds a worker thread waits in one poll, so it notices a stop request soon.
@@ -135,12 +140,13 @@ class KafkaOptions(TransportOptions):
         description="Longest wait of one fetch for new records (latency against broker load).",
     )
     linger_ms: int = Field(
-        default=1,
+        default=0,
         ge=0,
         le=1_000,
         description=(
-            "kafka-python's linger_ms: how long a produce waits to fill its batch (0: the"
-            " lowest latency, at several times the CPU per record under load)."
+            "kafka-python's linger_ms: how long a lone record waits for company before it"
+            " is sent. Under load records batch anyway (one request in flight: those"
+            " queued meanwhile leave together), so 0 sends at once when idle."
         ),
     )
     commit_every: int = Field(
@@ -283,6 +289,15 @@ class KafkaTransport(Transport):
         # Loop -> producer thread: (topic, value, process); the thread takes them in order.
         self._queue: collections.deque[tuple[str, bytes, ListenerId]] = collections.deque()
         self._wake = threading.Event()
+        # Held by the producer thread while it works (not while it waits), and by the loop
+        # while it sends a frame itself (`_send_now`): kafka-python sees frames in order.
+        self._lock = threading.Lock()
+        # The producer the loop may send to itself (None: not now), its errback, and the
+        # frames it sent so, until the producer thread adopts them (both under `_lock`).
+        self._idle_producer: kafka.KafkaProducer | None = None
+        self._refused: Callable[[BaseException], None] | None = None
+        self._direct: collections.deque[_Inflight] = collections.deque()
+        self._inflight: collections.deque[_Inflight] = collections.deque()
         # Consumer thread -> producer thread: the broker lost the namespace's topics.
         self._rejoin = threading.Event()
         # Frames the broker refused, to send again first, in order (producer thread only):
@@ -470,9 +485,59 @@ class KafkaTransport(Transport):
         topic = self._topics.get(process)
         if topic is None:
             topic = self._topics[process] = _envelope.inbox_topic(joined.namespace, process)
+        if (
+            self._idle_producer is not None
+            and not self._queue
+            and self._lock.acquire(blocking=False)
+        ):
+            try:
+                if self._send_now(topic, value, process, joined.key):
+                    return
+            finally:
+                self._lock.release()
         self._queue.append((topic, value, process))
         if not self._wake.is_set():
             self._wake.set()
+
+    def _send_now(self, topic: str, value: bytes, process: ListenerId, key: bytes) -> bool:
+        """Hand one frame to kafka-python from the loop, if the producer is idle (or False).
+
+        Two thread hops less for a frame sent alone (a request, its reply): it leaves
+        at once. Only when nothing is queued or unacknowledged, so under load frames keep
+        going through the producer thread and the loop does not pay kafka-python's cost
+        per record. Only for a topic the producer has metadata for, so ``send`` does not
+        block. Runs with ``_lock`` held: the producer thread is waiting, and adopts the
+        frame (a refusal, a resend) on its next pass.
+        """
+        from kafka.errors import KafkaError
+
+        producer, refused = self._idle_producer, self._refused
+        if producer is None or refused is None or self._retry or self._rejoin.is_set():
+            return False
+        # Idle: every frame sent is acknowledged (read off the futures here, since the
+        # producer thread may sleep until its next frame).
+        for pending in (self._inflight, self._direct):
+            while pending and pending[0][3].is_done:
+                _topic, sent, peer, future, _deadline = pending[0]
+                if not future.succeeded():
+                    return False  # refused: the producer thread resends it, and what follows
+                pending.popleft()
+                self._settled.append((peer, len(sent)))
+            if pending:
+                return False
+        # kafka-python keeps metadata only there; send() would wait for it when missing.
+        if producer._metadata.partitions_for_topic(topic) is None:
+            return False
+        try:
+            future = producer.send(topic, value, key=key, partition=0)
+        except (KafkaError, ValueError):
+            # Refused before it was taken (the sender stopped; metadata that changed
+            # since the check above): the producer thread sends it, in order.
+            return False
+        future.add_errback(refused)
+        deadline = time.monotonic() + self.options.delivery_timeout_ms / 1000
+        self._direct.append((topic, value, process, future, deadline))
+        return True
 
     def disconnect(self, process: ListenerId, reason: str) -> None:
         """Forget that ``process`` is up, because the core declared it gone.
@@ -603,8 +668,8 @@ class KafkaTransport(Transport):
         from kafka.errors import KafkaError
 
         queue, retry, wake, stop = self._queue, self._retry, self._wake, self._stop
-        settled = self._settled
-        inflight: collections.deque[_Inflight] = collections.deque()
+        settled, lock, direct = self._settled, self._lock, self._direct
+        inflight = self._inflight
         key = self._joined.key if self._joined is not None else b""
         refusals: list[BaseException] = []
         patience = self.options.delivery_timeout_ms / 1000
@@ -615,6 +680,8 @@ class KafkaTransport(Transport):
             # sender before it sends the next batch (the records behind this one).
             if not refusals:
                 refusals.append(error)
+                if self._idle_producer is producer:  # no more frames from the loop
+                    self._idle_producer = None
                 sender = getattr(producer, "_sender", None)
                 if sender is not None:
                     sender.force_close()
@@ -627,9 +694,15 @@ class KafkaTransport(Transport):
                 done[process] = done.get(process, 0) + len(value)
             settled.extend(done.items())
 
+        lock.acquire()
+        self._refused = refused
+        self._idle_producer = producer
         try:
             while True:
                 wake.clear()
+                if direct:  # sent by the loop while this thread waited: after the rest
+                    inflight.extend(direct)
+                    direct.clear()
                 if inflight:
                     acknowledged()
                 if refusals or self._rejoin.is_set():
@@ -639,7 +712,11 @@ class KafkaTransport(Transport):
                         return True
                     if stop.is_set() and closing_deadline is None:
                         closing_deadline = time.monotonic() + self.options.close_timeout
-                    wake.wait(_POLL if inflight else None)
+                    lock.release()
+                    try:
+                        wake.wait(_POLL if inflight else None)
+                    finally:
+                        lock.acquire()
                     continue
                 if stop.is_set() and closing_deadline is None:
                     closing_deadline = time.monotonic() + self.options.close_timeout
@@ -668,7 +745,11 @@ class KafkaTransport(Transport):
                     if _past(closing_deadline):
                         return True
         finally:
+            self._idle_producer = None
+            inflight.extend(direct)
+            direct.clear()
             self._requeue(inflight)
+            lock.release()
 
     def _requeue(self, inflight: collections.deque[_Inflight]) -> None:
         """Put the frames the broker did not acknowledge back in front, in order.
@@ -725,6 +806,7 @@ class KafkaTransport(Transport):
                     enable_auto_commit=False,
                     auto_offset_reset="earliest",
                     fetch_max_wait_ms=options.fetch_max_wait_ms,
+                    fetch_min_bytes=FETCH_MIN_BYTES,
                     max_partition_fetch_bytes=max(1 << 20, options.max_frame_size + 4096),
                     fetch_max_bytes=max(50 << 20, 2 * options.max_frame_size),
                     # Fresh metadata every few seconds: topic IDs tell a re-created log.
