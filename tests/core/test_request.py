@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -1051,3 +1052,29 @@ async def test_handler_cancelling_its_own_task_before_suspending_gets_the_cancel
             first = await dispatcher.request(Message("ask", destination="x"))
             second = await dispatcher.request(Message("ask", destination="x"))
     assert (first.content, second.content) == ("caught", "caught")
+
+
+@pytest.mark.anyio
+async def test_timed_out_requests_leave_no_garbage_cycles(
+    dispatcher: MessageDispatcher, jobs: Streams
+) -> None:
+    # Found by the fault suite: each timed-out request left a cycle (traceback -> frame
+    # -> future -> error) that only the full collection freed, which stalled the loop
+    # under a flood of timeouts.
+    listener(dispatcher, "b", queue=jobs[0])
+    timed_out = 0
+    with anyio.fail_after(5):
+        async with dispatcher:
+            gc.collect()
+            gc.disable()
+            try:
+                for _ in range(20):
+                    try:
+                        await dispatcher.request(Message("slow", destination="b"), timeout=0.001)
+                    except ReplyTimeoutError:
+                        timed_out += 1
+                cycles = gc.collect()
+            finally:
+                gc.enable()
+    assert timed_out == 20
+    assert cycles == 0

@@ -133,8 +133,15 @@ class TrioFuture:
         if not self._done:
             self._task = _Trio.current_task()
             yield from _Trio.wait_task_rescheduled(self._abort).__await__()
-        if self._error is not None:
-            raise self._error
+        error = self._error
+        if error is not None:
+            # Raised without keeping a reference here or in the future (which its
+            # traceback would lead back to): no cycle for the collector to find.
+            self._error = None
+            try:
+                raise error
+            finally:
+                del error
         return self._result
 
 

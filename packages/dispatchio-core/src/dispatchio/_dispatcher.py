@@ -806,6 +806,10 @@ class MessageDispatcher:
         finally:
             if waiting.live:  # cancelled while waiting
                 self._replies.abandon(waiting)
+            # A raised error's traceback holds this frame, whose locals hold the future
+            # holding the error: without this, every timed-out request is a cycle that
+            # only the full garbage collection frees.
+            del future, waiting
 
     async def gather(self, message: Message, *, timeout: float | None = None) -> list[Message]:
         """Send a message (usually to a group) and return every reply that arrives in time.
@@ -833,6 +837,7 @@ class MessageDispatcher:
         finally:
             if waiting.live:  # cancelled while waiting
                 self._replies.abandon(waiting)
+            del waiting  # no cycle through a raised error's traceback (see request)
 
     def _submit(self, kind: int, message: Message, timeout: float | None) -> Message | Pending:
         """Send a message whose sender waits: return its answer if computed inline, or
