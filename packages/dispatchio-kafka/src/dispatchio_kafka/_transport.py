@@ -31,7 +31,7 @@ URL format:
 Options (`KafkaOptions`):
     ``durable_for``, ``acks``, ``fetch_max_wait_ms``, ``linger_ms``, ``commit_every``,
     ``commit_interval``, ``dedup_window``, ``max_block_ms``, ``delivery_timeout_ms``,
-    ``request_timeout_ms``, ``client_id``, kafka-python's security settings
+    ``request_timeout_ms``, ``client_id``, ``proxy_url``, kafka-python's security settings
     (``security_protocol``, ``ssl_*``, ``sasl_*``) passed through, and the common
     ``max_frame_size`` (the producer's ``max_request_size`` is set to carry it),
     ``max_outbox_bytes`` and ``close_timeout``.
@@ -164,6 +164,16 @@ class KafkaOptions(TransportOptions):
         default=10_000, ge=1, description="kafka-python's request_timeout_ms."
     )
     client_id: str | None = Field(default=None, description="Client ID shown to the broker.")
+    proxy_url: str | None = Field(
+        default=None,
+        pattern=r"^(http|socks5h?)://([^/?#@]*@)?[^/?#@]+:[0-9]+$",
+        repr=False,  # it may carry credentials
+        description=(
+            "kafka-python's proxy_url: every broker connection (bootstrap included) goes"
+            " through this HTTP CONNECT (http://[user:password@]host:port) or SOCKS5"
+            " (socks5://, socks5h://) proxy."
+        ),
+    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     ssl_context: ssl.SSLContext | None = None
     ssl_check_hostname: bool = True
@@ -333,7 +343,8 @@ class KafkaTransport(Transport):
             self._pending_join = (plain, servers, namespace)
 
     def _wait_for_brokers(self) -> bool:
-        """Block (in a worker thread) until a bootstrap broker accepts a TCP connection.
+        """Block (in a worker thread) until a bootstrap broker accepts a TCP connection
+        (with ``proxy_url``: until the proxy does).
 
         kafka-python's clients block for ``bootstrap_timeout_ms`` in their constructors
         while no broker answers, and leak their sockets when that fails, so they are
@@ -342,8 +353,11 @@ class KafkaTransport(Transport):
         assert self._joined is not None
         delay = 0.05
         warned = False
+        servers = self._joined.servers
+        if self.options.proxy_url is not None:  # the brokers may be reachable only through it
+            servers = (urllib.parse.urlsplit(self.options.proxy_url).netloc.rpartition("@")[2],)
         while not self._stop.is_set():
-            for server in self._joined.servers:
+            for server in servers:
                 host, _, port = server.rpartition(":")
                 try:
                     with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
@@ -354,7 +368,7 @@ class KafkaTransport(Transport):
                 warned = True
                 logger.warning(
                     "no kafka broker of %s answers (%s); retrying",
-                    ",".join(self._joined.servers),
+                    ",".join(servers),
                     failure,
                 )
             self._stop.wait(delay)
@@ -374,6 +388,8 @@ class KafkaTransport(Transport):
         config["request_timeout_ms"] = options.request_timeout_ms
         if options.client_id is not None:
             config["client_id"] = options.client_id
+        if options.proxy_url is not None:
+            config["proxy_url"] = options.proxy_url
         return config
 
     # ------------------------------------------------------------------ Transport
