@@ -245,6 +245,7 @@ class _Joined:
         self.namespace = namespace
         self.inbox = _envelope.inbox_topic(namespace, local.process)
         self.members = _envelope.members_topic(namespace)
+        self.local = local
         self.prefix = _envelope.record_prefix(local.process, local.incarnation)
         self.key = _envelope.record_key(local.process)
 
@@ -301,7 +302,10 @@ class KafkaTransport(Transport):
         # Producer thread -> loop: (process, bytes) of records acknowledged or failed.
         self._settled: collections.deque[tuple[ListenerId, int]] = collections.deque()
         self._held: dict[ListenerId, int] = {}
-        self._topics: dict[ListenerId, str] = {}
+        # Per destination: its inbox topic and the record prefix naming its incarnation.
+        self._routes: dict[ListenerId, tuple[str, bytes]] = {}
+        # The incarnation of each process as last announced (kept while it is dormant).
+        self._incarnations: dict[ListenerId, int] = {}
         self._failures: collections.deque[tuple[ListenerId, str]] = collections.deque()
         # Membership as this transport told the core (peer_up), by process.
         self._up: dict[ListenerId, PeerHello] = {}
@@ -312,6 +316,9 @@ class KafkaTransport(Transport):
         self._limiter = anyio.CapacityLimiter(2)
         self._scope: anyio.CancelScope | None = None
         self.dropped_records = 0
+        #: Responses and control frames read from the inbox that were meant for an
+        #: earlier incarnation of this process (dropped).
+        self.stale_records = 0
 
     # ------------------------------------------------------------------ configuration
 
@@ -475,7 +482,15 @@ class KafkaTransport(Transport):
         while settled:
             peer, done = settled.popleft()
             held[peer] -= done
-        value = joined.prefix + frame + b"}"
+        route = self._routes.get(process)
+        if route is None:
+            route = self._routes[process] = (
+                _envelope.inbox_topic(joined.namespace, process),
+                _envelope.record_prefix(
+                    joined.local.process, joined.local.incarnation, self._incarnations.get(process)
+                ),
+            )
+        value = route[1] + frame + b"}"
         already = held.get(process, 0)
         if already and already + len(value) > self.options.max_outbox_bytes:
             raise OutboxFullError(
@@ -483,10 +498,7 @@ class KafkaTransport(Transport):
                 f" broker (max_outbox_bytes {self.options.max_outbox_bytes})"
             )
         held[process] = already + len(value)
-        topic = self._topics.get(process)
-        if topic is None:
-            topic = self._topics[process] = _envelope.inbox_topic(joined.namespace, process)
-        self._queue.append((topic, value, process))
+        self._queue.append((route[0], value, process))
         if not self._wake.is_set():
             self._wake.set()
 
@@ -879,8 +891,14 @@ class KafkaTransport(Transport):
                 self.dropped_records += 1
                 logger.warning("dropped a record in this process's inbox: %s", exc)
                 continue
-            process, incarnation, frame = inbound
+            process, incarnation, frame, to = inbound
             if process == local.process:
+                continue
+            if to is not None and to != local.incarnation and not _envelope.is_letter(frame):
+                # For an earlier incarnation of this process, read again from its inbox:
+                # a letter was stored for its return, a response or a control frame was
+                # for that incarnation only (its waits and its view ended with it).
+                self.stale_records += 1
                 continue
             is_message = frame.startswith(_MESSAGE)
             if is_message and self.options.dedup_window:
@@ -931,6 +949,9 @@ class KafkaTransport(Transport):
 
     def _announce(self, handler: TransportHandler, hello: PeerHello) -> None:
         self._up[hello.process] = hello
+        if self._incarnations.get(hello.process) != hello.incarnation:
+            self._incarnations[hello.process] = hello.incarnation
+            self._routes.pop(hello.process, None)  # records to it name the new one
         handler.peer_up(hello)
 
     def _report_failures(self, handler: TransportHandler) -> None:
