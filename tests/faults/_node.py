@@ -115,6 +115,11 @@ class Node:
         names += ["heartbeat_tolerance", "reply_timeout"]
         kwargs = {name: command[name] for name in names if command.get(name) is not None}
         dispatcher = MessageDispatcher(command["process_id"], **kwargs)
+        if command.get("soak") is not None:
+            # Registered before the dispatcher serves: through a broker, letters stored
+            # for this process while it was down are read at once, and would come back
+            # undeliverable to a listener registered later.
+            self.soak = Soak(dispatcher, command["soak"])
         await self.task_group.start(self._serve, dispatcher)
         self.dispatcher = dispatcher
         return list(dispatcher.listen_urls)
@@ -229,10 +234,12 @@ class Node:
                 tg.start_soon(functools.partial(dispatcher.request, message, timeout=30))
 
     async def cmd_soak(self, command: dict[str, Any]) -> None:
-        """Register the workload's listeners, wait for ``wait_listeners`` and for
+        """Register the workload's listeners (unless ``start`` had a ``soak`` setting: then
+        its listeners are there, its settings rule), wait for ``wait_listeners`` and for
         ``wait_subscribers`` members of group ``all``, then start the workload."""
         dispatcher = self.running
-        self.soak = Soak(dispatcher, command)
+        if self.soak is None:
+            self.soak = Soak(dispatcher, command)
         for lid in command.get("wait_listeners", ()):
             await dispatcher.wait_for_listener(lid, timeout=30)
         await dispatcher.wait_for_subscribers("all", command.get("wait_subscribers", 0), timeout=30)
@@ -270,7 +277,8 @@ class Soak:
     every response and returned letter. Records, one JSON list per line:
 
     * ``["req", id, to, n, outcome, elapsed, content_matches]``: a request and its end;
-    * ``["let", to, seq]``: a plain letter sent; ``["rr", id, to]``: a letter sent with
+    * ``["let", to, seq, up]``: a plain letter sent, ``up`` whether ``to`` was connected
+      then (False: it was dormant, its letters stored); ``["rr", id, to]``: a letter sent with
       ``response_required``; ``["grp", seq]``: a group letter sent;
     * ``["sent_err", kind, to, seq_or_id, error]``: ``send`` refused one (raised);
     * ``["let_in", from, incarnation, seq]``, ``["grp_in", from, incarnation, seq]``;
@@ -317,6 +325,10 @@ class Soak:
     def _arrived(self, kind: str, message: Message) -> None:
         c = message.content
         self.write(kind, c["from"], c["inc"], c["seq"])
+        # At once, so that the records of a process killed with SIGKILL show every letter
+        # it handled: through a broker, one handled may be committed, never read again.
+        if not self.out.closed:
+            self.out.flush()
 
     def _back(self, message: Message) -> None:
         code = None if message.error is None else message.error.partition(":")[0]
@@ -355,7 +367,7 @@ class Soak:
             except DispatchError as exc:
                 self.write("sent_err", "let", other, seq, type(exc).__name__)
             else:
-                self.write("let", other, seq)
+                self.write("let", other, seq, other in d.peers)
                 self.seq[other] = seq + 1
         target = self.others[k % len(self.others)]
         self.in_flight += 1
