@@ -98,10 +98,12 @@ async def test_timed_out_requests_leave_the_tables_at_baseline(
     assert {k: far[k] for k in tables} == dict.fromkeys(tables, 0)
 
 
-# Over Kafka the directory deltas travel through inboxes (and a snapshot is asked for
-# on every peer_up), which this test covers; on one backend, as each run costs about
-# 35 s there (the trio bridge is exercised by every other Kafka fault test).
-@pytest.mark.fault_cases("CI time budget", kafka=("asyncio",))
+# Not over Kafka in CI: through the test broker a run takes 24 to 48 s (run by hand:
+# asyncio 34 s and trio 24 s, 0 mismatched views; once, with the machine loaded, the
+# barrier queued behind the churn in an inbox outlasted its 30 s), beyond this suite's
+# CI budget for Kafka. The directory through a broker is covered by the Kafka
+# conformance tests and the soak.
+@pytest.mark.fault_cases("CI time budget: 24 to 48 s a run over Kafka", kafka=())
 async def test_listener_churn_leaves_every_directory_consistent(
     transport: TransportCase, anyio_backend: str, tmp_path: Path, figures: Figures
 ) -> None:
