@@ -165,6 +165,17 @@ class Node:
     async def cmd_wait_peer(self, command: dict[str, Any]) -> None:
         await self.running.wait_for_peer(command["process"], timeout=command.get("timeout", 30))
 
+    async def cmd_wait_gone(self, command: dict[str, Any]) -> None:
+        """Wait until ``process`` is no longer connected (lost or dormant)."""
+        process = command["process"]
+        # The dispatcher's own wait, woken by every change of its mesh (private: the
+        # public API waits only for processes to come).
+        await self.running._wait_until(
+            lambda mesh: mesh is None or process not in mesh.peers,
+            command.get("timeout", 30),
+            f"process {process!r} is still connected",
+        )
+
     async def cmd_peers(self, command: dict[str, Any]) -> list[str]:
         return sorted(map(str, self.running.peers))
 
