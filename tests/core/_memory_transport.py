@@ -66,6 +66,8 @@ class MemoryTransport(Transport):
                     handler.frame_received(*payload)
 
     async def connect(self, url: str) -> None:
+        if self.closed:  # a redial still queued when this side closed
+            raise TransportError("the transport is closed")
         peer = _LISTENING.get(url)
         if peer is None or peer.closed or self.hello is None or peer.hello is None:
             raise TransportError(f"nobody listens at {url}")

@@ -260,10 +260,9 @@ async def test_fuzz_frames_of_valid_json_and_the_wrong_shape_never_break_the_mes
             )
             @given(st.lists(_frames, min_size=1, max_size=5))
             def feed(frames: list[list[Any]]) -> None:
-                for fields in frames:
-                    # Straight into the frame handler, as a transport would call it; it
-                    # must not raise, whatever the frame says.
-                    handle._frame("p2", json.dumps(fields).encode())
+                # Straight into the frame handler as one read's worth, as a transport
+                # would hand them over; it must not raise, whatever the frames say.
+                handle.frames_received("p2", [json.dumps(fields).encode() for fields in frames])
                 assert "p2" in handle.peers
                 for lid, process in handle.remote_listener.items():
                     assert lid.__class__ in (str, int)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dispatchio import Message, MessageDispatcher, make_plugin_manager
 from dispatchio._message import MessageIds, stamp
-from dispatchio._wire import decode, encode_message, message_from
+from dispatchio._wire import encode_message, read
 
 
 def _dispatcher() -> MessageDispatcher:
@@ -62,4 +62,6 @@ def test_an_assigned_id_crosses_the_wire_unchanged() -> None:
     for awaited in (False, True):
         message = Message("ping", 1, destination="x", response_required=awaited)
         stamp(message, ids, "p")
-        assert message_from(decode(encode_message(message))).id == message.id
+        decoded = read(encode_message(message))
+        assert isinstance(decoded, Message)
+        assert decoded.id == message.id

@@ -21,10 +21,10 @@ async def test_records_each_call_and_wakes_a_waiter() -> None:
     hello = PeerHello("b", 1, ("x://b",))
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(handler.wait_frames, "b", 2)
+            tg.start_soon(handler.wait_frames, "b", 3)
             handler.peer_up(hello)
             handler.frame_received("b", b"one")
-            handler.frame_received("b", b"two")
+            handler.frames_received("b", [b"two", b"three"])
             handler.dial_failed("x://c", "OSError: refused")
             assert await handler.wait_up("b") == hello
             handler.peer_down("b", "closed")
@@ -32,5 +32,5 @@ async def test_records_each_call_and_wakes_a_waiter() -> None:
     assert handler.ups == [hello]
     assert handler.up == {}
     assert handler.downs == [("b", "closed")]
-    assert handler.frames == {"b": [b"one", b"two"]}
+    assert handler.frames == {"b": [b"one", b"two", b"three"]}
     assert handler.dial_errors == [("x://c", "OSError: refused")]

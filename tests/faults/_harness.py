@@ -62,7 +62,7 @@ class TransportCase:
 
 CASES: dict[str, TransportCase] = {
     "tcp": TransportCase("tcp", "tcp://127.0.0.1:0"),
-    # "http": TransportCase("http", "http://127.0.0.1:0", backends=("asyncio",)),
+    "http": TransportCase("http", "http://127.0.0.1:0", backends=("asyncio",)),
     "kafka": TransportCase("kafka", "kafka://{broker}/{namespace}", broker=True),
 }
 

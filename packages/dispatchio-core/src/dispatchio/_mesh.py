@@ -154,7 +154,10 @@ class _TransportEvents:
         self.mesh._peer_dead(process, f"link lost: {reason}")
 
     def frame_received(self, process: ListenerId, frame: bytes) -> None:
-        self.mesh._frame(process, frame)
+        self.mesh.frames_received(process, (frame,))
+
+    def frames_received(self, process: ListenerId, frames: Sequence[bytes]) -> None:
+        self.mesh.frames_received(process, frames)
 
     def dial_failed(self, url: str, error: str) -> None:
         self.mesh.dial_errors[url] = error[:_MAX_ERROR_TEXT]
@@ -168,7 +171,7 @@ class Mesh:
         process_id: ListenerId,
         registry: Registry,
         replies: Replies,
-        deliver: Callable[[Message], None],
+        deliver: Callable[[list[Message]], None],
         *,
         stats: DispatcherStats,
         plugins: pluggy.PluginManager,
@@ -503,30 +506,58 @@ class Mesh:
                     break
                 route_response(response_to(pending.message, None, None, process, error))
 
-    def _frame(self, process: ListenerId, frame: bytes) -> None:
+    def frames_received(self, process: ListenerId, frames: Sequence[bytes]) -> None:
+        """Act on frames from ``process``, in order; each bad frame alone is dropped.
+
+        Consecutive messages (not responses) are handed to the scheduler as one run;
+        any other frame first delivers the run before it. Frames from a peer not (or no
+        longer: a goodbye among them) in the directory are dropped.
+        """
         peer = self.peers.get(process)
         if peer is None:
             return
         peer.last_heard = self.clock()
+        run: list[Message] = []
+        read = _wire.read
+        for frame in frames:
+            try:
+                item = read(frame)
+            except _wire.WireError as exc:
+                self._refused(process, exc)
+                continue
+            if isinstance(item, Message) and not item.is_response:
+                run.append(item)
+                continue
+            if run:
+                self.deliver(run)
+                run = []
+            self._act(process, peer, item)
+            if self.peers.get(process) is not peer:
+                return
+        if run:
+            self.deliver(run)
+
+    def _act(self, process: ListenerId, peer: _Peer, item: Message | list[Any]) -> None:
+        """Act on a response or a control frame (`frames_received`)."""
         try:
-            fields = _wire.decode(frame)
-            kind = fields[0]
-            if kind == _wire.MSG:
-                self._message(process, _wire.message_from(fields))
-            elif kind == _wire.FANOUT:
-                self._apply_fanout(process, fields)
+            if isinstance(item, Message):
+                self._response(process, item)
+                return
+            kind = item[0]
+            if kind == _wire.FANOUT:
+                self._apply_fanout(process, item)
             elif kind == _wire.SNAPSHOT:
-                self._apply_snapshot(peer, fields)
+                self._apply_snapshot(peer, item)
             elif kind == _wire.DELTA:
-                self._apply_delta(process, peer, fields)
+                self._apply_delta(process, peer, item)
             elif kind == _wire.SNAPSHOT_REQUEST:
                 self._send(process, self._snapshot())
             elif kind == _wire.MEMBERS:
-                self._learn_members(fields[1])
+                self._learn_members(item[1])
             elif kind == _wire.GOODBYE:
                 self._declare_dead(
                     process,
-                    f"it said goodbye ({fields[1] if len(fields) > 1 else ''})",
+                    f"it said goodbye ({item[1] if len(item) > 1 else ''})",
                     clean=True,
                 )
         except (_wire.WireError, IndexError, TypeError, ValueError) as exc:
@@ -553,25 +584,22 @@ class Mesh:
             f" ({more} more bad frames dropped since the last warning)" if more else "",
         )
 
-    def _message(self, process: ListenerId, message: Message) -> None:
-        if message.is_response:
-            replies = self.replies
-            pending = replies.pending.get(message.id)  # type: ignore[arg-type]
-            if pending is not None:
-                owed = pending.owed
-                count = 0 if owed is None else owed.get(process, 0)
-                if count == 0:
-                    # Waited for, but not from this process: it must not answer (or fail) a
-                    # request this process sent elsewhere.
-                    raise _Refused(f"a reply to message {message.id!r}, which it was not sent")
-                assert owed is not None
-                if count > 1:
-                    owed[process] = count - 1
-                else:
-                    del owed[process]
-            replies.route_response(message)
-        else:
-            self.deliver(message)
+    def _response(self, process: ListenerId, message: Message) -> None:
+        replies = self.replies
+        pending = replies.pending.get(message.id)  # type: ignore[arg-type]
+        if pending is not None:
+            owed = pending.owed
+            count = 0 if owed is None else owed.get(process, 0)
+            if count == 0:
+                # Waited for, but not from this process: it must not answer (or fail) a
+                # request this process sent elsewhere.
+                raise _Refused(f"a reply to message {message.id!r}, which it was not sent")
+            assert owed is not None
+            if count > 1:
+                owed[process] = count - 1
+            else:
+                del owed[process]
+        replies.route_response(message)
 
     def tell_fanout(self, message: Message, copies: int) -> None:
         """A remote group message was fanned out here: tell its sender how many copies."""

@@ -20,6 +20,7 @@ and `Replies` it needs, handing them ``requeue`` and ``enqueue`` as the way back
 from __future__ import annotations
 
 import collections
+import logging
 import types
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
     from dispatchio._message import MessageIds
     from dispatchio._observers import Observers
     from dispatchio._registry import Registry
+
+logger = logging.getLogger("dispatchio")
 
 _MAX_IDLE_WORKERS: Final = 8
 _LEADER_BATCH: Final = 512  # messages the leader handles before letting other tasks run
@@ -385,61 +388,75 @@ class Scheduler:
             return DEFERRED
         return response_to(message, result, dest, self.process_id, None)
 
-    def deliver_incoming(self, message: Message) -> None:
-        """Take a message that arrived from another process.
+    def deliver_incoming(self, messages: list[Message]) -> None:
+        """Take a run of messages (no responses) that arrived from another process, in order.
 
         A callback rule (an ``async def`` one whose code has no ``await`` included)
         runs at once, as soon as its frame is decoded, when that cannot change the order
-        of handling (nothing queued, the leader parked, no hold on the
-        destination); everything else takes the queue like a local send.
+        of handling (nothing queued, the leader parked, no hold on the destination);
+        from the first message that cannot, the rest of the run takes the queue like a
+        local send. One call per run: the checks are made per message, the lookups
+        they need once.
         """
-        dest = message.destination
-        if (
-            self.wake is None
-            or self.queue
-            or dest is None
-            or message.blocking
-            or (self.held_dest and dest in self.held_dest)
-        ):
-            self.enqueue(message)
-            return
-        listener = self.listeners.get(dest)
-        if listener is None:
-            self.enqueue(message)
-            return
-        try:
-            rule = find_rule(listener, message)[1]
-        except Exception:
-            self.enqueue(message)  # the leader reports the failure in the usual way
-            return
-        if rule is None or not rule.inline:
-            self.enqueue(message)
-            return
-        if self.observers.observed:
-            self.observers.delivered(message, listener)
-        try:
-            result = rule.target(message)
-            if result.__class__ is _CoroutineType:
-                code = result.cr_code
-                never = NEVER_SUSPENDS.get(code)
-                if never is None:
-                    never = never_suspends(code)
-                if not never:  # a task of its own from the start: see `answer_inline`
-                    assert self.task_group is not None
-                    self.running[result] = message
-                    self.task_group.start_soon(self._await_handler, message, result)
-                    return
+        queue = self.queue
+        listeners = self.listeners
+        held_dest = self.held_dest
+        observers = self.observers
+        rest = iter(messages)
+        for message in rest:
+            dest = message.destination
+            if (
+                self.wake is None
+                or queue
+                or dest is None
+                or message.blocking
+                or (held_dest and dest in held_dest)
+            ):
+                break
+            listener = listeners.get(dest)
+            if listener is None:
+                break
+            try:
+                rule = find_rule(listener, message)[1]
+            except Exception:
+                break  # the leader reports the failure in the usual way
+            if rule is None or not rule.inline:
+                break
+            if observers.observed:
+                observers.delivered(message, listener)
+            try:
+                result = rule.target(message)
+                if result.__class__ is _CoroutineType:
+                    code = result.cr_code
+                    never = NEVER_SUSPENDS.get(code)
+                    if never is None:
+                        never = never_suspends(code)
+                    if not never:  # a task of its own from the start: see `answer_inline`
+                        assert self.task_group is not None
+                        self.running[result] = message
+                        self.task_group.start_soon(self._await_handler, message, result)
+                        continue
+                    try:
+                        result.send(None)
+                    except StopIteration as stop:
+                        result = stop.value
+                    else:  # pragma: no cover  # no yield opcode in its code: cannot happen
+                        result.close()
+                        raise RuntimeError(f"{code.co_name} suspended without a yield opcode")
+            except Exception as exc:
+                self.handler_raised(message, exc)
+                continue
+            # A letter whose handler returned None leaves nothing to settle (an incoming
+            # message holds nothing yet: `_hold` is set only by the queue).
+            if result is not None or message.response_required:
                 try:
-                    result.send(None)
-                except StopIteration as stop:
-                    result = stop.value
-                else:  # pragma: no cover  # no yield opcode in its code: cannot happen
-                    result.close()
-                    raise RuntimeError(f"{code.co_name} suspended without a yield opcode")
-        except Exception as exc:
-            self.handler_raised(message, exc)
+                    self.settle(message, result)
+                except Exception:  # one message's failure must not lose the rest of the run
+                    logger.exception("could not settle message %r from another process", message)
+        else:
             return
-        self.settle(message, result)
+        self.enqueue(message)
+        queue.extend(rest)
 
     async def _await_handler(self, message: Message, coro: Any) -> None:
         """Run a not-yet-started handler coroutine in a task of its own, then settle it."""

@@ -31,6 +31,13 @@ _RR: Final = 1
 _IS_RESPONSE: Final = 2
 _BLOCKING: Final = 4
 
+# (response_required, is_response, blocking) for each value of the flags field.
+_FLAGS: Final = tuple(
+    (bool(f & _RR), bool(f & _IS_RESPONSE), bool(f & _BLOCKING)) for f in range(8)
+)
+_from_json = pydantic_core.from_json
+_new = object.__new__
+
 HEARTBEAT_FRAME: Final = pydantic_core.to_json([HEARTBEAT])
 SNAPSHOT_REQUEST_FRAME: Final = pydantic_core.to_json([SNAPSHOT_REQUEST])
 
@@ -104,35 +111,29 @@ def encode_message(message: Message) -> bytes:
     )
 
 
-def decode(frame: bytes) -> list[Any]:
-    """Parse a frame into its array.
+def read(frame: bytes) -> Message | list[Any]:
+    """Decode a frame: a MSG frame into its `Message`, any other kind into its array.
+
+    Every field of a message is checked here, once: the `Message` is built without
+    going through its constructor again (this runs once per incoming message).
 
     Raises:
-        WireError: not JSON, or not an array starting with an int kind.
+        WireError: not JSON; not an array starting with an int kind; or a MSG frame
+            with a field missing or of the wrong kind (the error names it).
     """
     try:
-        value = pydantic_core.from_json(frame)
+        value = _from_json(frame)
     except ValueError as exc:
         raise WireError(f"not JSON: {exc}") from None
     if value.__class__ is not list or not value or value[0].__class__ is not int:
         raise WireError("a frame must be a JSON array starting with its kind")
-    return value
-
-
-def _is_id(value: object) -> bool:
-    cls = value.__class__
-    return value is None or cls is str or cls is int
-
-
-def message_from(frame: list[Any]) -> Message:
-    """Build a `Message` from a decoded MSG array.
-
-    Raises:
-        WireError: a field is missing or has the wrong kind (the error names it).
-    """
-    if len(frame) < 10:
-        raise WireError(f"a message frame has 10 fields, got {len(frame)}")
-    _, mtype, content, mid, source, destination, group, process, flags, error = frame[:10]
+    if value[0] != MSG:
+        return value
+    if len(value) != 10:
+        if len(value) < 10:
+            raise WireError(f"a message frame has 10 fields, got {len(value)}")
+        value = value[:10]  # fields a newer peer added
+    _, mtype, content, mid, source, destination, group, process, flags, error = value
     if mtype.__class__ is not str or not mtype:
         raise WireError("message type must be a non-empty string")
     if mid.__class__ is not int and mid.__class__ is not str:
@@ -144,34 +145,42 @@ def message_from(frame: list[Any]) -> Message:
         and (group is None or group.__class__ is str or group.__class__ is int)
         and (process is None or process.__class__ is str or process.__class__ is int)
     ):
-        for name, value in (
+        for name, field in (
             ("source", source),
             ("destination", destination),
             ("group", group),
             ("process", process),
         ):
-            if not _is_id(value):
+            if not _is_id(field):
                 raise WireError(f"message {name} must be an int, a string or null")
     if flags.__class__ is not int or not 0 <= flags < 8:
         raise WireError("message flags must be an int from 0 to 7")
     if error is not None and error.__class__ is not str:
         raise WireError("message error must be a string or null")
-    if group is not None and destination is not None and not flags & _IS_RESPONSE:
+    response_required, is_response, blocking = _FLAGS[flags]
+    if group is not None and destination is not None and not is_response:
         # A group copy is addressed to one subscriber only inside its receiving process.
         raise WireError("a message sets destination or group, not both")
-    return Message(
-        mtype,
-        content,
-        id=mid,
-        source=source,
-        destination=destination,
-        group=group,
-        process=process,
-        response_required=bool(flags & _RR),
-        is_response=bool(flags & _IS_RESPONSE),
-        blocking=bool(flags & _BLOCKING),
-        error=error,
-    )
+    # Every slot `Message.__init__` sets (tests/core/test_wire.py checks the two agree).
+    message = _new(Message)
+    message.type = mtype
+    message.content = content
+    message.id = mid
+    message.source = source
+    message.destination = destination
+    message.group = group
+    message.process = process
+    message.response_required = response_required
+    message.is_response = is_response
+    message.blocking = blocking
+    message.error = error
+    message._hold = None
+    return message
+
+
+def _is_id(value: object) -> bool:
+    cls = value.__class__
+    return value is None or cls is str or cls is int
 
 
 def encode(*fields: Any) -> bytes:

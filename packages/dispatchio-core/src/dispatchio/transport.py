@@ -122,6 +122,15 @@ class TransportHandler(Protocol):
     def frame_received(self, process: ListenerId, frame: bytes) -> None:
         """A whole frame arrived from ``process``, in the order the peer sent it."""
 
+    def frames_received(self, process: ListenerId, frames: Sequence[bytes]) -> None:
+        """Several whole frames arrived from ``process`` together (one read), in order.
+
+        The same as `frame_received` for each frame in turn, in one call: a transport
+        that reads many frames at once hands them over like this, and the core decodes
+        them and gives their messages to its scheduler as one run. The handler contains
+        each frame's failure (a bad frame is dropped, the frames after it are handled).
+        """
+
     def dial_failed(self, url: str, error: str) -> None:
         """An attempt to reach ``url`` (one `Transport.connect` was given) failed with
         ``error``, a short description such as ``"ConnectionRefusedError: [Errno 111]

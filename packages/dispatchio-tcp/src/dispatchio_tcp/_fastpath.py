@@ -65,7 +65,8 @@ class FastPath(asyncio.BufferedProtocol):
     """The socket's protocol once the link's handshake is done.
 
     Reading: the event loop reads straight into a preallocated ring (`get_buffer`), and
-    `buffer_updated` hands every whole frame to the core at once. A frame's length is
+    `buffer_updated` hands every whole frame to the core at once, in one
+    ``received(process, frames)`` call (`TransportHandler.frames_received`). A frame's length is
     checked against ``max_frame_size`` before the ring grows for it (up to that size;
     it shrinks back once the large frame is parsed).
     Writing: `send` writes the first frame of an event-loop pass at once and holds the
@@ -81,7 +82,7 @@ class FastPath(asyncio.BufferedProtocol):
         self,
         process: ListenerId,
         transport: asyncio.Transport,
-        received: Callable[[ListenerId, bytes], None],
+        received: Callable[[ListenerId, list[bytes]], None],
         on_end: Callable[[str, bool], None],
         *,
         max_frame_size: int,
@@ -181,15 +182,16 @@ class FastPath(asyncio.BufferedProtocol):
             self._parse(self.end + nbytes)
 
     def _parse(self, end: int) -> None:
-        """Deliver every whole frame in ``ring[start:end]``; keep the rest."""
-        frames, pos, need, error = split_frames(self.view, self.start, end, self.max_frame)
-        received = self.received
-        process = self.process
-        for frame in frames:
+        """Deliver every whole frame in ``ring[start:end]`` (in one call); keep the rest."""
+        frames, pos, need, error = split_frames(self.ring, self.start, end, self.max_frame)
+        if frames:
             try:
-                received(process, frame)
+                self.received(self.process, frames)
             except Exception:
-                logger.exception("frame handler failed for process %r", process)
+                # The core contains each frame's failure itself; this guards the link
+                # against a handler that breaks that contract (the rest of the batch
+                # is lost, the link goes on).
+                logger.exception("frame handler failed for process %r", self.process)
             if self.ended:  # the handler ended the link
                 return
         if need == ENDED:

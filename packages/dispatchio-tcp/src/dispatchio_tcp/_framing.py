@@ -42,6 +42,8 @@ MAX_FRAME_LIMIT = GOODBYE - 1
 #: What `frame_size` and `split_frames` report for a goodbye: the stream is over.
 ENDED = -1
 _GOODBYE_BYTES = HEADER.pack(GOODBYE)
+_HEADER_SIZE = HEADER.size
+_unpack_header = HEADER.unpack_from
 _INITIAL_BUFFER = 64 * 1024
 _AFTER_END = "data after the end of the frame stream"
 
@@ -83,12 +85,16 @@ def frame_size(length: int, max_frame_size: int) -> int:
     if length > max_frame_size:
         if length == GOODBYE:
             return ENDED
-        raise FrameError(f"frame of {length} bytes exceeds max_frame_size {max_frame_size}")
-    return length + HEADER.size
+        raise FrameError(_too_long(length, max_frame_size))
+    return length + _HEADER_SIZE
+
+
+def _too_long(length: int, max_frame_size: int) -> str:
+    return f"frame of {length} bytes exceeds max_frame_size {max_frame_size}"
 
 
 def split_frames(
-    data: bytes | memoryview, pos: int, end: int, max_frame_size: int
+    data: bytes | bytearray | memoryview, pos: int, end: int, max_frame_size: int
 ) -> tuple[list[bytes], int, int, FrameError | None]:
     """Slice every whole frame out of ``data[pos:end]``.
 
@@ -97,24 +103,29 @@ def split_frames(
     (``HEADER.size`` while even its header is incomplete), or `ENDED` when a goodbye
     was the last thing in ``data``; ``error`` is the `FrameError` the stream ended with
     (a bad length, or data after a goodbye), after the frames before it.
+
+    The length check is `frame_size`'s, written out: this loop runs once per frame.
     """
     frames: list[bytes] = []
-    header = HEADER.size
-    unpack = HEADER.unpack_from
-    try:
-        while end - pos >= header:
-            size = frame_size(unpack(data, pos)[0], max_frame_size)
-            if size < 0:
-                if end - pos > header:
-                    return frames, pos, ENDED, FrameError(_AFTER_END)
-                return frames, end, ENDED, None
-            if end - pos < size:
-                return frames, pos, size, None
-            # bytes of a bytes slice is that slice; of a memoryview slice, one copy.
-            frames.append(bytes(data[pos + header : pos + size]))
-            pos += size
-    except FrameError as exc:
-        return frames, pos, ENDED, exc
+    append = frames.append
+    header = _HEADER_SIZE
+    unpack = _unpack_header
+    last = end - header  # the last position a whole header can start at
+    while pos <= last:
+        length = unpack(data, pos)[0]
+        if length > max_frame_size:
+            if length != GOODBYE:
+                return frames, pos, ENDED, FrameError(_too_long(length, max_frame_size))
+            if pos < last:
+                return frames, pos, ENDED, FrameError(_AFTER_END)
+            return frames, end, ENDED, None
+        stop = pos + header + length
+        if stop > end:
+            return frames, pos, header + length, None
+        # A slice of bytes is bytes already (bytes() returns it as is); a slice of a
+        # bytearray is copied once more, which costs less than slicing a memoryview.
+        append(bytes(data[pos + header : stop]))
+        pos = stop
     return frames, pos, header, None
 
 

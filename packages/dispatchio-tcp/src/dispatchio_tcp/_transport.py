@@ -14,7 +14,7 @@ import random
 import secrets
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -642,7 +642,7 @@ class TcpTransport(Transport):
             lambda transport: FastPath(
                 link.hello.process,
                 transport,
-                handler.frame_received,
+                handler.frames_received,
                 link.fast_ended,
                 max_frame_size=opts.max_frame_size,
                 max_outbox_bytes=opts.max_outbox_bytes,
@@ -713,23 +713,27 @@ class TcpTransport(Transport):
 
     async def _read_loop(self, link: _Link) -> None:
         assert self._handler is not None
-        received = self._handler.frame_received
+        received = self._handler.frames_received
         process = link.hello.process
         decoder = FrameDecoder(self.options.max_frame_size)
         receive = link.stream.receive
         chunk = link.leftover
+        frames: list[bytes] = []
         try:
             while True:
-                for frame in decoder.feed(chunk):
-                    try:
-                        received(process, frame)
-                    except Exception:
-                        logger.exception("frame handler failed for process %r", process)
+                # The frames of one chunk go to the core in one call; extend keeps those
+                # yielded before a FrameError, which are handed over below.
+                frames.extend(decoder.feed(chunk))
+                if frames:
+                    _hand_over(received, process, frames)
+                    frames = []
                 if decoder.finished:
                     link.reason = link.reason or "closed by the peer"
                     return
                 chunk = await receive(_RECEIVE_SIZE)
         except FrameError as exc:
+            if frames:
+                _hand_over(received, process, frames)
             link.reason = f"protocol error: {exc}"
             logger.warning("dropped the link to process %r: %s", process, exc)
         except anyio.EndOfStream:
@@ -764,6 +768,16 @@ def _notify(callback: Any, *args: Any) -> None:
         callback(*args)
     except Exception:
         logger.exception("transport handler %r raised", callback)
+
+
+def _hand_over(
+    received: Callable[[ListenerId, list[bytes]], None], process: ListenerId, frames: list[bytes]
+) -> None:
+    """Give the core the frames of one read (see `FastPath._parse` for the guard)."""
+    try:
+        received(process, frames)
+    except Exception:
+        logger.exception("frame handler failed for process %r", process)
 
 
 def _peer_address(stream: anyio.abc.SocketStream) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import anyio
 
@@ -19,7 +19,9 @@ class RecordingHandler:
     * ``ups``: every `PeerHello` given to ``peer_up``, in order;
     * ``up``: the peers whose link is up now, by process ID;
     * ``downs``: every ``(process, reason)`` given to ``peer_down``, in order;
-    * ``frames``: the frames received, by sending process, in order (copied to `bytes`);
+    * ``frames``: the frames received, by sending process, in order (copied to `bytes`),
+      whether given one by one (``frame_received``) or together (``frames_received``,
+      which records each through ``frame_received``);
     * ``dial_errors``: every ``(url, error)`` given to ``dial_failed``, in order.
 
     Its methods never raise, as the protocol demands. It runs no dispatcher: reading
@@ -61,6 +63,10 @@ class RecordingHandler:
     def frame_received(self, process: ListenerId, frame: bytes) -> None:
         self.frames.setdefault(process, []).append(bytes(frame))
         self._notify()
+
+    def frames_received(self, process: ListenerId, frames: Sequence[bytes]) -> None:
+        for frame in frames:
+            self.frame_received(process, frame)
 
     def dial_failed(self, url: str, error: str) -> None:
         self.dial_errors.append((url, error))
