@@ -310,6 +310,7 @@ class Soak:
         self.in_flight = 0
         self.requests: dict[int, tuple[str, float]] = {}  # in flight: to, when sent
         self.rr: dict[Any, tuple[str, float]] = {}  # waiting letters: to, when sent
+        self.early: set[Any] = set()  # letters resolved before their send returned
         self.idle = anyio.Event()
         self.stopping = anyio.Event()
         self.done = anyio.Event()
@@ -347,6 +348,9 @@ class Soak:
         if message.id in self.rr:
             del self.rr[message.id]
             self._check_idle()
+        elif message.type == "rr":
+            # Back before `send` returned (the receiver was declared lost meanwhile).
+            self.early.add(message.id)
 
     def _check_idle(self) -> None:
         if self.stopping.is_set() and not self.rr and not self.in_flight:
@@ -395,7 +399,10 @@ class Soak:
         except DispatchError as exc:
             self.write("sent_err", "rr", target, message.id, type(exc).__name__)
         else:
-            self.rr[message.id] = (target, time.monotonic())
+            if message.id in self.early:
+                self.early.discard(message.id)
+            else:
+                self.rr[message.id] = (target, time.monotonic())
             self.write("rr", message.id, target)
         if k % 5 == 0:
             content = {"from": me, "inc": inc, "seq": self.gseq}
