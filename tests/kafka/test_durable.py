@@ -21,6 +21,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from anyio.streams.memory import MemoryObjectSendStream
 
 from dispatchio import (
+    BasicMessageListener,
     DeliveryError,
     Message,
     MessageDispatcher,
@@ -170,3 +171,86 @@ async def test_letters_to_a_killed_process_wait_for_its_return_in_order(
 def test_delivery_errors_are_the_ones_named() -> None:
     assert issubclass(PeerLostError, DeliveryError)
     assert issubclass(UndeliverableError, DeliveryError)
+
+
+@pytest.mark.anyio
+async def test_a_process_with_durable_for_0_is_forgotten_as_soon_as_it_is_lost(
+    kafka_url: str, anyio_backend: str, tmp_path: Path
+) -> None:
+    """``durable_for=0`` (advertised by b through its URL): once the detector declares b
+    lost, its listeners leave the directory at once, and letters to them come back
+    ``undeliverable`` instead of waiting in its inbox for its return."""
+    back: list[Message] = []
+    back_changed = anyio.Event()
+
+    def returned(message: Message) -> None:
+        nonlocal back_changed
+        back.append(message)
+        back_changed.set()
+        back_changed = anyio.Event()
+
+    async def returned_count(count: int) -> None:
+        while len(back) < count:
+            await back_changed.wait()
+
+    a = MessageDispatcher(
+        "a",
+        listen=[kafka_url],
+        heartbeat_interval=HEARTBEAT_INTERVAL,
+        heartbeat_tolerance=HEARTBEAT_TOLERANCE,
+    )
+    src = BasicMessageListener("src-a")
+    src.add_rule(callback=returned)
+    a.register(src)
+    with anyio.fail_after(TIMEOUT):
+        async with a, children(f"{kafka_url}?durable_for=0", anyio_backend, tmp_path) as spawn:
+            b = await spawn("b")
+            for lid in ("echo-b", "sink-b"):
+                await a.wait_for_listener(lid, timeout=TIMEOUT)
+            for n in range(10):
+                await a.send(Message("letter", f"before-{n}", source="src-a", destination="sink-b"))
+            before = await _letters(b, 10)
+            b.process.kill()
+            killed = anyio.current_time()
+            # Sent before anyone knows: a letter awaiting its response, and a request.
+            waiting = Message(
+                "ping", "waiting", source="src-a", destination="echo-b", response_required=True
+            )
+            await a.send(waiting, reply_timeout=TIMEOUT)
+            with anyio.fail_after(DETECTED), pytest.raises(PeerLostError):
+                await a.request(Message("ping", "anyone?", destination="echo-b"))
+            lost_after = anyio.current_time() - killed
+            await returned_count(1)
+            # Forgotten, not dormant: nothing of b is left, nothing is stored for it.
+            peers = sorted(map(str, a.peers))
+            listed = {str(lid) for e in a.directory()["processes"] for lid in e["listeners"]}
+            for n in range(5):
+                await a.send(Message("letter", f"down-{n}", source="src-a", destination="sink-b"))
+            with pytest.raises(UndeliverableError, match="no listener"):
+                await a.request(Message("ping", "now?", destination="echo-b"))
+            await returned_count(6)
+            # b comes back (the same process ID, still durable_for=0): what was sent while
+            # it was forgotten is not in its inbox; what it read before may come again.
+            b2 = await spawn("b")
+            await a.wait_for_listener("sink-b", timeout=TIMEOUT)
+            await a.send(Message("letter", "after", source="src-a", destination="sink-b"))
+            again = [await b2.next("letter")]
+            while again[-1] != "after":
+                again.append(await b2.next("letter"))
+            code = await b2.stop()
+            late = a.stats.late_replies
+    print(f"durable_for=0: b lost {lost_after:.3f} s after its SIGKILL")
+    assert before == [f"before-{n}" for n in range(10)]
+    assert lost_after < DETECTED
+    assert (peers, listed & {"echo-b", "sink-b"}) == ([], set())
+    codes = [(m.id, str(m.error).partition(":")[0]) for m in back]
+    assert codes[0] == (waiting.id, "peer_lost")
+    assert [code for _, code in codes[1:]] == ["undeliverable"] * 5
+    assert [m.content for m in back[1:]] == [f"down-{n}" for n in range(5)]
+    assert set(again[:-1]) <= set(before)
+    assert code == 0
+    # b2 found the waiting letter and the request in its inbox (both sent before b was
+    # declared lost) and answered them: too late, so counted and dropped, never handed
+    # to src-a.
+    assert len(back) == 6
+    assert late <= 2

@@ -15,6 +15,7 @@ from dispatchio_kafka._envelope import (
     decode_member,
     encode_member,
     inbox_topic,
+    is_letter,
     members_topic,
     record_prefix,
     topic_part,
@@ -173,3 +174,23 @@ def test_a_member_record_round_trips() -> None:
     assert member == ("b", 7, True, ("kafka://k:1/ns",), 60.0)
     with pytest.raises(EnvelopeError, match="durable_for"):
         decode_member(value.replace(b'"durable_for":60', b'"durable_for":-1'))
+
+
+def test_an_envelope_names_the_receivers_incarnation_when_known() -> None:
+    frame = b'[0,"ping",1,"m",null,"echo",null,"b",1,null]'
+    inbound = decode_inbound(record_prefix("b", 42, to=7) + frame + b"}", 1 << 20)
+    assert (inbound.process, inbound.incarnation, inbound.to) == ("b", 42, 7)
+    assert inbound.frame == frame
+    assert decode_inbound(record_prefix("b", 42) + frame + b"}", 1 << 20).to is None
+    slow = b'{"v":1,"to":7,"process":"b","incarnation":42,"frame":[5]}'
+    assert decode_inbound(slow, 1 << 20).to == 7
+    with pytest.raises(EnvelopeError, match="to must be"):
+        decode_inbound(b'{"v":1,"process":"b","incarnation":1,"to":"x","frame":[5]}', 4096)
+
+
+def test_only_a_letter_is_for_a_later_incarnation() -> None:
+    assert is_letter(b'[0,"ping",1,"m","src","echo",null,"b",1,null]')  # awaits a reply
+    assert is_letter(b'[0,"note",1,"m",null,"sink",null,"b",0,null]')
+    assert not is_letter(b'[0,"ping",1,"m","echo","src",null,"a",2,null]')  # a response
+    assert not is_letter(b"[5]")  # a heartbeat
+    assert not is_letter(b"[0,")  # not JSON

@@ -5,9 +5,12 @@ Every topic of a namespace ``ns`` starts with ``dispatchio.<ns>.``:
 * ``dispatchio.<ns>.p.<process>``: the inbox of one process (one partition, 0). A record
   is one frame from one sender; its key is the sender's process ID (UTF-8 text, for
   tools only) and its value the UTF-8 JSON object
-  ``{"v": 1, "process": <sender>, "incarnation": <int>, "frame": <frame>}``, where
-  ``frame`` is the JSON array the core exchanges (a message is
-  ``[0, type, content, id, source, destination, group, process, flags, error]``).
+  ``{"v": 1, "process": <sender>, "incarnation": <int>, "to": <int>, "frame": <frame>}``,
+  where ``frame`` is the JSON array the core exchanges (a message is
+  ``[0, type, content, id, source, destination, group, process, flags, error]``) and the
+  optional ``to`` is the receiver's incarnation as the sender knew it: a record meant
+  for an earlier incarnation of its reader delivers only a letter (stored for its
+  return), never a response or a control frame, which were for the earlier one.
 * ``dispatchio.<ns>.members``: membership (one partition, 0), key as above, value
   ``{"v": 1, "process": .., "incarnation": .., "state": "up" | "left", "urls": [..],
   "durable_for": <seconds>}``.
@@ -87,10 +90,13 @@ def record_key(process: ListenerId) -> bytes:
     return str(process).encode()
 
 
-def record_prefix(process: ListenerId, incarnation: int) -> bytes:
-    """The bytes before the frame in every record ``process`` writes (frame, then ``}``)."""
-    head = pydantic_core.to_json({"v": VERSION, "process": process, "incarnation": incarnation})
-    return head[:-1] + b',"frame":'
+def record_prefix(process: ListenerId, incarnation: int, to: int | None = None) -> bytes:
+    """The bytes before the frame in every record ``process`` writes (frame, then ``}``);
+    ``to``: the incarnation of the receiving process the sender knows, if any."""
+    fields: dict[str, Any] = {"v": VERSION, "process": process, "incarnation": incarnation}
+    if to is not None:
+        fields["to"] = to
+    return pydantic_core.to_json(fields)[:-1] + b',"frame":'
 
 
 class Inbound(NamedTuple):
@@ -99,6 +105,22 @@ class Inbound(NamedTuple):
     process: ListenerId
     incarnation: int
     frame: bytes
+    to: int | None = None
+    """The receiver's incarnation the sender knew (None: it did not say)."""
+
+
+def is_letter(frame: bytes) -> bool:
+    """Whether ``frame`` is a message that is not a response: the only kind a record
+    meant for an earlier incarnation of its receiver still carries for the current one
+    (a letter stored for its return). Parses the frame: for such records only."""
+    if not frame.startswith(b"[0,"):
+        return False
+    try:
+        fields = pydantic_core.from_json(frame)
+    except ValueError:
+        return False
+    flags = fields[8] if fields.__class__ is list and len(fields) > 8 else None
+    return flags.__class__ is int and not flags & 2
 
 
 def _check_id(value: Any, what: str) -> ListenerId:
@@ -112,9 +134,9 @@ def _check_id(value: Any, what: str) -> ListenerId:
     raise EnvelopeError(f"{what} must be a string or an int, not {cls.__name__}")
 
 
-def _check_incarnation(value: Any) -> int:
+def _check_incarnation(value: Any, what: str = "incarnation") -> int:
     if value.__class__ is not int or not 0 <= value < 1 << 64:
-        raise EnvelopeError("incarnation must be an int from 0 to 2**64 - 1")
+        raise EnvelopeError(f"{what} must be an int from 0 to 2**64 - 1")
     return int(value)
 
 
@@ -159,24 +181,33 @@ def decode_inbound(value: bytes | None, max_frame_size: int) -> Inbound:
                 head = pydantic_core.from_json(value[:cut] + b"}")
             except ValueError:
                 head = None
-            if head.__class__ is dict and len(head) == 3 and "incarnation" in head:
+            if (
+                head.__class__ is dict
+                and "incarnation" in head
+                and (len(head) == 3 or (len(head) == 4 and "to" in head))
+            ):
                 raw = value[cut + 9 : -1]
                 if raw[:1] == b"[" and raw[1:2].isdigit():  # an array with an int kind
+                    to = head.get("to")
                     return Inbound(
                         _check_id(head["process"], "process"),
                         _check_incarnation(head["incarnation"]),
                         raw,
+                        None if to is None else _check_incarnation(to, "to"),
                     )
     decoded = _object(value, max_frame_size + OVERHEAD)
     process = _check_id(decoded.get("process"), "process")
     incarnation = _check_incarnation(decoded.get("incarnation"))
+    to = decoded.get("to")
+    if to is not None:
+        to = _check_incarnation(to, "to")
     frame = decoded.get("frame")
     if frame.__class__ is not list or not frame or frame[0].__class__ is not int:
         raise EnvelopeError("frame must be a JSON array starting with an int")
     encoded = pydantic_core.to_json(frame)
     if len(encoded) > max_frame_size:
         raise EnvelopeError(f"the frame is {len(encoded)} bytes; the limit is {max_frame_size}")
-    return Inbound(process, incarnation, encoded)
+    return Inbound(process, incarnation, encoded, to)
 
 
 class Member(NamedTuple):

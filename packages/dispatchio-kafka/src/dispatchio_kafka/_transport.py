@@ -33,7 +33,7 @@ URL format:
 Options (`KafkaOptions`):
     ``durable_for``, ``acks``, ``fetch_max_wait_ms``, ``linger_ms``, ``commit_every``,
     ``commit_interval``, ``dedup_window``, ``max_block_ms``, ``delivery_timeout_ms``,
-    ``request_timeout_ms``, ``client_id``, kafka-python's security settings
+    ``request_timeout_ms``, ``client_id``, ``proxy_url``, kafka-python's security settings
     (``security_protocol``, ``ssl_*``, ``sasl_*``) passed through, and the common
     ``max_frame_size`` (the producer's ``max_request_size`` is set to carry it),
     ``max_outbox_bytes`` and ``close_timeout``.
@@ -170,6 +170,16 @@ class KafkaOptions(TransportOptions):
         default=10_000, ge=1, description="kafka-python's request_timeout_ms."
     )
     client_id: str | None = Field(default=None, description="Client ID shown to the broker.")
+    proxy_url: str | None = Field(
+        default=None,
+        pattern=r"^(http|socks5h?)://([^/?#@]*@)?[^/?#@]+:[0-9]+$",
+        repr=False,  # it may carry credentials
+        description=(
+            "kafka-python's proxy_url: every broker connection (bootstrap included) goes"
+            " through this HTTP CONNECT (http://[user:password@]host:port) or SOCKS5"
+            " (socks5://, socks5h://) proxy."
+        ),
+    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     ssl_context: ssl.SSLContext | None = None
     ssl_check_hostname: bool = True
@@ -241,6 +251,7 @@ class _Joined:
         self.namespace = namespace
         self.inbox = _envelope.inbox_topic(namespace, local.process)
         self.members = _envelope.members_topic(namespace)
+        self.local = local
         self.prefix = _envelope.record_prefix(local.process, local.incarnation)
         self.key = _envelope.record_key(local.process)
 
@@ -306,7 +317,10 @@ class KafkaTransport(Transport):
         # Producer thread -> loop: (process, bytes) of records acknowledged or failed.
         self._settled: collections.deque[tuple[ListenerId, int]] = collections.deque()
         self._held: dict[ListenerId, int] = {}
-        self._topics: dict[ListenerId, str] = {}
+        # Per destination: its inbox topic and the record prefix naming its incarnation.
+        self._routes: dict[ListenerId, tuple[str, bytes]] = {}
+        # The incarnation of each process as last announced (kept while it is dormant).
+        self._incarnations: dict[ListenerId, int] = {}
         self._failures: collections.deque[tuple[ListenerId, str]] = collections.deque()
         # Membership as this transport told the core (peer_up), by process.
         self._up: dict[ListenerId, PeerHello] = {}
@@ -317,6 +331,9 @@ class KafkaTransport(Transport):
         self._limiter = anyio.CapacityLimiter(2)
         self._scope: anyio.CancelScope | None = None
         self.dropped_records = 0
+        #: Responses and control frames read from the inbox that were meant for an
+        #: earlier incarnation of this process (dropped).
+        self.stale_records = 0
 
     # ------------------------------------------------------------------ configuration
 
@@ -348,7 +365,8 @@ class KafkaTransport(Transport):
             self._pending_join = (plain, servers, namespace)
 
     def _wait_for_brokers(self) -> bool:
-        """Block (in a worker thread) until a bootstrap broker accepts a TCP connection.
+        """Block (in a worker thread) until a bootstrap broker accepts a TCP connection
+        (with ``proxy_url``: until the proxy does).
 
         kafka-python's clients block for ``bootstrap_timeout_ms`` in their constructors
         while no broker answers, and leak their sockets when that fails, so they are
@@ -357,8 +375,11 @@ class KafkaTransport(Transport):
         assert self._joined is not None
         delay = 0.05
         warned = False
+        servers = self._joined.servers
+        if self.options.proxy_url is not None:  # the brokers may be reachable only through it
+            servers = (urllib.parse.urlsplit(self.options.proxy_url).netloc.rpartition("@")[2],)
         while not self._stop.is_set():
-            for server in self._joined.servers:
+            for server in servers:
                 host, _, port = server.rpartition(":")
                 try:
                     with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
@@ -369,7 +390,7 @@ class KafkaTransport(Transport):
                 warned = True
                 logger.warning(
                     "no kafka broker of %s answers (%s); retrying",
-                    ",".join(self._joined.servers),
+                    ",".join(servers),
                     failure,
                 )
             self._stop.wait(delay)
@@ -389,6 +410,8 @@ class KafkaTransport(Transport):
         config["request_timeout_ms"] = options.request_timeout_ms
         if options.client_id is not None:
             config["client_id"] = options.client_id
+        if options.proxy_url is not None:
+            config["proxy_url"] = options.proxy_url
         return config
 
     # ------------------------------------------------------------------ Transport
@@ -474,7 +497,15 @@ class KafkaTransport(Transport):
         while settled:
             peer, done = settled.popleft()
             held[peer] -= done
-        value = joined.prefix + frame + b"}"
+        route = self._routes.get(process)
+        if route is None:
+            route = self._routes[process] = (
+                _envelope.inbox_topic(joined.namespace, process),
+                _envelope.record_prefix(
+                    joined.local.process, joined.local.incarnation, self._incarnations.get(process)
+                ),
+            )
+        value = route[1] + frame + b"}"
         already = held.get(process, 0)
         if already and already + len(value) > self.options.max_outbox_bytes:
             raise OutboxFullError(
@@ -482,9 +513,7 @@ class KafkaTransport(Transport):
                 f" broker (max_outbox_bytes {self.options.max_outbox_bytes})"
             )
         held[process] = already + len(value)
-        topic = self._topics.get(process)
-        if topic is None:
-            topic = self._topics[process] = _envelope.inbox_topic(joined.namespace, process)
+        topic = route[0]
         if (
             self._idle_producer is not None
             and not self._queue
@@ -945,8 +974,14 @@ class KafkaTransport(Transport):
                 self.dropped_records += 1
                 logger.warning("dropped a record in this process's inbox: %s", exc)
                 continue
-            process, incarnation, frame = inbound
+            process, incarnation, frame, to = inbound
             if process == local.process:
+                continue
+            if to is not None and to != local.incarnation and not _envelope.is_letter(frame):
+                # For an earlier incarnation of this process, read again from its inbox:
+                # a letter was stored for its return, a response or a control frame was
+                # for that incarnation only (its waits and its view ended with it).
+                self.stale_records += 1
                 continue
             is_message = frame.startswith(_MESSAGE)
             if is_message and self.options.dedup_window:
@@ -997,6 +1032,9 @@ class KafkaTransport(Transport):
 
     def _announce(self, handler: TransportHandler, hello: PeerHello) -> None:
         self._up[hello.process] = hello
+        if self._incarnations.get(hello.process) != hello.incarnation:
+            self._incarnations[hello.process] = hello.incarnation
+            self._routes.pop(hello.process, None)  # records to it name the new one
         handler.peer_up(hello)
 
     def _report_failures(self, handler: TransportHandler) -> None:

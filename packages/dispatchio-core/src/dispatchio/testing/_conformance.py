@@ -327,6 +327,9 @@ class TransportConformance:
         async with self.running(peers) as a:
             _echo(a, "echo-a")
             b = await self.spawn_serving(peers, a, "b", "echo", "echo")
+            # That a knows b's listener does not tell that b knows a's yet (through a
+            # broker, a's directory reaches b on its own way).
+            await b.call("wait_listener", listener="echo-a")
             await b.call("unregister", listener="echo")
             # A round trip from b after the change: links are FIFO, so a knows by now.
             await b.call("request", message={"type": "ping", "content": 1, "destination": "echo-a"})
