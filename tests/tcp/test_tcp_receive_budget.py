@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from dispatchio_tcp._fastpath import RING_SIZE
-from dispatchio_tcp._framing import FrameDecoder, encode_header
+from dispatchio_tcp._framing import FrameDecoder, FrameError, ReceiveBudget, encode_header
 from tests.tcp._tcp_support import frame, raw_connect, raw_handshake, running, watching_logs
 
 pytestmark = pytest.mark.anyio
@@ -19,9 +19,10 @@ _BUDGET = 4 << 20
 _PEERS = 100
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # the fast path, where a link's receive ring lives
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    # asyncio: the fast path's receive ring; trio: the stream path's FrameDecoder.
+    return str(request.param)
 
 
 def rss_kib() -> int:
@@ -31,6 +32,7 @@ def rss_kib() -> int:
     raise AssertionError("no VmRSS")
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_a_header_alone_reserves_no_memory_for_its_frame() -> None:
     with anyio.fail_after(10):
         async with (
@@ -103,4 +105,28 @@ def test_the_stream_paths_decoder_grows_only_as_a_large_frame_arrives() -> None:
     rest = _MAX_FRAME - 1 - 1000 - start * 2
     (whole,) = decoder.feed(b"y" * rest)
     assert len(whole) == _MAX_FRAME - 1
-    assert decoder.capacity == _MAX_FRAME + 3
+    assert decoder.capacity == start  # back to its initial buffer once the frame is out
+
+
+def test_the_stream_paths_decoders_share_one_budget() -> None:
+    budget = ReceiveBudget(2 * _MAX_FRAME)
+    first, second, third = (FrameDecoder(_MAX_FRAME, budget) for _ in range(3))
+    start = first.capacity
+    part = encode_header(_MAX_FRAME - 1) + b"x" * (3 * _MAX_FRAME // 4)
+    assert list(first.feed(part)) == []
+    assert budget.held == first.capacity - start > 0
+    assert list(second.feed(part)) == []
+    held = budget.held
+    assert held == first.capacity + second.capacity - 2 * start <= budget.limit
+    # A third would pass the budget: its link is refused, the others keep what they hold.
+    with pytest.raises(FrameError, match="max_receive_bytes"):
+        list(third.feed(part))
+    assert third.finished
+    assert budget.held == held
+    # A frame completed gives its share back; so does a link that ends.
+    (whole,) = first.feed(b"x" * (_MAX_FRAME - 1 - 3 * _MAX_FRAME // 4))
+    assert len(whole) == _MAX_FRAME - 1
+    assert budget.held == second.capacity - start
+    second.release()
+    second.release()  # idempotent
+    assert budget.held == 0

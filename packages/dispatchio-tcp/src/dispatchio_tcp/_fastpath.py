@@ -21,6 +21,7 @@ from dispatchio_tcp._framing import (
     ENDED,
     HEADER,
     FrameError,
+    ReceiveBudget,
     outbox_full,
     split_frames,
     too_large,
@@ -37,22 +38,6 @@ _MIN_FREE = 64 * 1024
 _JOIN_LIMIT = 64 * 1024
 _pack_header = HEADER.pack
 _HEADER_SIZE = HEADER.size
-
-
-class ReceiveBudget:
-    """Bytes of receive buffer beyond `RING_SIZE` held by all the links of a transport.
-
-    One link may grow its ring up to ``max_frame_size`` for a large frame; without a
-    bound across links, many links each announcing a large frame and stopping would
-    make the receiver hold that much per link.
-    """
-
-    __slots__ = ("held", "limit")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        #: Bytes held now, over every link.
-        self.held = 0
 
 
 def describe(exc: BaseException) -> str:

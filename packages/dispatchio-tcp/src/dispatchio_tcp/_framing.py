@@ -23,6 +23,7 @@ __all__ = [
     "MAX_FRAME_LIMIT",
     "FrameDecoder",
     "FrameError",
+    "ReceiveBudget",
     "encode_header",
     "frame_size",
     "goodbye",
@@ -50,6 +51,24 @@ _AFTER_END = "data after the end of the frame stream"
 
 class FrameError(TransportError):
     """The peer sent bytes that are not a valid frame stream (e.g. a length too large)."""
+
+
+class ReceiveBudget:
+    """Bytes of receive buffer beyond their usual size held by all the links of a
+    transport (the fast path's ring beyond `RING_SIZE`, a `FrameDecoder`'s buffer
+    beyond its initial size).
+
+    One link may grow its buffer up to ``max_frame_size`` for a large frame; without a
+    bound across links, many links each sending most of a large frame and stopping
+    would make the receiver hold that much per link.
+    """
+
+    __slots__ = ("held", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        #: Bytes held now, over every link.
+        self.held = 0
 
 
 def encode_header(length: int) -> bytes:
@@ -135,12 +154,16 @@ class FrameDecoder:
     After a `FrameError` or a goodbye the decoder is finished and refuses more input.
     """
 
-    __slots__ = ("_buf", "_have", "_max", "_target", "_view", "finished")
+    __slots__ = ("_budget", "_buf", "_extra", "_have", "_max", "_target", "_view", "finished")
 
-    def __init__(self, max_frame_size: int) -> None:
+    def __init__(self, max_frame_size: int, budget: ReceiveBudget | None = None) -> None:
+        """``budget``, shared by every link of a transport, bounds what their decoders
+        hold beyond their initial buffers (`release` gives this one's share back)."""
         if not 0 <= max_frame_size <= MAX_FRAME_LIMIT:
             raise ValueError(f"max_frame_size must be in 0..{MAX_FRAME_LIMIT}")
         self._max = max_frame_size
+        self._budget = budget
+        self._extra = 0  # bytes of the buffer beyond _INITIAL_BUFFER, counted in budget
         self._buf = bytearray(min(_INITIAL_BUFFER, max_frame_size + HEADER.size))
         self._view = memoryview(self._buf)
         self._have = 0  # bytes of a partial frame (header included) in the buffer
@@ -173,14 +196,43 @@ class FrameDecoder:
 
         The buffer grows as the frame's bytes arrive (doubling, up to the frame's size),
         not when its header does: a header alone reserves nothing.
+
+        Raises:
+            FrameError: growing would pass the budget shared with the other links.
         """
         if len(self._buf) < size:
             # Only ever within a length already checked against max_frame_size.
-            grown = bytearray(max(size, min(2 * len(self._buf), frame)))
+            new = max(size, min(2 * len(self._buf), frame))
+            budget = self._budget
+            if budget is not None:
+                extra = max(0, new - _INITIAL_BUFFER)
+                if budget.held + extra - self._extra > budget.limit:
+                    self.finished = True
+                    raise FrameError(
+                        f"its incomplete frame of {frame} bytes would pass the {budget.limit}"
+                        " bytes of incomplete frames all links may hold (max_receive_bytes)"
+                    )
+                budget.held += extra - self._extra
+                self._extra = extra
+            grown = bytearray(new)
             grown[: self._have] = self._view[: self._have]
             self._view.release()
             self._buf = grown
             self._view = memoryview(grown)
+
+    def _shrink(self) -> None:
+        """Back to the initial buffer once the large frame it grew for is out."""
+        self._view.release()
+        self._buf = bytearray(_INITIAL_BUFFER)
+        self._view = memoryview(self._buf)
+        self.release()
+
+    def release(self) -> None:
+        """Give the budget back what this decoder holds beyond its initial buffer (at
+        the end of its link; idempotent)."""
+        if self._budget is not None:
+            self._budget.held -= self._extra
+        self._extra = 0
 
     def feed(self, data: bytes) -> Iterator[bytes]:
         """Consume ``data``; yield every frame it completes, in order.
@@ -221,7 +273,10 @@ class FrameDecoder:
             if self._have < self._target:
                 return
             self._have = 0
-            yield bytes(buf[HEADER.size : self._target])
+            whole = bytes(buf[HEADER.size : self._target])
+            if len(self._buf) > _INITIAL_BUFFER:
+                self._shrink()
+            yield whole
         frames, pos, need, error = split_frames(data, pos, end, self._max)
         yield from frames
         if need < 0:

@@ -63,7 +63,8 @@ class TcpOptions(TransportOptions):
         default=None,
         ge=1024,
         description=(
-            "Bytes of incomplete large frames (past each link's 256 KiB receive buffer) held "
+            "Bytes of incomplete large frames (past each link's usual receive buffer: 256 KiB, "
+            "64 KiB on trio or TLS) held "
             "across all links at once; a link whose frame would pass it is dropped. "
             "None: 64 x max_frame_size."
         ),

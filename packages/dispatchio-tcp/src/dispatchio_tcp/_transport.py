@@ -213,7 +213,7 @@ class TcpTransport(Transport):
         # Which process each dialed address turned out to be.
         self._dialed: dict[tuple[str, int], ListenerId] = {}
         opts = self.options
-        #: Receive buffer held for incomplete large frames across links (fast path).
+        #: Receive buffer held for incomplete large frames across links (both data paths).
         self.receive_budget = ReceiveBudget(
             opts.max_receive_bytes
             if opts.max_receive_bytes is not None
@@ -715,7 +715,7 @@ class TcpTransport(Transport):
         assert self._handler is not None
         received = self._handler.frames_received
         process = link.hello.process
-        decoder = FrameDecoder(self.options.max_frame_size)
+        decoder = FrameDecoder(self.options.max_frame_size, self.receive_budget)
         receive = link.stream.receive
         chunk = link.leftover
         frames: list[bytes] = []
@@ -740,6 +740,8 @@ class TcpTransport(Transport):
             link.reason = link.reason or "connection closed by the peer"
         except _LINK_ERRORS as exc:
             link.reason = link.reason or f"connection lost: {describe(exc)}"
+        finally:
+            decoder.release()
 
     async def _write_loop(self, link: _Link) -> None:
         send = link.stream.send
