@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 
 import anyio
 import pytest
 
+from dispatchio_http._frames import BATCH_LIMIT
 from tests._transport_support import linked, round_trip
 from tests.http import _hostile
 from tests.http._http_support import running, watching_logs
@@ -84,3 +86,38 @@ async def test_the_whole_hostile_http_barrage_leaves_the_receiver_serving() -> N
     downs = [process for process, _ in receiver.handler.downs]
     assert downs[-1] == "beta"  # only when the block ended
     assert "beta" not in downs[:-1]
+
+
+async def test_large_frames_half_sent_over_many_links_stay_within_max_receive_bytes() -> None:
+    max_frame, budget_limit, peers = 1 << 20, 2 << 20, 40
+    # Each link sends the first message of a frame one byte under max_frame_size and
+    # 144 KiB of its continuation (400 KiB of it in all), then stops.
+    start = (max_frame - 1).to_bytes(4, "big") + bytes(BATCH_LIMIT - 4)
+    part = _hostile.ws_frame(start) + _hostile.ws_frame(bytes(144 * 1024))
+    with anyio.fail_after(30):
+        async with (
+            watching_logs() as logs,
+            running("alpha", max_frame_size=max_frame, max_receive_bytes=budget_limit) as receiver,
+            running("beta") as good,
+            contextlib.AsyncExitStack() as stack,
+        ):
+            await linked(receiver, good)
+            budget = receiver.transport.receive_budget
+            for i in range(peers):
+                status, _, stream = await _hostile.peer_upgrade(
+                    receiver.url, _hostile.peer_hello(f"zz-big-{i:02}")
+                )
+                assert status == 101
+                await stack.enter_async_context(stream)
+                with contextlib.suppress(anyio.BrokenResourceError, OSError):
+                    await stream.send(part)
+            held_per_link = BATCH_LIMIT - 4 + 144 * 1024
+            kept = budget_limit // held_per_link
+            await receiver.handler.wait(lambda: len(receiver.handler.downs) == peers - kept)
+            await receiver.handler.wait(lambda: budget.held == kept * held_per_link)
+            assert all("max_receive_bytes" in reason for _, reason in receiver.handler.downs)
+            assert any("max_receive_bytes" in m for m in logs.messages())
+            await round_trip(receiver, good, b"still served")
+            await stack.aclose()  # the links that were kept end: what they held returns
+            await receiver.handler.wait(lambda: len(receiver.handler.downs) == peers)
+            assert budget.held == 0

@@ -96,7 +96,7 @@ async def test_a_burst_larger_than_one_message_is_split_and_stays_in_order() -> 
 
 
 async def test_a_frame_at_max_frame_size_passes() -> None:
-    size = 512 * 1024  # larger than one batch: it travels alone
+    size = 512 * 1024  # larger than one message: cut into three, reassembled
     payload = bytes(range(256)) * (size // 256)
     with anyio.fail_after(5):
         async with (

@@ -9,7 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatchio_http._frames import BATCH_LIMIT, HEADER, FrameError, batches, message_cap, split
+from dispatchio_http._frames import (
+    BATCH_LIMIT,
+    HEADER,
+    FrameError,
+    FrameReader,
+    ReceiveBudget,
+    batches,
+    message_cap,
+    split,
+)
 from dispatchio_http._handshake import (
     MAX_HELLO,
     VERSION,
@@ -47,12 +56,53 @@ def test_a_burst_past_the_batch_limit_is_cut_on_frame_boundaries() -> None:
     assert [f for m in messages for f in split(m, 65_536)] == frames
 
 
-def test_a_frame_larger_than_a_batch_travels_alone() -> None:
-    frames = [b"a", bytes(BATCH_LIMIT + 10), b"b"]
+def test_a_frame_larger_than_a_message_is_cut_into_messages_and_reassembled() -> None:
+    big = bytes(range(256)) * (3 * BATCH_LIMIT // 256 + 7)
+    frames = [b"a", big, b"b"]
     parts = _parts(frames)
     messages = list(batches(parts, sum(map(len, parts))))
-    assert [len(m) for m in messages] == [5, BATCH_LIMIT + 14, 5]
-    assert message_cap(BATCH_LIMIT + 10) == BATCH_LIMIT + 14
+    assert [len(m) for m in messages] == [5, BATCH_LIMIT, BATCH_LIMIT, BATCH_LIMIT, 1796, 5]
+    assert max(map(len, messages)) == message_cap() == BATCH_LIMIT
+    budget = ReceiveBudget(4 * BATCH_LIMIT)
+    reader = FrameReader(4 * BATCH_LIMIT, budget)
+    assert [f for m in messages for f in reader.feed(m)] == frames
+    assert budget.held == 0
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(
+        st.one_of(st.binary(max_size=64), st.integers(BATCH_LIMIT - 8, 2 * BATCH_LIMIT + 8)),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_frames_of_any_size_come_back_whole_and_in_order(sizes: list[bytes | int]) -> None:
+    frames = [s if isinstance(s, bytes) else bytes([s % 251]) * s for s in sizes]
+    parts = _parts(frames)
+    messages = list(batches(parts, sum(map(len, parts))))
+    assert all(0 < len(m) <= BATCH_LIMIT for m in messages)
+    budget = ReceiveBudget(3 * BATCH_LIMIT)
+    reader = FrameReader(3 * BATCH_LIMIT, budget)
+    assert [f for m in messages for f in reader.feed(m)] == frames
+    assert budget.held == 0
+
+
+def test_a_large_frame_is_checked_from_its_first_message_and_against_the_budget() -> None:
+    first = HEADER.pack(2 * BATCH_LIMIT) + bytes(BATCH_LIMIT - HEADER.size)
+    with pytest.raises(FrameError, match="exceeds max_frame_size"):
+        list(FrameReader(BATCH_LIMIT, ReceiveBudget(BATCH_LIMIT)).feed(first))
+    budget = ReceiveBudget(BATCH_LIMIT + 10)
+    kept, refused = FrameReader(4 * BATCH_LIMIT, budget), FrameReader(4 * BATCH_LIMIT, budget)
+    assert list(kept.feed(first)) == []
+    assert budget.held == BATCH_LIMIT - HEADER.size
+    with pytest.raises(FrameError, match="max_receive_bytes"):
+        list(refused.feed(first))
+    with pytest.raises(FrameError, match="does not continue a frame missing"):
+        list(kept.feed(bytes(BATCH_LIMIT + 5)))
+    kept.release()
+    kept.release()  # idempotent
+    assert budget.held == 0
 
 
 @settings(max_examples=3000)

@@ -82,6 +82,15 @@ class HttpOptions(TransportOptions):
             " system's trusted CAs)."
         ),
     )
+    max_receive_bytes: int | None = Field(
+        default=None,
+        ge=1024,
+        description=(
+            "Bytes of frames larger than one WebSocket message (256 KiB) being reassembled"
+            " across all peer links at once; a link whose frame would pass it is dropped."
+            " None: 64 x max_frame_size."
+        ),
+    )
     handshake_timeout: float = Field(
         default=5.0,
         gt=0,
@@ -111,6 +120,8 @@ class HttpOptions(TransportOptions):
     def _check(self) -> HttpOptions:
         if self.reconnect_max < self.reconnect_min:
             raise ValueError("reconnect_max must not be below reconnect_min")
+        if self.max_receive_bytes is not None and self.max_receive_bytes < self.max_frame_size:
+            raise ValueError("max_receive_bytes must not be below max_frame_size")
         server, client = self.ssl_context, self.ssl_client_context
         if server is not None and server.protocol == ssl.PROTOCOL_TLS_CLIENT:
             raise ValueError(

@@ -84,7 +84,14 @@ from dispatchio.transport import (
     describe_error,
 )
 from dispatchio_http import _server
-from dispatchio_http._frames import HEADER, FrameError, batches, message_cap, split
+from dispatchio_http._frames import (
+    HEADER,
+    FrameError,
+    FrameReader,
+    ReceiveBudget,
+    batches,
+    message_cap,
+)
 from dispatchio_http._handshake import (
     ACCEPT,
     HELLO_HEADER,
@@ -244,7 +251,14 @@ class HttpTransport(Transport):
         self._closing = False
         self._serving = False
         self._stopped: anyio.Event | None = None
-        self._cap = message_cap(self.options.max_frame_size)
+        self._cap = message_cap()
+        opts = self.options
+        #: Large frames being reassembled across peer links (``max_receive_bytes``).
+        self.receive_budget = ReceiveBudget(
+            opts.max_receive_bytes
+            if opts.max_receive_bytes is not None
+            else 64 * opts.max_frame_size
+        )
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Transport:
@@ -759,13 +773,14 @@ class HttpTransport(Transport):
         received = self._handler.frame_received
         process = link.hello.process
         receive = link.ws.receive
-        max_frame = self.options.max_frame_size
+        reader = FrameReader(self.options.max_frame_size, self.receive_budget)
+        feed = reader.feed
         binary = WSMsgType.BINARY
         try:
             while True:
                 message = await receive()
                 if message.type is binary:
-                    for frame in split(message.data, max_frame):
+                    for frame in feed(message.data):
                         try:
                             received(process, frame)
                         except Exception:
@@ -782,6 +797,8 @@ class HttpTransport(Transport):
             logger.warning("dropped the link to process %r: %s", process, exc)
         except _LINK_ERRORS as exc:
             link.reason = link.reason or f"connection lost: {_describe(exc)}"
+        finally:
+            reader.release()
 
     async def _write_loop(self, link: _Link) -> None:
         ws = link.ws
