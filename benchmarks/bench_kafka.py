@@ -391,14 +391,25 @@ def measure(
     results.append(Result("start-up to first message", startup * 1e3, "ms", None, "< 1000 ms",
                           startup < 1.0))  # fmt: skip
     log("kafka: loop lag")
-    late: list[float] = []
-    anyio.run(dispatchio_one_way, url(), LAG_MESSAGES, late)
-    late_ms = sorted(x * 1e3 for x in late)
-    p99 = late_ms[int(0.99 * (len(late_ms) - 1))]
+    # One flood gives about 250 ticks, so its p99 is its third-latest tick: the median
+    # of several floods, each printed, says more than any one of them.
+    p99s: list[float] = []
+    maxima: list[float] = []
+    ticks = 0
+    for _ in range(repeats):
+        late: list[float] = []
+        anyio.run(dispatchio_one_way, url(), LAG_MESSAGES, late)
+        late_ms = sorted(x * 1e3 for x in late)
+        p99s.append(late_ms[int(0.99 * (len(late_ms) - 1))])
+        maxima.append(late_ms[-1])
+        ticks += len(late_ms)
+    p99, worst = _median(p99s), _median(maxima)
+    each = ", ".join(f"{a:.1f}/{b:.1f}" for a, b in zip(p99s, maxima, strict=True))
+    note = f"median of {repeats} floods; p99/max each: {each} ms"
     results.append(Result(f"loop lag p99 ({LAG_MESSAGES:,} msgs)", p99, "ms", None, "<= 25 ms",
-                          p99 <= 25))  # fmt: skip
-    results.append(Result("loop lag max", late_ms[-1], "ms", None, "<= 150 ms",
-                          late_ms[-1] <= 150, f"{len(late_ms)} ticks"))  # fmt: skip
+                          p99 <= 25, note))  # fmt: skip
+    results.append(Result("loop lag max", worst, "ms", None, "<= 150 ms",
+                          worst <= 150, f"median of {repeats}; {ticks} ticks in all"))  # fmt: skip
     return results
 
 
