@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Generic, TypeVar
 
 import anyio
@@ -139,3 +140,25 @@ async def send_until_outbox_full(transport: Transport, process: str) -> None:
         transport.send(process, bytes(16 * 1024))
         await anyio.lowlevel.checkpoint()  # let the writer fill the socket
     raise AssertionError(f"the outbox to {process!r} never filled")
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of process ``pid`` in KiB (from /proc; Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+async def served_within_a_second(urls: list[str]) -> None:
+    """A new dispatcher connects to ``urls``, sees the ``echo`` listener there and gets
+    its answer, all within 1 s (the bound the hostile-peer tests promise)."""
+    from dispatchio import Message, MessageDispatcher, make_plugin_manager
+
+    dispatcher = MessageDispatcher("good", connect=urls, plugins=make_plugin_manager())
+    with anyio.fail_after(1):
+        async with dispatcher:
+            await dispatcher.wait_for_listener("echo")
+            reply = await dispatcher.request(Message("ping", "hello", destination="echo"))
+    assert reply.content == "hello"
+    assert reply.source == "echo"
