@@ -242,7 +242,9 @@ class Node:
         async with anyio.create_task_group() as tg:
             for peer in command["peers"]:
                 message = Message("barrier", None, destination=f"echo-{peer}")
-                tg.start_soon(functools.partial(dispatcher.request, message, timeout=30))
+                # Behind whatever the peer still has to read (a broker inbox can hold a
+                # long backlog of churn): the bound is the calling test's.
+                tg.start_soon(functools.partial(dispatcher.request, message, timeout=120))
 
     async def cmd_soak(self, command: dict[str, Any]) -> None:
         """Register the workload's listeners (unless ``start`` had a ``soak`` setting: then
