@@ -307,12 +307,19 @@ def check(
             return all(in_order(seqs) for seqs in by_incarnation)
         return in_order([seq for seqs in by_incarnation for seq in seqs])
 
-    for (sender, inc, receiver), sent in letters_sent.items():
-        by_incarnation = [
+    def per_incarnation(
+        received: dict[tuple[str, int, str, int], list[int]], sender: str, inc: int, receiver: str
+    ) -> list[list[int]]:
+        """What ``receiver`` got from ``sender``'s incarnation ``inc``, one list per
+        incarnation of the receiver, in incarnation order."""
+        return [
             seqs
-            for (s, i, r, _), seqs in sorted(letters_in.items())
+            for (s, i, r, _), seqs in sorted(received.items())
             if (s, i, r) == (sender, inc, receiver)
         ]
+
+    for (sender, inc, receiver), sent in letters_sent.items():
+        by_incarnation = per_incarnation(letters_in, sender, inc, receiver)
         got = [seq for seqs in by_incarnation for seq in seqs]
         letters_checked += len(got)
         again += len(got) - len(set(got))
@@ -339,11 +346,7 @@ def check(
                 )
     for (sender, inc), sent in groups_sent.items():
         for receiver in ("a", "b", "c"):
-            by_incarnation = [
-                seqs
-                for (s, i, r, _), seqs in sorted(groups_in.items())
-                if (s, i, r) == (sender, inc, receiver)
-            ]
+            by_incarnation = per_incarnation(groups_in, sender, inc, receiver)
             got = [seq for seqs in by_incarnation for seq in seqs]
             group_checked += len(got)
             again += len(got) - len(set(got))
