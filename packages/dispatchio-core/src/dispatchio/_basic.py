@@ -25,6 +25,15 @@ class Action(enum.Enum):
     LISTENER = "listener"
 
 
+# The members again, as module constants for the per-message paths: CPython 3.11 does
+# not specialise attribute reads on an enum class, so ``Action.CALLBACK`` costs several
+# times a global's read there.
+CALLBACK: Final = Action.CALLBACK
+ASYNC_CALLBACK: Final = Action.ASYNC_CALLBACK
+QUEUE: Final = Action.QUEUE
+LISTENER: Final = Action.LISTENER
+
+
 class _PutNowait(Protocol):
     def put_nowait(self, item: Any, /) -> Any: ...
 
@@ -84,7 +93,7 @@ class Rule:
         # Everything but ``type`` folds into one predicate, None when there is nothing to test.
         self.test = _compile_test(source, destination, group, self.content, where)
         self.put: Callable[[Any], Any] | None = None
-        if action is Action.QUEUE:
+        if action is QUEUE:
             self.put = getattr(target, "put_nowait", None) or target.send_nowait
         # What send_sync calls: the callback itself when there is one, so the hot path is
         # one call.
@@ -92,15 +101,13 @@ class Rule:
         # Whether the dispatcher may run the callback in the sender's task, ahead of the
         # queue when nothing waits there: a plain callback, or an ``async def`` one that
         # cannot suspend (its coroutine is then run to its end at once).
-        self.inline = action is Action.CALLBACK or (
-            action is Action.ASYNC_CALLBACK and _never_suspending(target)
-        )
+        self.inline = action is CALLBACK or (action is ASYNC_CALLBACK and _never_suspending(target))
 
     def _sync_action(self) -> Callable[[Message], Any]:
         action = self.action
-        if action is Action.CALLBACK:
+        if action is CALLBACK:
             return self.target  # type: ignore[no-any-return]
-        if action is Action.QUEUE:
+        if action is QUEUE:
             put = self.put
             assert put is not None
 
@@ -108,7 +115,7 @@ class Rule:
                 put(message)
 
             return enqueue
-        if action is Action.LISTENER:
+        if action is LISTENER:
             listener = self.target
 
             def chain(message: Message) -> Any:
@@ -301,19 +308,19 @@ class BasicMessageListener(MessageListener):
         if callback is not None:
             if not callable(callback):
                 raise TypeError(f"callback must be callable, got {callback!r}")
-            action = Action.ASYNC_CALLBACK if _is_async_callable(callback) else Action.CALLBACK
+            action = ASYNC_CALLBACK if _is_async_callable(callback) else CALLBACK
         elif queue is not None:
             if not (hasattr(queue, "put_nowait") or hasattr(queue, "send_nowait")):
                 raise TypeError(
                     f"queue must have put_nowait() or send_nowait(), got {queue.__class__.__name__}"
                 )
-            action = Action.QUEUE
+            action = QUEUE
         else:
             if not isinstance(listener, MessageListener):
                 raise TypeError(f"listener must be a MessageListener, got {listener!r}")
             if listener is self:
                 raise ValueError("a listener cannot chain to itself")
-            action = Action.LISTENER
+            action = LISTENER
         rule = Rule(
             type=type,
             source=source,
@@ -366,16 +373,16 @@ class BasicMessageListener(MessageListener):
             self.unmatched_count += 1
             return UNHANDLED
         action = rule.action
-        if action is Action.CALLBACK:
+        if action is CALLBACK:
             result = rule.target(message)
             if result.__class__ is types.CoroutineType:
                 # A plain function that returned a coroutine: await it rather than reply
                 # with a coroutine object.
                 result = await result
             return result
-        if action is Action.ASYNC_CALLBACK:
+        if action is ASYNC_CALLBACK:
             return await rule.target(message)
-        if action is Action.QUEUE:
+        if action is QUEUE:
             assert rule.put is not None
             rule.put(message)
             return DEFERRED
@@ -414,7 +421,7 @@ def find_rule(listener: Any, message: Message) -> tuple[Any, Rule | None]:
                 break
         else:
             return listener, None
-        if rule.action is not Action.LISTENER:
+        if rule.action is not LISTENER:
             return listener, rule
         listener = rule.target
     return listener, None

@@ -16,7 +16,7 @@ import secrets
 import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import anyio
 import anyio.lowlevel
@@ -48,6 +48,7 @@ from dispatchio._plugins import checked_plugin_manager
 from dispatchio._registry import Registry
 from dispatchio._replies import GATHER, LETTER, REQUEST, Pending
 from dispatchio._scheduler import Scheduler, declined, nobody
+from dispatchio._wire import encode_message
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -645,34 +646,37 @@ class MessageDispatcher:
         remote = () if mesh is None else mesh.remote_groups.get(group, ())
         return group in self._members, remote
 
-    def _transmit(
+    def _unsent(self, message: Message, pending: Pending | None, exc: Exception) -> NoReturn:
+        """A message to one destination in another process could not go: end its wait
+        (``pending``, if any) and raise what the sender is told.
+
+        Raises:
+            OutboxFullError: ``exc`` itself, the link is full.
+            UndeliverableError: from ``exc``, a `TransportError`: the link is gone.
+        """
+        if pending is not None and pending.live:
+            self._replies.finish(pending)
+        if isinstance(exc, OutboxFullError):
+            raise exc
+        raise UndeliverableError(str(exc), message=message) from exc
+
+    def _transmit_copies(
         self,
         message: Message,
         frame: bytes,
         remote: tuple[ListenerId, ...],
         pending: Pending | None,
     ) -> None:
-        """Send an outgoing message to other processes (after its wait, ``pending``, if
-        any, is set up).
-
-        Raises:
-            OutboxFullError, UndeliverableError: for a message to one destination; for a
-                group, a copy that cannot go counts as that process's failed answer.
-        """
+        """Send a group message's copies to other processes (after its wait, ``pending``,
+        if any, is set up); a copy that cannot go counts as that process's failed answer
+        (``outbox_full`` or ``undeliverable``). Never raises."""
         mesh = self._mesh
         assert mesh is not None
         for process in remote:
             try:
                 mesh.forward(process, frame, message, pending)
             except (OutboxFullError, TransportError) as exc:
-                mine = pending is not None and pending.live
-                if message.group is None:
-                    if mine:
-                        self._replies.finish(pending)  # type: ignore[arg-type]
-                    if isinstance(exc, OutboxFullError):
-                        raise
-                    raise UndeliverableError(str(exc), message=message) from exc
-                if mine:
+                if pending is not None and pending.live:
                     full = isinstance(exc, OutboxFullError)
                     code = OutboxFullError.code if full else UndeliverableError.code
                     self._replies.route_response(
@@ -732,7 +736,9 @@ class MessageDispatcher:
                 raise error
             self._replies.return_letter(message, error)
             return
-        frame = self._mesh.encode(message) if remote else b""  # type: ignore[union-attr]
+        mesh = self._mesh
+        # Encoded (and its size checked) before anything is queued or awaited.
+        frame = encode_message(message, mesh.max_message_size) if remote else b""  # type: ignore[union-attr]
         pending: Pending | None = None
         if message.response_required:
             if message.id in self._pending:
@@ -745,9 +751,16 @@ class MessageDispatcher:
         if local:
             self._scheduler.enqueue(message)
         if remote:
-            self._transmit(message, frame, remote, pending)
+            # Written out here, not in a helper: a call layer less per message.
+            if message.group is None:
+                try:
+                    mesh.forward(remote[0], frame, message, pending)  # type: ignore[union-attr]
+                except (OutboxFullError, TransportError) as exc:
+                    self._unsent(message, pending, exc)
+            else:
+                self._transmit_copies(message, frame, remote, pending)
             self._remote_streak += 1
-        if len(self._queue) > self._high_water or self._remote_streak >= _REMOTE_STREAK:
+        if self._remote_streak >= _REMOTE_STREAK or (local and len(self._queue) > self._high_water):
             # Let the leader and the transports' writers run: a loop of sends that never
             # awaits anything else would otherwise fill queues and outboxes.
             self._remote_streak = 0
@@ -854,7 +867,8 @@ class MessageDispatcher:
         local, remote = self._route(message)
         if not local and not remote:
             raise _unaddressed(message)
-        frame = self._mesh.encode(message) if remote else b""  # type: ignore[union-attr]
+        mesh = self._mesh
+        frame = encode_message(message, mesh.max_message_size) if remote else b""  # type: ignore[union-attr]
         message_id = message.id
         assert message_id is not None
         if message_id in self._pending:
@@ -872,7 +886,13 @@ class MessageDispatcher:
         if local and answer is not DEFERRED:
             scheduler.enqueue(message)
         if remote:
-            self._transmit(message, frame, remote, pending)
+            if message.group is None:
+                try:
+                    mesh.forward(remote[0], frame, message, pending)  # type: ignore[union-attr]
+                except (OutboxFullError, TransportError) as exc:
+                    self._unsent(message, pending, exc)
+            else:
+                self._transmit_copies(message, frame, remote, pending)
         return pending
 
     async def reply(self, message: Message, content: Any = None) -> None:

@@ -166,6 +166,41 @@ class _TransportEvents:
 class Mesh:
     """The cross-process half of a dispatcher (created only when it has transports)."""
 
+    # Slots: the hot paths read several of these per message (a slot is the fastest
+    # attribute there is, and this class has too many for CPython's shared-key dicts).
+    __slots__ = (
+        "_refused_logged_at",
+        "_refused_unlogged",
+        "changed",
+        "clock",
+        "connect",
+        "deliver",
+        "dial_errors",
+        "dispatcher",
+        "dormant",
+        "heartbeat_interval",
+        "heartbeat_tolerance",
+        "incarnation",
+        "instances",
+        "listen",
+        "max_message_size",
+        "members",
+        "peers",
+        "plugins",
+        "process_id",
+        "refused_frames",
+        "registry",
+        "remote_groups",
+        "remote_listener",
+        "replies",
+        "seq",
+        "stats",
+        "task_group",
+        "transport_options",
+        "transports",
+        "urls",
+    )
+
     def __init__(
         self,
         process_id: ListenerId,
@@ -351,13 +386,7 @@ class Mesh:
             InvalidMessageError: the content cannot cross processes.
             MessageTooLargeError: the encoded message is too large.
         """
-        frame = _wire.encode_message(message)
-        if len(frame) > self.max_message_size:
-            raise MessageTooLargeError(
-                f"message {message.type!r} is {len(frame)} bytes encoded; the limit"
-                f" (max_message_size) is {self.max_message_size}"
-            )
-        return frame
+        return _wire.encode_message(message, self.max_message_size)
 
     def forward(
         self, process: ListenerId, frame: bytes, message: Message, pending: Pending | None

@@ -268,28 +268,32 @@ def stamp(message: Message, ids: MessageIds, process_id: ListenerId) -> None:
     Raises:
         InvalidMessageError: naming the first bad field.
     """
+    # Fields read once are not copied to locals (the common value, None or False, is
+    # one test); those read again are.
     t = message.type
     rr = message.response_required
-    ir = message.is_response
-    bl = message.blocking
     d = message.destination
-    s = message.source
-    g = message.group
     i = message.id
     p = message.process
-    e = message.error
     if not (
         t.__class__ is str
         and t
         and (rr is False or rr is True)
-        and (ir is False or ir is True)
-        and (bl is False or bl is True)
+        and (message.is_response is False or message.is_response is True)
+        and (message.blocking is False or message.blocking is True)
         and (d is None or d.__class__ is str or d.__class__ is int)
-        and (s is None or s.__class__ is str or s.__class__ is int)
-        and (g is None or ((d is None) and (g.__class__ is str or g.__class__ is int)))
+        and (
+            message.source is None
+            or message.source.__class__ is str
+            or message.source.__class__ is int
+        )
+        and (
+            message.group is None
+            or (d is None and (message.group.__class__ is str or message.group.__class__ is int))
+        )
         and (i is None or i.__class__ is int or i.__class__ is str)
         and (p is None or p.__class__ is str or p.__class__ is int)
-        and (e is None or e.__class__ is str)
+        and (message.error is None or message.error.__class__ is str)
     ):
         check_message(message)
     if i is None:

@@ -35,7 +35,15 @@ import anyio
 import anyio.lowlevel
 
 from dispatchio._backend import Backend, Future, resume, resume_in, resume_next
-from dispatchio._basic import NEVER_SUSPENDS, Action, find_rule, is_rule_table, never_suspends
+from dispatchio._basic import (
+    ASYNC_CALLBACK,
+    CALLBACK,
+    NEVER_SUSPENDS,
+    QUEUE,
+    find_rule,
+    is_rule_table,
+    never_suspends,
+)
 from dispatchio._blocking import Holds
 from dispatchio._errors import (
     DispatchError,
@@ -322,11 +330,11 @@ class Scheduler:
                     coro = handler.handle_message(message)
             else:
                 action = rule.action
-                if action is Action.CALLBACK:
+                if action is CALLBACK:
                     result = rule.target(message)
                     if result.__class__ is _CoroutineType:
                         coro = result
-                elif action is Action.QUEUE:
+                elif action is QUEUE:
                     rule.put(message)  # type: ignore[misc]  # set for every QUEUE rule
                     result = DEFERRED
                 else:
@@ -419,7 +427,7 @@ class Scheduler:
             if rule is None:
                 return None
             if not rule.inline:
-                if rule.action is not Action.ASYNC_CALLBACK or self.loop is None:
+                if rule.action is not ASYNC_CALLBACK or self.loop is None:
                     return None
                 if self.observers.observed:
                     self.observers.delivered(message, listener)

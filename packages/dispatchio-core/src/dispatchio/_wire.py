@@ -9,11 +9,12 @@ ignored so a newer peer can add some.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any, Final
 
 import pydantic_core
 
-from dispatchio._errors import InvalidMessageError
+from dispatchio._errors import InvalidMessageError, MessageTooLargeError
 from dispatchio._message import ListenerId, Message
 
 MESH_VERSION: Final = 1
@@ -80,11 +81,15 @@ def check_content(value: Any, path: str = "Message.content") -> None:
     )
 
 
-def encode_message(message: Message) -> bytes:
-    """Encode a validated message.
+def encode_message(message: Message, limit: int = sys.maxsize) -> bytes:
+    """Encode a validated message into a frame of at most ``limit`` bytes.
+
+    The sends of `MessageDispatcher` call this directly with the mesh's
+    ``max_message_size`` (it is their hot path: no layer in between).
 
     Raises:
         InvalidMessageError: the content is not plain JSON data (the error names the path).
+        MessageTooLargeError: the frame would exceed ``limit``.
     """
     content = message.content
     cls = content.__class__
@@ -95,7 +100,7 @@ def encode_message(message: Message) -> bytes:
         | (_IS_RESPONSE if message.is_response else 0)
         | (_BLOCKING if message.blocking else 0)
     )
-    return pydantic_core.to_json(
+    frame = pydantic_core.to_json(
         [
             MSG,
             message.type,
@@ -109,6 +114,12 @@ def encode_message(message: Message) -> bytes:
             message.error,
         ]
     )
+    if len(frame) > limit:
+        raise MessageTooLargeError(
+            f"message {message.type!r} is {len(frame)} bytes encoded; the limit"
+            f" (max_message_size) is {limit}"
+        )
+    return frame
 
 
 def read(frame: bytes) -> Message | list[Any]:

@@ -63,6 +63,30 @@ class FastPath(asyncio.BufferedProtocol):
     the socket. `stop` ends it from this side without a call.
     """
 
+    # Slots: `send` and the read callbacks read several of these per frame.
+    __slots__ = (
+        "budget",
+        "buffered",
+        "call_soon",
+        "corked",
+        "end",
+        "ended",
+        "extra",
+        "max_frame",
+        "max_outbox",
+        "on_end",
+        "pending",
+        "process",
+        "received",
+        "ring",
+        "room",
+        "start",
+        "transport",
+        "view",
+        "write",
+        "writing_paused",
+    )
+
     def __init__(
         self,
         process: ListenerId,
@@ -83,8 +107,9 @@ class FastPath(asyncio.BufferedProtocol):
         self.call_soon = asyncio.get_running_loop().call_soon
         self.corked = False  # a frame was written in this loop pass already
         self.pending: list[bytes] = []  # frames written after it, held until the pass ends
-        self.held = 0  # their bytes
-        self.base = 0  # asyncio's buffer after the first write of the pass
+        # What the held frames may still add in this pass: ``max_outbox_bytes`` less
+        # asyncio's buffer after the pass's first write, less the held frames.
+        self.room = max_outbox_bytes
         self.received = received
         self.on_end = on_end
         self.max_frame = max_frame_size
@@ -107,7 +132,8 @@ class FastPath(asyncio.BufferedProtocol):
         in the same pass are held and written together when the pass ends (`_uncork`),
         so a burst costs two writes rather than one per frame, with no timer. Within a
         pass nothing else writes to the socket, so asyncio's buffer, measured after the
-        first write (``base``), stays what it was for the frames held after it.
+        first write, stays what it was for the frames held after it (``room`` is what
+        they may still add).
 
         Raises:
             MessageTooLargeError: the frame exceeds ``max_frame_size``.
@@ -120,11 +146,11 @@ class FastPath(asyncio.BufferedProtocol):
         if size > self.max_frame:
             raise too_large(size, self.max_frame)
         if self.corked:
-            held = self.base + self.held
-            if held + size + _HEADER_SIZE > self.max_outbox and held:
-                raise outbox_full(self.process, held, self.max_outbox)
+            room = self.room - size - _HEADER_SIZE
+            if room < 0 and self.room < self.max_outbox:  # a frame alone always goes
+                raise outbox_full(self.process, self.max_outbox - self.room, self.max_outbox)
+            self.room = room
             self.pending += (_pack_header(size), frame)
-            self.held += size + _HEADER_SIZE
             return
         held = self.buffered()
         if held and held + size + _HEADER_SIZE > self.max_outbox:
@@ -136,7 +162,7 @@ class FastPath(asyncio.BufferedProtocol):
         else:
             self.write(_pack_header(size))
             self.write(frame)
-        self.base = self.buffered()
+        self.room = self.max_outbox - self.buffered()
 
     def _uncork(self) -> None:
         self.corked = False
@@ -147,7 +173,6 @@ class FastPath(asyncio.BufferedProtocol):
         if self.pending:
             data = b"".join(self.pending)
             self.pending.clear()
-            self.held = 0
             if not self.ended:
                 self.write(data)
 
@@ -269,7 +294,6 @@ class FastPath(asyncio.BufferedProtocol):
         self.ended = True
         self.start = self.end = 0
         self.pending.clear()
-        self.held = 0
         if not self.transport.is_closing():
             self.transport.pause_reading()  # so asyncio asks for no buffer any more
         self.budget.held -= self.extra
