@@ -904,7 +904,9 @@ class KafkaTransport(Transport):
                             if records:
                                 consumer.seek(partition, records[0].offset)
                         if not holding:
-                            logger.warning(
+                            # INFO: this happens at every start (the bootstrap connection
+                            # closes); a topic found re-created is the WARNING above.
+                            logger.info(
                                 "holding records until fresh metadata tells whether the"
                                 " broker re-created the topics"
                             )
