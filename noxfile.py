@@ -139,6 +139,13 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session
+def instructions(session: nox.Session) -> None:
+    """Count instructions per message of the TCP one-way path with callgrind (needs valgrind)."""
+    session.install(*requirements("tcp"), *group("bench"))
+    session.run("python", "benchmarks/instructions.py", *session.posargs)
+
+
+@nox.session
 def demo(session: nox.Session) -> None:
     """Run the card dealer across three processes over TCP."""
     session.install(*requirements("tcp"))
