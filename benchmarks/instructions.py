@@ -5,7 +5,7 @@ Usage: ``python benchmarks/instructions.py [--messages N]`` (``nox -s instructio
 A rate measured on a shared machine moves by a factor of two from one hour to the next
 (pyzmq PUSH/PULL read 320,000 to 750,000 msg/s on the 2-core development machine in one
 week). The number of instructions a process executes for the same work does not:
-callgrind counts them whatever else the machine does (the same total to within 0.5 %
+callgrind counts them whatever else the machine does (the same total to within 1 %
 from run to run). So this script is the yardstick for a change to the hot paths of
 bench_tcp's row T3; the rate stays the target.
 

@@ -3,7 +3,7 @@
 The messages of a read reach the scheduler as one run; these tests pin down that a run
 behaves exactly like the same frames one by one: a bad frame among them is dropped alone,
 a message that must take the queue sends every later one of the run behind it, and a
-goodbye drops what follows it.
+goodbye drops what follows it. A long read is handed over in runs of at most `_RUN`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 from dispatchio import BasicMessageListener, Message, MessageDispatcher
-from dispatchio._mesh import Mesh
+from dispatchio._mesh import _RUN, Mesh
 from dispatchio._wire import GOODBYE, MSG, SNAPSHOT_REQUEST
 from tests.core.test_mesh import mesh
 
@@ -91,3 +91,27 @@ async def test_frames_after_a_goodbye_in_the_same_read_are_dropped() -> None:
             _mesh_of(a).frames_received("p1", [_msg(0), goodbye, _msg(1)])
             assert got == [0]
             assert "p1" not in a.peers
+
+
+async def test_a_long_read_reaches_the_scheduler_in_bounded_runs_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Bounded so that a large read never keeps thousands of decoded messages alive at
+    # once (each counts towards a gen-0 garbage collection that traverses them all).
+    with anyio.fail_after(5):
+        async with mesh(2) as (a, b):
+            got, _ = _sink(a)
+            await b.wait_for_listener("sink", timeout=5)
+            handler = _mesh_of(a)
+            runs: list[int] = []
+            deliver = handler.deliver
+
+            def counting(run: list[Message]) -> None:
+                runs.append(len(run))
+                deliver(run)
+
+            monkeypatch.setattr(handler, "deliver", counting)
+            count = 2 * _RUN + 5
+            handler.frames_received("p1", [_msg(i) for i in range(count)])
+            assert runs == [_RUN, _RUN, 5]
+            assert got == list(range(count))

@@ -97,6 +97,10 @@ def _check_count(value: Any, what: str) -> int:
 
 
 _MAX_ERROR_TEXT: Final = 300  # characters of a dial error kept for a timeout's message
+# Messages decoded from one read handed to the scheduler at a time. Bounded so that a
+# large read does not keep thousands of decoded messages alive at once: each kept one
+# counts towards a gen-0 garbage collection, which then has them all to traverse.
+_RUN: Final = 64
 
 
 def id_order(value: ListenerId) -> tuple[bool, ListenerId]:
@@ -538,9 +542,10 @@ class Mesh:
     def frames_received(self, process: ListenerId, frames: Sequence[bytes]) -> None:
         """Act on frames from ``process``, in order; each bad frame alone is dropped.
 
-        Consecutive messages (not responses) are handed to the scheduler as one run;
-        any other frame first delivers the run before it. Frames from a peer not (or no
-        longer: a goodbye among them) in the directory are dropped.
+        Consecutive messages (not responses) are handed to the scheduler as one run
+        of at most `_RUN`; any other frame first delivers the run before it. Frames
+        from a peer not (or no longer: a goodbye among them) in the directory are
+        dropped.
         """
         peer = self.peers.get(process)
         if peer is None:
@@ -556,6 +561,9 @@ class Mesh:
                 continue
             if isinstance(item, Message) and not item.is_response:
                 run.append(item)
+                if len(run) == _RUN:
+                    self.deliver(run)
+                    run = []
                 continue
             if run:
                 self.deliver(run)
