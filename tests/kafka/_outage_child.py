@@ -21,7 +21,11 @@ from dispatchio import BasicMessageListener, DeliveryError, Message, MessageDisp
 from dispatchio_kafka import local_broker
 
 HEARTBEAT_INTERVAL = 0.2
-HEARTBEAT_TOLERANCE = 3
+# A bound of 2 s, not 0.6 s: once the broker is back, each side's consumer re-reads the
+# re-created topics and waits for fresh metadata, and on a loaded 2-core machine that
+# pause alone passed 0.6 s (a peer just seen again was declared gone before the request
+# after the outage). test_broker_outage.py derives its bound from these two.
+HEARTBEAT_TOLERANCE = 10
 
 
 async def scenario(result: dict[str, Any]) -> None:
