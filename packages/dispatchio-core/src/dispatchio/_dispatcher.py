@@ -660,18 +660,29 @@ class MessageDispatcher:
             raise exc
         raise UndeliverableError(str(exc), message=message) from exc
 
-    def _transmit_copies(
+    def _transmit(
         self,
         message: Message,
         frame: bytes,
         remote: tuple[ListenerId, ...],
         pending: Pending | None,
     ) -> None:
-        """Send a group message's copies to other processes (after its wait, ``pending``,
-        if any, is set up); a copy that cannot go counts as that process's failed answer
-        (``outbox_full`` or ``undeliverable``). Never raises."""
+        """Send an outgoing message to other processes (after its wait, ``pending``, if
+        any, is set up). `send` writes the single-destination case out itself.
+
+        Raises:
+            OutboxFullError, UndeliverableError: for a message to one destination (see
+                `_unsent`); for a group, a copy that cannot go counts as that process's
+                failed answer (``outbox_full`` or ``undeliverable``) instead.
+        """
         mesh = self._mesh
         assert mesh is not None
+        if message.group is None:
+            try:
+                mesh.forward(remote[0], frame, message, pending)
+            except (OutboxFullError, TransportError) as exc:
+                self._unsent(message, pending, exc)
+            return
         for process in remote:
             try:
                 mesh.forward(process, frame, message, pending)
@@ -751,14 +762,14 @@ class MessageDispatcher:
         if local:
             self._scheduler.enqueue(message)
         if remote:
-            # Written out here, not in a helper: a call layer less per message.
             if message.group is None:
+                # `_transmit`'s first case, written out: a call layer less per message.
                 try:
                     mesh.forward(remote[0], frame, message, pending)  # type: ignore[union-attr]
                 except (OutboxFullError, TransportError) as exc:
                     self._unsent(message, pending, exc)
             else:
-                self._transmit_copies(message, frame, remote, pending)
+                self._transmit(message, frame, remote, pending)
             self._remote_streak += 1
         if self._remote_streak >= _REMOTE_STREAK or (local and len(self._queue) > self._high_water):
             # Let the leader and the transports' writers run: a loop of sends that never
@@ -886,13 +897,7 @@ class MessageDispatcher:
         if local and answer is not DEFERRED:
             scheduler.enqueue(message)
         if remote:
-            if message.group is None:
-                try:
-                    mesh.forward(remote[0], frame, message, pending)  # type: ignore[union-attr]
-                except (OutboxFullError, TransportError) as exc:
-                    self._unsent(message, pending, exc)
-            else:
-                self._transmit_copies(message, frame, remote, pending)
+            self._transmit(message, frame, remote, pending)
         return pending
 
     async def reply(self, message: Message, content: Any = None) -> None:
