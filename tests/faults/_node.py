@@ -491,5 +491,11 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    # Times and threads in every line: a failed run is read from these files afterwards.
+    logging.basicConfig(
+        level=logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s.%(msecs)03d %(threadName)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     anyio.run(main, backend=sys.argv[1] if len(sys.argv) > 1 else "asyncio")

@@ -678,6 +678,12 @@ class KafkaTransport(Transport):
                     # it has left yet, so resending from the refused frame keeps the order.
                     max_in_flight_requests_per_connection=1,
                     retry_backoff_ms=50,
+                    # With one request in flight the connection is busy whenever a batch is
+                    # out, and kafka-python then skips a metadata refresh and backs off,
+                    # doubling up to reconnect_backoff_max_ms (30 s by default): a send that
+                    # needs metadata (a peer's first frame) could wait seconds, holding
+                    # every frame behind it. A bound of 1 s keeps that wait short.
+                    reconnect_backoff_max_ms=1_000,
                 )
             except KafkaError as exc:
                 logger.warning("cannot reach the kafka brokers %s: %s", joined.servers, exc)
