@@ -315,6 +315,7 @@ class Soak:
         self.early: set[Any] = set()  # letters resolved before their send returned
         self.idle = anyio.Event()
         self.stopping = anyio.Event()
+        self.quiet = anyio.Event()  # the workload sends nothing more
         self.done = anyio.Event()
         self.task_group: anyio.abc.TaskGroup | None = None
         d = dispatcher
@@ -355,7 +356,7 @@ class Soak:
             self.early.add(message.id)
 
     def _check_idle(self) -> None:
-        if self.stopping.is_set() and not self.rr and not self.in_flight:
+        if self.quiet.is_set() and not self.rr and not self.in_flight:
             self.idle.set()
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
@@ -370,6 +371,7 @@ class Soak:
                 k += 1
                 next_tick = max(next_tick + self.tick, anyio.current_time())
                 await anyio.sleep_until(next_tick)  # the workload's own pace
+            self.quiet.set()
             await self.done.wait()
             tg.cancel_scope.cancel()
 
@@ -440,8 +442,11 @@ class Soak:
 
     async def stop(self, drain_timeout: float) -> dict[str, Any]:
         self.stopping.set()
-        self._check_idle()
         with anyio.move_on_after(drain_timeout):
+            # The tick in progress finishes first: what it sends is recorded as sent, so
+            # it must be counted in the drain and arrive before the barrier's answer.
+            await self.quiet.wait()
+            self._check_idle()
             await self.idle.wait()
         now = time.monotonic()
         left: dict[str, Any] = {
