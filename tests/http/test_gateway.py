@@ -19,6 +19,7 @@ from dispatchio import (
     SyncSendError,
     UndeliverableError,
 )
+from dispatchio_http import HttpOptions
 
 from ._gateway_support import next_event, serve_gateway
 
@@ -431,6 +432,96 @@ async def test_requests_over_the_concurrency_cap_get_503(
         # Once the slot is free, requests are served again.
         status, _, _ = await _post(client, url, {"type": "x", "destination": "echo"})
         assert status == 200
+
+
+async def test_request_bodies_held_at_once_are_capped_across_connections(
+    dispatcher: MessageDispatcher, client: aiohttp.ClientSession
+) -> None:
+    big = {"type": "x", "destination": "holder", "content": "x" * 3000}
+    size = len(json.dumps(big).encode())  # what aiohttp's json= sends
+    async with serve_gateway(dispatcher, max_body_size=4096, max_pending_body_bytes=4096) as base:
+        url = f"{base}/v1/messages?wait=30"
+        seen: list[int] = []
+        async with anyio.create_task_group() as tg:
+            held = anyio.Event()
+            holder = _Holder(dispatcher, held)
+            dispatcher.register(holder)
+            tg.start_soon(_post_and_record, client, url, big, seen)
+            with anyio.fail_after(PROMPT):
+                await held.wait()  # its body is held while it waits for the reply
+            gateway = await _status(client, base)
+            assert gateway["body_bytes_held"] == size
+            assert gateway["max_pending_body_bytes"] == 4096
+            # A body that would pass the budget is refused before it is read ...
+            other = {"type": "x", "destination": "echo", "content": "y" * 2000}
+            with anyio.fail_after(PROMPT):
+                async with client.post(url, json=other) as response:
+                    assert response.status == 503
+                    assert response.headers["Retry-After"] == "1"
+                    assert response.headers["Connection"] == "close"
+                    data = await response.json(content_type=None)
+            assert data["code"] == "busy"
+            assert "max_pending_body_bytes" in data["detail"]
+            # ... while one that fits is served.
+            status, _, data = await _post(client, url, {"type": "x", "destination": "echo"})
+            assert (status, data["content"]) == (200, {"echo": None})
+            gateway = await _status(client, base)
+            assert gateway["refused_busy"] == 1
+            assert gateway["body_bytes_held"] == size  # the served request gave its bytes back
+            await holder.release()
+        assert seen == [200]
+        status, _, _ = await _post(client, url, other)  # room again
+        assert status == 200
+        assert (await _status(client, base))["body_bytes_held"] == 0
+
+
+async def test_a_chunked_body_passing_the_budget_is_503_and_its_connection_closed(
+    dispatcher: MessageDispatcher, client: aiohttp.ClientSession
+) -> None:
+    big = {"type": "x", "destination": "holder", "content": "x" * 3000}
+    async with serve_gateway(dispatcher, max_body_size=4096, max_pending_body_bytes=4096) as base:
+        url = f"{base}/v1/messages?wait=30"
+        seen: list[int] = []
+        async with anyio.create_task_group() as tg:
+            held = anyio.Event()
+            holder = _Holder(dispatcher, held)
+            dispatcher.register(holder)
+            tg.start_soon(_post_and_record, client, url, big, seen)
+            with anyio.fail_after(PROMPT):
+                await held.wait()
+            stream, _ = await anyio_connect(base)
+            chunk = b"[" + b"1," * 999 + b"1"  # 2000 bytes, and the body never ends
+            head = (
+                "POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                "Transfer-Encoding: chunked\r\n\r\n"
+            )
+            with anyio.fail_after(PROMPT):
+                await stream.send(head.encode() + b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+                answer = await _read_response(stream)
+                closed = await _read_response(stream)
+            await stream.aclose()
+            assert answer.startswith(b"HTTP/1.1 503")
+            assert b"max_pending_body_bytes" in answer
+            assert closed == b""
+            assert (await _status(client, base))["body_bytes_held"] == len(json.dumps(big).encode())
+            await holder.release()
+        assert seen == [200]
+        assert (await _status(client, base))["body_bytes_held"] == 0
+
+
+def test_the_body_budget_defaults_to_64_bodies_and_may_not_be_below_one() -> None:
+    assert HttpOptions().pending_body_limit == 64 * HttpOptions().max_frame_size
+    assert HttpOptions(max_body_size=4096).pending_body_limit == 64 * 4096
+    with pytest.raises(ValueError, match="max_pending_body_bytes must not be below the body cap"):
+        HttpOptions(max_body_size=4096, max_pending_body_bytes=2048)
+
+
+async def _status(client: aiohttp.ClientSession, base: str) -> dict[str, Any]:
+    with anyio.fail_after(PROMPT):
+        async with client.get(f"{base}/v1/status") as response:
+            assert response.status == 200
+            gateway: dict[str, Any] = (await response.json())["gateway"]
+            return gateway
 
 
 class _Holder(BasicMessageListener):

@@ -3,7 +3,8 @@
 `install_gateway` adds the routes to the aiohttp application the HTTP transport serves.
 The transport's middleware authenticates requests (every route but ``/v1/health``), caps
 request bodies and answers CORS; the gateway itself caps chunked bodies as it reads
-them, the number of open event streams and of requests handled at once.
+them, the bytes of bodies its requests hold at once, the number of open event streams
+and of requests handled at once.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from dispatchio import (
 from dispatchio_http._directory import directory, listener_taken, reachable
 from dispatchio_http._json import (
     JS_SAFE,
+    BodyBudget,
+    BodyHold,
     id_key,
     message_json,
     parse_message,
@@ -60,6 +63,8 @@ _POLL: Final = 0.25
 _KEEPALIVE: Final = 15.0
 _JSON: Final = "application/json"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: A route that reads a body: it counts it in the request's `BodyHold`.
+BodyHandler = Callable[[web.Request, BodyHold], Awaitable[web.StreamResponse]]
 
 
 def install_gateway(
@@ -90,10 +95,12 @@ class _Shared:
 
     A transport listening on several URLs installs one gateway per URL; the caps count
     across all of them, and a message delivered on a stream of one URL can be answered
-    through another.
+    through another. The budget of request bodies is the first gateway's
+    ``max_pending_body_bytes`` (a transport's URLs share its options).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, body_limit: int) -> None:
+        self.bodies = BodyBudget(body_limit)
         self.streams: dict[ListenerId, StreamListener] = {}
         #: Messages delivered on streams and not yet answered: ID key -> listener -> stream.
         self.held: dict[str, dict[ListenerId, StreamListener]] = {}
@@ -105,6 +112,13 @@ class _Shared:
 _SHARED: weakref.WeakKeyDictionary[MessageDispatcher, _Shared] = weakref.WeakKeyDictionary()
 
 
+def _shared(dispatcher: MessageDispatcher, options: HttpOptions) -> _Shared:
+    shared = _SHARED.get(dispatcher)
+    if shared is None:
+        shared = _SHARED[dispatcher] = _Shared(options.pending_body_limit)
+    return shared
+
+
 class Gateway:
     """The routes of one URL: open streams, answerable messages, the request cap."""
 
@@ -113,7 +127,7 @@ class Gateway:
         self.options = options
         self.prefix = prefix
         self.limit = options.body_limit
-        shared = self.shared = _SHARED.setdefault(dispatcher, _Shared())
+        shared = self.shared = _shared(dispatcher, options)
         self.streams = shared.streams
         self.held = shared.held
         self.counters = shared.counters
@@ -126,8 +140,8 @@ class Gateway:
     def add_routes(self, app: web.Application) -> None:
         v1 = f"{self.prefix}/v1"
         guard = self._guarded
-        app.router.add_post(f"{v1}/messages", guard(self.post_message))
-        app.router.add_post(f"{v1}/messages/{{id}}/reply", guard(self.post_reply))
+        app.router.add_post(f"{v1}/messages", self._guarded_body(self.post_message))
+        app.router.add_post(f"{v1}/messages/{{id}}/reply", self._guarded_body(self.post_reply))
         app.router.add_get(f"{v1}/events", self.events)
         app.router.add_get(f"{v1}/directory", guard(self.get_directory))
         app.router.add_get(f"{v1}/status", guard(self.get_status))
@@ -139,7 +153,17 @@ class Gateway:
     # ------------------------------------------------------------------ plumbing
 
     def _guarded(self, handler: Handler) -> Handler:
-        """Cap concurrent requests (503 beyond) and turn `HttpProblem` into its response."""
+        """`_guarded_body` for a route without a body."""
+
+        async def bodiless(request: web.Request, hold: BodyHold) -> web.StreamResponse:
+            return await handler(request)
+
+        return functools.wraps(handler)(self._guarded_body(bodiless))
+
+    def _guarded_body(self, handler: BodyHandler) -> Handler:
+        """Cap concurrent requests (503 beyond), give the handler the `BodyHold` its body
+        is counted in (released with the response: bodies held at once are capped), and
+        turn `HttpProblem` into its response."""
 
         @functools.wraps(handler)
         async def guarded(request: web.Request) -> web.StreamResponse:
@@ -153,11 +177,15 @@ class Gateway:
                 )
             self.shared.active += 1
             self.counters["requests"] += 1
+            hold = BodyHold(self.shared.bodies)
             try:
-                return await handler(request)
+                return await handler(request, hold)
             except HttpProblem as problem:
+                if problem.code == "busy":  # the bodies held at once
+                    self.counters["refused_busy"] += 1
                 return problem.response()
             finally:
+                hold.release()
                 self.shared.active -= 1
 
         return guarded
@@ -179,11 +207,12 @@ class Gateway:
 
     # ------------------------------------------------------------------ routes
 
-    async def post_message(self, request: web.Request) -> web.Response:
+    async def post_message(self, request: web.Request, hold: BodyHold) -> web.Response:
         """POST /v1/messages: a letter (202), or with ?wait= a request or a gather (200)."""
         raw_wait = request.query.get("wait")
         wait = None if raw_wait is None else parse_wait(raw_wait)
-        message = parse_message(await read_json(request, self.limit, self.options.body_timeout))
+        data = await read_json(request, self.limit, self.options.body_timeout, hold)
+        message = parse_message(data)
         dispatcher = self.dispatcher
         try:
             if wait is None:
@@ -203,10 +232,10 @@ class Gateway:
         except DispatchError as exc:
             raise delivery_problem(exc, running=dispatcher.running) from exc
 
-    async def post_reply(self, request: web.Request) -> web.Response:
+    async def post_reply(self, request: web.Request, hold: BodyHold) -> web.Response:
         """POST /v1/messages/{id}/reply: answer a message delivered on an event stream."""
         key = request.match_info["id"]
-        data = await read_json(request, self.limit, self.options.body_timeout)
+        data = await read_json(request, self.limit, self.options.body_timeout, hold)
         if not isinstance(data, dict):
             raise HttpProblem(422, "invalid_reply", "the body must be a JSON object", field="reply")
         unknown = data.keys() - {"content", "listener"}
@@ -364,6 +393,8 @@ class Gateway:
                 "max_streams": self.options.max_streams,
                 "requests_in_flight": self.shared.active - 1,  # not counting this one
                 "max_concurrent_requests": self.options.max_concurrent_requests,
+                "body_bytes_held": self.shared.bodies.held,
+                "max_pending_body_bytes": self.shared.bodies.limit,
                 "awaiting_replies": sum(len(s.answerable) for s in self.streams.values()),
                 **self.counters,
             },

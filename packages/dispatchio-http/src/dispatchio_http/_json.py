@@ -24,6 +24,8 @@ from dispatchio_http._problems import HttpProblem
 
 __all__ = [
     "MESSAGE_FIELDS",
+    "BodyBudget",
+    "BodyHold",
     "id_key",
     "message_json",
     "parse_message",
@@ -79,18 +81,75 @@ def message_json(message: Message) -> dict[str, Any]:
     }
 
 
-async def read_json(request: web.Request, limit: int, timeout: float) -> Any:
+class BodyBudget:
+    """Bytes of request bodies that gateway requests in flight hold, over every connection
+    (``max_pending_body_bytes``).
+
+    The per-body cap alone would let ``max_concurrent_requests`` clients each hold a body
+    of ``max_body_size`` bytes (a gigabyte with the defaults) while their bodies trickle
+    in or their ``?wait=`` requests wait for replies.
+    """
+
+    __slots__ = ("held", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        #: Bytes held now, over every request.
+        self.held = 0
+
+
+class BodyHold:
+    """What one gateway request holds of a `BodyBudget`, from before its body is read
+    until its response is made; `release` gives it back."""
+
+    __slots__ = ("_budget", "size")
+
+    def __init__(self, budget: BodyBudget) -> None:
+        self._budget = budget
+        self.size = 0
+
+    def take(self, size: int) -> None:
+        """Count ``size`` more bytes of this request's body.
+
+        Raises:
+            HttpProblem: 503 busy (with ``Retry-After``; the connection is closed, as the
+                body is not read to its end) when the budget would be passed.
+        """
+        budget = self._budget
+        if budget.held + size > budget.limit:
+            raise HttpProblem(
+                503,
+                "busy",
+                f"the request bodies held at once would pass {budget.limit} bytes"
+                " (max_pending_body_bytes); try again shortly",
+                headers={"Retry-After": "1"},
+                close=True,
+            )
+        budget.held += size
+        self.size += size
+
+    def release(self) -> None:
+        """Give back what this request holds (idempotent)."""
+        self._budget.held -= self.size
+        self.size = 0
+
+
+async def read_json(request: web.Request, limit: int, timeout: float, hold: BodyHold) -> Any:
     """Read and parse a JSON request body of at most ``limit`` bytes within ``timeout`` s.
 
     The size is checked before reading when ``Content-Length`` is given; a chunked body
     is read only up to the cap. The header timeout of the server ends once the request
     head is in; ``timeout`` bounds the body, so a client trickling it holds no handler
-    (nor a slot of ``max_concurrent_requests``) for longer.
+    (nor a slot of ``max_concurrent_requests``) for longer. The body's bytes are counted
+    in ``hold`` as they are accepted (all at once for a ``Content-Length``); the caller
+    releases them when the request is over.
 
     Raises:
-        HttpProblem: 415 not ``application/json``; 413 larger than ``limit``; 408 the
-            body did not arrive within ``timeout`` (the connection is closed); 400 not
-            JSON (including nesting deeper than the parser allows, and NaN/Infinity).
+        HttpProblem: 415 not ``application/json``; 413 larger than ``limit``; 503 busy
+            when the body would pass the budget ``hold`` draws on (the connection is
+            closed); 408 the body did not arrive within ``timeout`` (the connection is
+            closed); 400 not JSON (including nesting deeper than the parser allows, and
+            NaN/Infinity).
     """
     # The exact header is the common case; aiohttp's parser handles parameters.
     if (
@@ -108,12 +167,13 @@ async def read_json(request: web.Request, limit: int, timeout: float) -> Any:
     body = None
     with anyio.move_on_after(timeout):
         if length is not None:
+            hold.take(length)
             try:
                 body = await request.content.readexactly(length)
             except asyncio.IncompleteReadError as exc:
                 raise HttpProblem(400, "not_json", "the body ended before Content-Length") from exc
         else:
-            body = await _read_capped(request, limit)
+            body = await _read_capped(request, limit, hold)
     if body is None:
         raise HttpProblem(
             408,
@@ -129,8 +189,8 @@ async def read_json(request: web.Request, limit: int, timeout: float) -> Any:
         raise HttpProblem(400, "not_json", f"the body is not valid JSON: {exc}") from exc
 
 
-async def _read_capped(request: web.Request, limit: int) -> bytes:
-    """A body of unknown length (chunked), read only up to ``limit``."""
+async def _read_capped(request: web.Request, limit: int, hold: BodyHold) -> bytes:
+    """A body of unknown length (chunked), read only up to ``limit``, counted in ``hold``."""
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -141,6 +201,7 @@ async def _read_capped(request: web.Request, limit: int) -> bytes:
         if size > limit:
             # close: the rest of the body is never read (nor drained).
             raise HttpProblem(413, "too_large", f"the body exceeds {limit} bytes", close=True)
+        hold.take(len(chunk))
         chunks.append(chunk)
 
 

@@ -34,6 +34,12 @@ def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 _AUTH = {"401": _problem("Missing or wrong bearer token (when the server has a token).")}
 _BUSY = {"503": _problem("Too many requests at once (busy), or the dispatcher is stopping.")}
+_BODY_BUSY = {
+    "503": _problem(
+        "Too many requests at once, or request bodies held at once would pass"
+        " max_pending_body_bytes (busy), or the dispatcher is stopping."
+    )
+}
 _BODY = {
     "400": _problem("The body is not JSON."),
     "408": _problem("The body did not arrive within body_timeout (code body_timeout)."),
@@ -196,7 +202,8 @@ def openapi_document(prefix: str) -> dict[str, Any]:
                         "502": _problem("The handler raised (code handler_error)."),
                         "503": _problem(
                             "The receiving process was lost (peer_lost), its link is full"
-                            " (outbox_full), or the gateway is busy or stopping."
+                            " (outbox_full), or the gateway is busy (too many requests,"
+                            " or request bodies held at once) or stopping."
                         ),
                         "504": _problem("No reply within wait seconds (code timeout)."),
                     },
@@ -227,7 +234,7 @@ def openapi_document(prefix: str) -> dict[str, Any]:
                         "404": _problem("No such message awaits a reply (unknown or answered)."),
                         "409": _problem("Several streams hold it: name the listener (ambiguous)."),
                         **_AUTH,
-                        **_BUSY,
+                        **_BODY_BUSY,
                     },
                 }
             },

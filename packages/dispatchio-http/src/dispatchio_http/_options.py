@@ -43,6 +43,16 @@ class HttpOptions(TransportOptions):
         ge=1024,
         description="Largest request body accepted, in bytes (default: max_frame_size).",
     )
+    max_pending_body_bytes: int | None = Field(
+        default=None,
+        ge=1024,
+        description=(
+            "Bytes of request bodies that gateway requests in flight hold at once, over"
+            " every connection (from before a body is read until its response); a request"
+            " whose body would pass it is answered 503 busy and its connection closed."
+            " None: 64 x the body cap (max_body_size)."
+        ),
+    )
     max_streams: int = Field(
         default=256, ge=1, description="Event streams (GET /v1/events) open at once."
     )
@@ -116,12 +126,24 @@ class HttpOptions(TransportOptions):
         """The effective request-body cap."""
         return self.max_frame_size if self.max_body_size is None else self.max_body_size
 
+    @property
+    def pending_body_limit(self) -> int:
+        """The effective budget of request bodies held at once."""
+        if self.max_pending_body_bytes is None:
+            return 64 * self.body_limit
+        return self.max_pending_body_bytes
+
     @model_validator(mode="after")
     def _check(self) -> HttpOptions:
         if self.reconnect_max < self.reconnect_min:
             raise ValueError("reconnect_max must not be below reconnect_min")
         if self.max_receive_bytes is not None and self.max_receive_bytes < self.max_frame_size:
             raise ValueError("max_receive_bytes must not be below max_frame_size")
+        if self.pending_body_limit < self.body_limit:
+            raise ValueError(
+                "max_pending_body_bytes must not be below the body cap"
+                f" ({self.body_limit} bytes: max_body_size, else max_frame_size)"
+            )
         server, client = self.ssl_context, self.ssl_client_context
         if server is not None and server.protocol == ssl.PROTOCOL_TLS_CLIENT:
             raise ValueError(

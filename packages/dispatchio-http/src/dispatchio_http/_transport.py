@@ -27,12 +27,13 @@ URL format:
     ``/``). Query parameters are options, except ``token``: URLs are gossiped.
 
 Options (`HttpOptions`):
-    ``token``, ``gateway``, ``max_body_size``, ``max_streams``,
-    ``max_concurrent_requests``, ``header_timeout``, ``body_timeout``, ``cors_origins``,
-    ``ssl_context``, ``ssl_client_context``, ``handshake_timeout``, ``reconnect_min``,
-    ``reconnect_max``, and the common ``max_frame_size``, ``max_outbox_bytes`` and
-    ``close_timeout``; each is described on its field. ``https://`` URLs take their own
-    options, under ``transport_options={"https": {...}}``.
+    ``token``, ``insecure``, ``gateway``, ``max_body_size``, ``max_pending_body_bytes``,
+    ``max_streams``, ``max_concurrent_requests``, ``header_timeout``, ``body_timeout``,
+    ``cors_origins``, ``ssl_context``, ``ssl_client_context``, ``max_receive_bytes``,
+    ``handshake_timeout``, ``reconnect_min``, ``reconnect_max``, and the common
+    ``max_frame_size``, ``max_outbox_bytes`` and ``close_timeout``; each is described on
+    its field. ``https://`` URLs take their own options, under
+    ``transport_options={"https": {...}}``.
 
 Limitations:
     * asyncio only (aiohttp has no trio support): on trio, starting a dispatcher with an
