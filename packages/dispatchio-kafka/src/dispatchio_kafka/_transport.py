@@ -81,6 +81,7 @@ from dispatchio import (
 from dispatchio.transport import PeerHello, Transport, TransportHandler, TransportOptions
 from dispatchio_kafka import _envelope
 from dispatchio_kafka._envelope import EnvelopeError
+from dispatchio_kafka._gaps import OffsetGaps
 
 if TYPE_CHECKING:
     import kafka
@@ -102,6 +103,10 @@ _POLL = 0.1
 _METADATA_AGE_MS = 3_000
 #: Seconds the consumer waits for fresh metadata before it reads held-back records again.
 _STALE_WAIT = 0.02
+#: A consumer handed records past a missing offset reads again from it after this pause,
+#: for at most `_GAP_PATIENCE` seconds (see `dispatchio_kafka._gaps`).
+_GAP_WAIT = 0.005
+_GAP_PATIENCE = 1.0
 # The prefix of a message frame (kind 0): only those are de-duplicated and replayed
 # from an earlier incarnation; control frames of an old incarnation mean nothing now.
 _MESSAGE = b"[0,"
@@ -853,6 +858,7 @@ class KafkaTransport(Transport):
                     return
         deliver = self._deliver
         committed = -1  # the offset last committed
+        gaps = OffsetGaps(_GAP_PATIENCE)
 
         def commit(offset: int) -> bool:
             nonlocal committed
@@ -892,6 +898,7 @@ class KafkaTransport(Transport):
                         )
                         ids[partition] = now_id
                         consumer.seek(partition, 0)
+                        gaps.forget(partition)
                         if partition == inbox:
                             next_offset = committed = -1
                         self._rejoin.set()  # the members topic is gone too: announce again
@@ -923,7 +930,13 @@ class KafkaTransport(Transport):
                     holding = False
                     batch: list[tuple[bool, Any]] = []
                     last = -1
-                    for partition, records in polled.items():
+                    gap = False
+                    now = time.monotonic()
+                    for partition, polled_records in polled.items():
+                        records, back = gaps.take(partition, polled_records, now)
+                        if back is not None:
+                            consumer.seek(partition, back)  # read the missing one again
+                            gap = True
                         is_inbox = partition == inbox
                         for record in records:
                             batch.append((is_inbox, record.value))
@@ -948,6 +961,8 @@ class KafkaTransport(Transport):
                         commit(next_offset)
                         last_commit = now
                     failing = False
+                    if gap:
+                        self._stop.wait(_GAP_WAIT)
                 except KafkaError as exc:
                     if not failing:
                         logger.warning("kafka consumer: %s; retrying", exc)
