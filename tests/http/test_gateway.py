@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -434,26 +435,43 @@ async def test_requests_over_the_concurrency_cap_get_503(
         assert status == 200
 
 
+#: A request held open by `_Holder`, its body counted against the budget meanwhile.
+_BIG = {"type": "x", "destination": "holder", "content": "x" * 3000}
+_BIG_SIZE = len(json.dumps(_BIG).encode())  # what aiohttp's json= sends
+#: A body budget with room for `_BIG` and a small body, not for a second large one.
+_BUDGET: dict[str, Any] = {"max_body_size": 4096, "max_pending_body_bytes": 4096}
+
+
+@asynccontextmanager
+async def _holding_a_big_body(
+    dispatcher: MessageDispatcher, client: aiohttp.ClientSession, base: str
+) -> AsyncIterator[None]:
+    """Hold `_BIG` open on the gateway at ``base`` while the body runs; then answer it,
+    which must make it a 200."""
+    seen: list[int] = []
+    async with anyio.create_task_group() as tg:
+        held = anyio.Event()
+        holder = _Holder(dispatcher, held)
+        dispatcher.register(holder)
+        tg.start_soon(_post_and_record, client, f"{base}/v1/messages?wait=30", _BIG, seen)
+        with anyio.fail_after(PROMPT):
+            await held.wait()  # its body is held while it waits for the reply
+        yield
+        await holder.release()
+    assert seen == [200]
+
+
 async def test_request_bodies_held_at_once_are_capped_across_connections(
     dispatcher: MessageDispatcher, client: aiohttp.ClientSession
 ) -> None:
-    big = {"type": "x", "destination": "holder", "content": "x" * 3000}
-    size = len(json.dumps(big).encode())  # what aiohttp's json= sends
-    async with serve_gateway(dispatcher, max_body_size=4096, max_pending_body_bytes=4096) as base:
+    other = {"type": "x", "destination": "echo", "content": "y" * 2000}
+    async with serve_gateway(dispatcher, **_BUDGET) as base:
         url = f"{base}/v1/messages?wait=30"
-        seen: list[int] = []
-        async with anyio.create_task_group() as tg:
-            held = anyio.Event()
-            holder = _Holder(dispatcher, held)
-            dispatcher.register(holder)
-            tg.start_soon(_post_and_record, client, url, big, seen)
-            with anyio.fail_after(PROMPT):
-                await held.wait()  # its body is held while it waits for the reply
+        async with _holding_a_big_body(dispatcher, client, base):
             gateway = await _status(client, base)
-            assert gateway["body_bytes_held"] == size
+            assert gateway["body_bytes_held"] == _BIG_SIZE
             assert gateway["max_pending_body_bytes"] == 4096
             # A body that would pass the budget is refused before it is read ...
-            other = {"type": "x", "destination": "echo", "content": "y" * 2000}
             with anyio.fail_after(PROMPT):
                 async with client.post(url, json=other) as response:
                     assert response.status == 503
@@ -467,9 +485,7 @@ async def test_request_bodies_held_at_once_are_capped_across_connections(
             assert (status, data["content"]) == (200, {"echo": None})
             gateway = await _status(client, base)
             assert gateway["refused_busy"] == 1
-            assert gateway["body_bytes_held"] == size  # the served request gave its bytes back
-            await holder.release()
-        assert seen == [200]
+            assert gateway["body_bytes_held"] == _BIG_SIZE  # the served one gave its bytes back
         status, _, _ = await _post(client, url, other)  # room again
         assert status == 200
         assert (await _status(client, base))["body_bytes_held"] == 0
@@ -478,17 +494,8 @@ async def test_request_bodies_held_at_once_are_capped_across_connections(
 async def test_a_chunked_body_passing_the_budget_is_503_and_its_connection_closed(
     dispatcher: MessageDispatcher, client: aiohttp.ClientSession
 ) -> None:
-    big = {"type": "x", "destination": "holder", "content": "x" * 3000}
-    async with serve_gateway(dispatcher, max_body_size=4096, max_pending_body_bytes=4096) as base:
-        url = f"{base}/v1/messages?wait=30"
-        seen: list[int] = []
-        async with anyio.create_task_group() as tg:
-            held = anyio.Event()
-            holder = _Holder(dispatcher, held)
-            dispatcher.register(holder)
-            tg.start_soon(_post_and_record, client, url, big, seen)
-            with anyio.fail_after(PROMPT):
-                await held.wait()
+    async with serve_gateway(dispatcher, **_BUDGET) as base:
+        async with _holding_a_big_body(dispatcher, client, base):
             stream, _ = await anyio_connect(base)
             chunk = b"[" + b"1," * 999 + b"1"  # 2000 bytes, and the body never ends
             head = (
@@ -503,9 +510,7 @@ async def test_a_chunked_body_passing_the_budget_is_503_and_its_connection_close
             assert answer.startswith(b"HTTP/1.1 503")
             assert b"max_pending_body_bytes" in answer
             assert closed == b""
-            assert (await _status(client, base))["body_bytes_held"] == len(json.dumps(big).encode())
-            await holder.release()
-        assert seen == [200]
+            assert (await _status(client, base))["body_bytes_held"] == _BIG_SIZE
         assert (await _status(client, base))["body_bytes_held"] == 0
 
 
