@@ -47,7 +47,9 @@ def message_cap() -> int:
 
 
 class ReceiveBudget:
-    """Bytes of large frames being reassembled, held by all the links of a transport.
+    """Bytes held at once against one limit, across connections: large frames being
+    reassembled by all the peer links of a transport (``max_receive_bytes``), or the
+    gateway's request bodies (``max_pending_body_bytes``, `dispatchio_http._json.BodyHold`).
 
     Without a bound across links, many links each sending most of a large frame and
     stopping would make the receiver hold that much per link.

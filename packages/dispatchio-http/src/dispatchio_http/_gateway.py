@@ -37,9 +37,9 @@ from dispatchio import (
     UndeliverableError,
 )
 from dispatchio_http._directory import directory, listener_taken, reachable
+from dispatchio_http._frames import ReceiveBudget
 from dispatchio_http._json import (
     JS_SAFE,
-    BodyBudget,
     BodyHold,
     id_key,
     message_json,
@@ -100,7 +100,7 @@ class _Shared:
     """
 
     def __init__(self, body_limit: int) -> None:
-        self.bodies = BodyBudget(body_limit)
+        self.bodies = ReceiveBudget(body_limit)
         self.streams: dict[ListenerId, StreamListener] = {}
         #: Messages delivered on streams and not yet answered: ID key -> listener -> stream.
         self.held: dict[str, dict[ListenerId, StreamListener]] = {}

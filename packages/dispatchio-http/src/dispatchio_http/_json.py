@@ -20,11 +20,11 @@ import pydantic_core
 from aiohttp import web
 
 from dispatchio import Message
+from dispatchio_http._frames import ReceiveBudget
 from dispatchio_http._problems import HttpProblem
 
 __all__ = [
     "MESSAGE_FIELDS",
-    "BodyBudget",
     "BodyHold",
     "id_key",
     "message_json",
@@ -81,30 +81,15 @@ def message_json(message: Message) -> dict[str, Any]:
     }
 
 
-class BodyBudget:
-    """Bytes of request bodies that gateway requests in flight hold, over every connection
-    (``max_pending_body_bytes``).
-
-    The per-body cap alone would let ``max_concurrent_requests`` clients each hold a body
-    of ``max_body_size`` bytes (a gigabyte with the defaults) while their bodies trickle
-    in or their ``?wait=`` requests wait for replies.
-    """
-
-    __slots__ = ("held", "limit")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        #: Bytes held now, over every request.
-        self.held = 0
-
-
 class BodyHold:
-    """What one gateway request holds of a `BodyBudget`, from before its body is read
+    """What one gateway request holds of the bodies' budget (``max_pending_body_bytes``:
+    without it, ``max_concurrent_requests`` clients could each hold a body of
+    ``max_body_size`` bytes, a gigabyte with the defaults), from before its body is read
     until its response is made; `release` gives it back."""
 
     __slots__ = ("_budget", "size")
 
-    def __init__(self, budget: BodyBudget) -> None:
+    def __init__(self, budget: ReceiveBudget) -> None:
         self._budget = budget
         self.size = 0
 
